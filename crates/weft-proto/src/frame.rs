@@ -1,0 +1,201 @@
+//! Frame kinds and their headers.
+//!
+//! A frame is a kind byte, a postcard-encoded header whose type depends on
+//! the kind, and opaque payload bytes. The kind byte is explicit (not the
+//! postcard enum tag) so that a node can skip a frame kind it does not know
+//! and keep the connection: see `docs/wire.md` for the evolution rules.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::node_id::NodeId;
+
+/// Kind bytes. Values are part of the wire protocol and never reused.
+pub mod kind {
+    /// [`super::Hello`]: first frame of the handshake.
+    pub const HELLO: u8 = 1;
+    /// [`super::Auth`]: proof of the cluster secret.
+    pub const AUTH: u8 = 2;
+    /// Acceptor's final "link established" (no header fields).
+    pub const WELCOME: u8 = 3;
+    /// [`super::Reject`]: the sender closes the connection and says why.
+    pub const REJECT: u8 = 4;
+    /// [`super::Ping`]: link heartbeat request.
+    pub const PING: u8 = 16;
+    /// [`super::Ping`] echoed back as a heartbeat answer.
+    pub const PONG: u8 = 17;
+    /// [`super::Goodbye`]: the sender is leaving and closes the link.
+    pub const GOODBYE: u8 = 18;
+    /// [`super::Data`]: application bytes on a numbered channel.
+    pub const DATA: u8 = 64;
+
+    /// Kinds below this value are link control: they are queued ahead of
+    /// data frames. The class is a property of the kind, so both sides
+    /// agree on it without negotiation.
+    pub const FIRST_DATA_KIND: u8 = 64;
+}
+
+/// First handshake frame: who the sender is and its fresh nonce.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Cluster name; both sides must agree exactly.
+    pub cluster: String,
+    /// The sender's identity.
+    pub node: NodeId,
+    /// 32 fresh random bytes, never reused.
+    pub nonce: [u8; 32],
+    /// The sender's advertised cluster address (`host:port`), informational.
+    pub addr: String,
+}
+
+/// Second handshake frame: HMAC-SHA256 over both hellos, keyed by the secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Auth {
+    /// The 32-byte MAC computed by [`crate::auth::link_proof`].
+    pub mac: [u8; 32],
+}
+
+/// Why a connection was refused; sent to the peer before closing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectCode {
+    /// The peer's cluster name differs from ours.
+    ClusterMismatch,
+    /// The peer's proof did not verify: different secret.
+    AuthFailed,
+    /// A link to this peer already exists or wins the tie-break.
+    Duplicate,
+    /// The peer claimed our own identity (a node connected to itself).
+    SelfConnect,
+    /// The receiving node is shutting down.
+    ShuttingDown,
+    /// The peer is a stale incarnation of a node we already know newer.
+    StaleIncarnation,
+    /// A protocol violation (unexpected frame, malformed header).
+    Protocol,
+}
+
+/// Final frame of a refused handshake.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reject {
+    /// Machine-readable reason.
+    pub code: RejectCode,
+    /// Human-readable detail for the peer's log.
+    pub detail: String,
+}
+
+/// Heartbeat request; the receiver echoes it unchanged as a pong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    /// Sender-chosen sequence number.
+    pub seq: u64,
+    /// Sender's clock in microseconds, echoed back to measure round trips.
+    pub sent_micros: u64,
+}
+
+/// The sender is leaving (shutdown) and will close the connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Goodbye {
+    /// Human-readable reason.
+    pub reason: String,
+}
+
+/// Application bytes on a numbered channel (the payload is the message).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Data {
+    /// Channel number chosen by the application; weft does not interpret it.
+    pub channel: u32,
+}
+
+/// The header of a frame; the variant fixes the kind byte.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Header {
+    /// See [`Hello`].
+    Hello(Hello),
+    /// See [`Auth`].
+    Auth(Auth),
+    /// The acceptor confirms the link; the dialer may now send.
+    Welcome,
+    /// See [`Reject`].
+    Reject(Reject),
+    /// See [`Ping`].
+    Ping(Ping),
+    /// The echo of a [`Ping`].
+    Pong(Ping),
+    /// See [`Goodbye`].
+    Goodbye(Goodbye),
+    /// See [`Data`].
+    Data(Data),
+    /// A kind this node does not know. Decoding skips it whole; the link
+    /// counts it and carries on (forward compatibility).
+    Unknown {
+        /// The unknown kind byte.
+        kind: u8,
+    },
+}
+
+impl Header {
+    /// The kind byte of this header.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Header::Hello(_) => kind::HELLO,
+            Header::Auth(_) => kind::AUTH,
+            Header::Welcome => kind::WELCOME,
+            Header::Reject(_) => kind::REJECT,
+            Header::Ping(_) => kind::PING,
+            Header::Pong(_) => kind::PONG,
+            Header::Goodbye(_) => kind::GOODBYE,
+            Header::Data(_) => kind::DATA,
+            Header::Unknown { kind } => *kind,
+        }
+    }
+
+    /// Whether this frame travels in the control class (ahead of data).
+    pub fn is_control(&self) -> bool {
+        self.kind() < kind::FIRST_DATA_KIND
+    }
+
+    /// A short static name for logs and metric labels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Header::Hello(_) => "hello",
+            Header::Auth(_) => "auth",
+            Header::Welcome => "welcome",
+            Header::Reject(_) => "reject",
+            Header::Ping(_) => "ping",
+            Header::Pong(_) => "pong",
+            Header::Goodbye(_) => "goodbye",
+            Header::Data(_) => "data",
+            Header::Unknown { .. } => "unknown",
+        }
+    }
+}
+
+/// One decoded frame: a header and its payload.
+///
+/// The payload is a `Bytes` view into the receive buffer: decoding does not
+/// copy it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// What the frame is.
+    pub header: Header,
+    /// Opaque payload bytes (often empty for control frames).
+    pub payload: Bytes,
+}
+
+impl Frame {
+    /// A frame with an empty payload.
+    pub fn control(header: Header) -> Self {
+        Self {
+            header,
+            payload: Bytes::new(),
+        }
+    }
+
+    /// An application data frame on `channel`.
+    pub fn data(channel: u32, payload: Bytes) -> Self {
+        Self {
+            header: Header::Data(Data { channel }),
+            payload,
+        }
+    }
+}
