@@ -1,0 +1,318 @@
+//! The node: the public embedding API that ties links, membership and
+//! channels together.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use rand::RngExt;
+use tokio::sync::{broadcast, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use weft_proto::{Frame, NodeId};
+
+use crate::channel::{ChannelCallback, ChannelError, ChannelReceiver, Dispatcher};
+use crate::config::NodeConfig;
+use crate::error::{SendError, StartError};
+use crate::link::manager::LinksParams;
+use crate::link::{LinkEvent, LinkInfo, Links, TlsContext};
+use crate::membership::{
+    self, Command, MemberInfo, MemberState, Membership, MembershipEvent, SwimId,
+};
+use crate::net::{Net, TokioNet};
+use crate::stats::{Stats, StatsSnapshot};
+
+/// A running weft node. Cheap to clone; the node stops when
+/// [`Node::shutdown`] is called or the last handle is dropped.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+struct NodeInner {
+    id: NodeId,
+    addr: SocketAddr,
+    config: Arc<NodeConfig>,
+    links: Links,
+    membership: Membership,
+    stats: Arc<Stats>,
+    dispatcher: Arc<Dispatcher>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for NodeInner {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(1)
+}
+
+/// Picks this run's incarnation: the clock in microseconds, and with a
+/// data directory strictly greater than the previous run's.
+fn incarnation(config: &NodeConfig) -> Result<u64, StartError> {
+    if let Some(fixed) = config.incarnation {
+        return Ok(fixed);
+    }
+    let now = now_micros();
+    let Some(dir) = &config.data_dir else {
+        return Ok(now);
+    };
+    let err = |source| StartError::DataDir {
+        path: dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let file = dir.join("incarnation");
+    let previous = match std::fs::read_to_string(&file) {
+        Ok(s) => s.trim().parse::<u64>().ok(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(err(e)),
+    };
+    let next = previous.map_or(now, |p| now.max(p + 1));
+    write_atomically(&file, next.to_string().as_bytes()).map_err(err)?;
+    Ok(next)
+}
+
+fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(tmp, path)
+}
+
+impl Node {
+    /// Starts a node on real sockets.
+    pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
+        Self::start_with_net(config, Arc::new(TokioNet)).await
+    }
+
+    /// Starts a node on the given network (simulations pass turmoil's).
+    pub async fn start_with_net(config: NodeConfig, net: Arc<dyn Net>) -> Result<Node, StartError> {
+        config.validate()?;
+        let tls = config.tls.as_ref().map(TlsContext::load).transpose()?;
+        let incarnation = incarnation(&config)?;
+        let id = NodeId::new(config.name.clone(), incarnation);
+        let listener = net
+            .bind_tcp(config.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let bound = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let udp = net
+            .bind_udp(bound)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: bound,
+                source,
+            })?;
+        let addr = config.advertise.unwrap_or_else(|| {
+            if bound.ip().is_unspecified() {
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), bound.port())
+            } else {
+                bound
+            }
+        });
+        let seed = config.rng_seed.unwrap_or_else(|| rand::rng().random());
+        let stats = Arc::new(Stats::default());
+        let dispatcher = Arc::new(Dispatcher::new(stats.clone()));
+        let shutdown = CancellationToken::new();
+        let config = Arc::new(config);
+        let links = Links::new(LinksParams {
+            local: id.clone(),
+            advertise: addr,
+            cfg: config.clone(),
+            net: net.clone(),
+            tls,
+            stats: stats.clone(),
+            handler: dispatcher.clone(),
+            rng_seed: seed ^ 0x6c69_6e6b,
+            shutdown: shutdown.clone(),
+        });
+        tokio::spawn(links.clone().accept_loop(listener));
+        let membership = membership::start(membership::MembershipParams {
+            local: SwimId {
+                name: id.name.clone(),
+                incarnation,
+                addr,
+                bump: 0,
+            },
+            cluster: config.cluster.clone(),
+            secret: config.secret.expose().to_vec(),
+            config: config.membership.clone(),
+            seeds: config.join.clone(),
+            udp,
+            links: links.clone(),
+            stats: stats.clone(),
+            rng_seed: seed,
+            shutdown: shutdown.clone(),
+        });
+        info!(node = %id, %addr, cluster = %config.cluster, "node started");
+        Ok(Node {
+            inner: Arc::new(NodeInner {
+                id,
+                addr,
+                config,
+                links,
+                membership,
+                stats,
+                dispatcher,
+                shutdown,
+            }),
+        })
+    }
+
+    /// This node's identity.
+    pub fn id(&self) -> &NodeId {
+        &self.inner.id
+    }
+
+    /// The cluster address peers use to reach this node.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.config
+    }
+
+    /// Every known member, this node first (always `up`), then the others
+    /// sorted by name. Down members stay listed until foca forgets them
+    /// (`remove_down_after`).
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let mut out = vec![MemberInfo {
+            name: self.inner.id.name.clone(),
+            incarnation: self.inner.id.incarnation,
+            addr: self.inner.addr,
+            state: MemberState::Up,
+        }];
+        let table = self
+            .inner
+            .membership
+            .table
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        out.extend(table.list());
+        out
+    }
+
+    /// One member by name (this node included).
+    pub fn member(&self, name: &str) -> Option<MemberInfo> {
+        self.members().into_iter().find(|m| m.name == name)
+    }
+
+    /// Subscribes to membership changes from now on. The channel is
+    /// bounded (4096); a receiver that falls behind gets `Lagged` and
+    /// should re-read [`Node::members`].
+    pub fn membership_events(&self) -> broadcast::Receiver<MembershipEvent> {
+        self.inner.membership.events.subscribe()
+    }
+
+    /// Subscribes to link up/down events (bounded like membership events).
+    pub fn link_events(&self) -> broadcast::Receiver<LinkEvent> {
+        self.inner.links.events()
+    }
+
+    /// The state of every peer link.
+    pub fn links(&self) -> Vec<LinkInfo> {
+        self.inner.links.infos()
+    }
+
+    /// A copy of every counter.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    /// Sends `payload` on `channel` to the member named `peer`, waiting
+    /// for room in that peer's send queue. Returns once queued: delivery
+    /// is at most once across a link failure, FIFO per peer.
+    pub async fn send_data(
+        &self,
+        peer: &str,
+        channel: u32,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        self.inner
+            .links
+            .send(peer, &Frame::data(channel, payload))
+            .await
+    }
+
+    /// Like [`Node::send_data`] but returns [`SendError::Full`] instead of
+    /// waiting.
+    pub fn try_send_data(&self, peer: &str, channel: u32, payload: Bytes) -> Result<(), SendError> {
+        self.inner
+            .links
+            .try_send(peer, &Frame::data(channel, payload))
+    }
+
+    /// Opens `channel` for receiving into a queue of `capacity_bytes`.
+    pub fn open_channel(
+        &self,
+        channel: u32,
+        capacity_bytes: usize,
+    ) -> Result<ChannelReceiver, ChannelError> {
+        self.inner.dispatcher.open(channel, capacity_bytes)
+    }
+
+    /// Delivers `channel` to a callback instead of a queue. The callback
+    /// runs on the link reader and must not block.
+    pub fn on_channel(&self, channel: u32, callback: ChannelCallback) -> Result<(), ChannelError> {
+        self.inner.dispatcher.on(channel, callback)
+    }
+
+    /// Closes a channel opened with [`Node::open_channel`] or
+    /// [`Node::on_channel`].
+    pub fn close_channel(&self, channel: u32) {
+        self.inner.dispatcher.close(channel);
+    }
+
+    /// Whether a link to `peer` is established.
+    pub fn is_linked(&self, peer: &str) -> bool {
+        self.inner.links.is_connected(peer)
+    }
+
+    /// Graceful shutdown: announces the departure (peers mark this node
+    /// down at once instead of waiting for failure detection), says
+    /// goodbye on every link, drains send queues for up to `drain`, then
+    /// closes everything.
+    pub async fn shutdown(&self, drain: Duration) {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .inner
+            .membership
+            .commands
+            .send(Command::Leave(tx))
+            .await
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(membership::LEAVE_TIMEOUT, rx).await;
+        }
+        self.inner.links.shutdown(drain).await;
+        self.inner.shutdown.cancel();
+        info!(node = %self.inner.id, "node stopped");
+    }
+
+    /// Stops every task at once, without telling anyone (a crash, for
+    /// tests).
+    pub fn abort(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// Resolves when the node has stopped.
+    pub async fn stopped(&self) {
+        self.inner.shutdown.cancelled().await;
+    }
+}

@@ -1,0 +1,169 @@
+//! Counters of everything a node does and everything it refuses.
+//!
+//! One [`Stats`] per node is the source of truth: tests assert on it, and
+//! the admin endpoint renders it as Prometheus metrics. Counters are
+//! monotonic; gauges are computed when a snapshot is taken.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Per-peer traffic counters, shared by the peer's connections.
+#[derive(Debug, Default)]
+pub struct PeerCounters {
+    /// Frames written to the peer.
+    pub frames_sent: AtomicU64,
+    /// Bytes written to the peer (frame bytes on the wire).
+    pub bytes_sent: AtomicU64,
+    /// Frames read from the peer.
+    pub frames_received: AtomicU64,
+    /// Bytes read from the peer.
+    pub bytes_received: AtomicU64,
+}
+
+/// A labelled family of counters (label → count).
+#[derive(Debug, Default)]
+pub struct Labelled(Mutex<BTreeMap<&'static str, u64>>);
+
+impl Labelled {
+    /// Adds one to `label`.
+    pub fn inc(&self, label: &'static str) {
+        self.add(label, 1);
+    }
+    /// Adds `n` to `label`.
+    pub fn add(&self, label: &'static str, n: u64) {
+        if let Ok(mut m) = self.0.lock() {
+            *m.entry(label).or_default() += n;
+        }
+    }
+    /// The current counts.
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| ((*k).to_string(), *v)).collect())
+            .unwrap_or_default()
+    }
+    /// The count for one label.
+    pub fn get(&self, label: &str) -> u64 {
+        self.0
+            .lock()
+            .map(|m| m.get(label).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+/// All counters of one node.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Links that completed a handshake.
+    pub links_up: AtomicU64,
+    /// Links that closed (any reason).
+    pub links_down: AtomicU64,
+    /// Failed handshakes by reason (`auth_failed`, `bad_magic`, ...).
+    pub handshake_failures: Labelled,
+    /// Frames not delivered, by reason (`peer_down`, `inbox_full`, ...).
+    pub frames_dropped: Labelled,
+    /// Connections closed by a link error, by reason.
+    pub link_errors: Labelled,
+    /// Membership datagrams refused, by reason.
+    pub datagrams_rejected: Labelled,
+    /// Membership datagrams sent and received.
+    pub datagrams_sent: AtomicU64,
+    /// Membership datagrams received and accepted.
+    pub datagrams_received: AtomicU64,
+    /// Frames of an unknown kind skipped (from newer nodes).
+    pub unknown_frames: AtomicU64,
+    /// Connection attempts that failed before a handshake.
+    pub dial_failures: AtomicU64,
+    peers: Mutex<BTreeMap<String, Arc<PeerCounters>>>,
+}
+
+/// Per-peer traffic, as numbers.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct PeerTraffic {
+    /// Frames written to the peer.
+    pub frames_sent: u64,
+    /// Bytes written to the peer.
+    pub bytes_sent: u64,
+    /// Frames read from the peer.
+    pub frames_received: u64,
+    /// Bytes read from the peer.
+    pub bytes_received: u64,
+}
+
+/// A point-in-time copy of [`Stats`].
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StatsSnapshot {
+    /// Links that completed a handshake.
+    pub links_up: u64,
+    /// Links that closed.
+    pub links_down: u64,
+    /// Failed handshakes by reason.
+    pub handshake_failures: BTreeMap<String, u64>,
+    /// Frames not delivered, by reason.
+    pub frames_dropped: BTreeMap<String, u64>,
+    /// Link errors by reason.
+    pub link_errors: BTreeMap<String, u64>,
+    /// Membership datagrams refused, by reason.
+    pub datagrams_rejected: BTreeMap<String, u64>,
+    /// Membership datagrams sent.
+    pub datagrams_sent: u64,
+    /// Membership datagrams accepted.
+    pub datagrams_received: u64,
+    /// Frames of unknown kinds skipped.
+    pub unknown_frames: u64,
+    /// Failed connection attempts.
+    pub dial_failures: u64,
+    /// Traffic per peer name.
+    pub peers: BTreeMap<String, PeerTraffic>,
+}
+
+impl Stats {
+    /// The traffic counters for `peer`, created on first use.
+    pub fn peer(&self, peer: &str) -> Arc<PeerCounters> {
+        match self.peers.lock() {
+            Ok(mut m) => m.entry(peer.to_string()).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
+    /// Copies every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let peers = self
+            .peers
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, c)| {
+                        (
+                            k.clone(),
+                            PeerTraffic {
+                                frames_sent: r(&c.frames_sent),
+                                bytes_sent: r(&c.bytes_sent),
+                                frames_received: r(&c.frames_received),
+                                bytes_received: r(&c.bytes_received),
+                            },
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        StatsSnapshot {
+            links_up: r(&self.links_up),
+            links_down: r(&self.links_down),
+            handshake_failures: self.handshake_failures.snapshot(),
+            frames_dropped: self.frames_dropped.snapshot(),
+            link_errors: self.link_errors.snapshot(),
+            datagrams_rejected: self.datagrams_rejected.snapshot(),
+            datagrams_sent: r(&self.datagrams_sent),
+            datagrams_received: r(&self.datagrams_received),
+            unknown_frames: r(&self.unknown_frames),
+            dial_failures: r(&self.dial_failures),
+            peers,
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Real sockets on loopback, several nodes in one process.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{config, sees_up, wait_for};
+use weft::{MemberState, Node};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_form_a_cluster_and_exchange_data() {
+    common::logs();
+    let n1 = Node::start(config("n1", &[])).await.expect("n1");
+    let seed = [n1.addr()];
+    let n2 = Node::start(config("n2", &seed)).await.expect("n2");
+    let n3 = Node::start(config("n3", &seed)).await.expect("n3");
+    for n in [&n1, &n2, &n3] {
+        wait_for("all up", LIMIT, || sees_up(n, &["n1", "n2", "n3"])).await;
+    }
+    wait_for("links", LIMIT, || n2.is_linked("n3") && n3.is_linked("n2")).await;
+
+    let rx = n3.open_channel(7, 1 << 20).expect("channel");
+    for i in 0..1000u32 {
+        n2.send_data("n3", 7, Bytes::from(i.to_be_bytes().to_vec()))
+            .await
+            .expect("send");
+    }
+    for i in 0..1000u32 {
+        let d = rx.recv().await.expect("delivery");
+        assert_eq!(d.from.name, "n2");
+        assert_eq!(d.payload.as_ref(), &i.to_be_bytes(), "FIFO order");
+    }
+    // Exactly one link per pair, whatever the dial race did.
+    for n in [&n1, &n2, &n3] {
+        let links = n.links();
+        assert_eq!(
+            links.iter().filter(|l| l.connected).count(),
+            2,
+            "{:?}",
+            links
+        );
+    }
+
+    n3.shutdown(Duration::from_secs(1)).await;
+    wait_for("n3 down after leave", LIMIT, || {
+        n1.member("n3").is_none_or(|m| m.state == MemberState::Down)
+    })
+    .await;
+    assert_eq!(
+        n2.try_send_data("n3", 7, Bytes::from_static(b"x")),
+        Err(weft::SendError::NodeDown("n3".into()))
+    );
+    n1.shutdown(Duration::from_secs(1)).await;
+    n2.shutdown(Duration::from_secs(1)).await;
+}
