@@ -142,17 +142,11 @@ fn crash_and_restart_is_a_new_incarnation_with_no_old_state() {
         }
 
         s.bounce("n3");
-        run_until(
-            &mut s,
-            seed,
-            "restarted n3 up with incarnation 2",
-            LIMIT,
-            || {
-                ["n1", "n2"].iter().all(|o| {
-                    state(&nodes, o, "n3") == Some(Up) && incarnation(&nodes, o, "n3") == Some(2)
-                })
-            },
-        );
+        run_until(&mut s, seed, "restarted n3 up with incarnation 2", LIMIT, || {
+            ["n1", "n2"]
+                .iter()
+                .all(|o| state(&nodes, o, "n3") == Some(Up) && incarnation(&nodes, o, "n3") == Some(2))
+        });
         run_until(&mut s, seed, "restarted n3 sees both", LIMIT, || {
             state(&nodes, "n3", "n1") == Some(Up) && state(&nodes, "n3", "n2") == Some(Up)
         });
@@ -164,14 +158,59 @@ fn crash_and_restart_is_a_new_incarnation_with_no_old_state() {
         // No trace of the old run: every link and member entry names run 2.
         for o in ["n1", "n2"] {
             let node = nodes.get(o).expect("running");
-            let link = node
-                .links()
-                .into_iter()
-                .find(|l| l.peer == "n3")
-                .expect("link");
+            let link = node.links().into_iter().find(|l| l.peer == "n3").expect("link");
             assert_eq!(link.incarnation, Some(2), "seed {seed}: {o}");
             let count = node.members().iter().filter(|m| m.name == "n3").count();
             assert_eq!(count, 1, "seed {seed}: {o} lists n3 once");
         }
+    }
+}
+
+#[test]
+fn simultaneous_dials_leave_exactly_one_agreed_connection() {
+    // Two nodes that name each other as seeds see each other up at almost
+    // the same moment and both dial. The tie-break must leave one
+    // connection that both sides agree on (same dialer), whatever the
+    // interleaving; across seeds the duplicate path must actually run.
+    let mut duplicates_resolved = 0;
+    for seed in seeds() {
+        let mut s = sim(seed, Duration::from_secs(60));
+        let nodes = Nodes::default();
+        add_node(&mut s, &nodes, "a", &["b"], seed, defaults);
+        add_node(&mut s, &nodes, "b", &["a"], seed, defaults);
+        run_until(&mut s, seed, "a-b linked both ways", LIMIT, || {
+            nodes.get("a").is_some_and(|n| n.is_linked("b"))
+                && nodes.get("b").is_some_and(|n| n.is_linked("a"))
+        });
+        run_for(&mut s, seed, Duration::from_secs(3));
+        let a = nodes.get("a").expect("a");
+        let b = nodes.get("b").expect("b");
+        let la = a.links().into_iter().find(|l| l.peer == "b").expect("a's link");
+        let lb = b.links().into_iter().find(|l| l.peer == "a").expect("b's link");
+        assert!(la.connected && lb.connected, "seed {seed}");
+        assert_ne!(
+            la.dialed_by_us, lb.dialed_by_us,
+            "seed {seed}: both sides must hold the same connection"
+        );
+        for n in [&a, &b] {
+            let st = n.stats();
+            duplicates_resolved += st.handshake_failures.get("duplicate").copied().unwrap_or(0);
+            assert_eq!(st.links_up - st.links_down, 1, "seed {seed}: one live link");
+        }
+        // Data flows on the surviving connection, both ways.
+        let rx = b.open_channel(1, 1 << 16).expect("channel");
+        a.try_send_data("b", 1, bytes::Bytes::from_static(b"ping"))
+            .expect("queued");
+        run_until(&mut s, seed, "delivery", LIMIT, || {
+            let mut got = Vec::new();
+            rx.drain_into(&mut got);
+            !got.is_empty()
+        });
+    }
+    if std::env::var("WEFT_SIM_SEED").is_err() {
+        assert!(
+            duplicates_resolved > 0,
+            "no seed exercised the duplicate-connection tie-break"
+        );
     }
 }
