@@ -76,11 +76,7 @@ impl Dispatcher {
         Ok(())
     }
 
-    pub(crate) fn open(
-        &self,
-        channel: u32,
-        capacity_bytes: usize,
-    ) -> Result<ChannelReceiver, ChannelError> {
+    pub(crate) fn open(&self, channel: u32, capacity_bytes: usize) -> Result<ChannelReceiver, ChannelError> {
         let queue = Arc::new(ByteQueue::new(capacity_bytes, 0));
         self.insert(channel, Sink::Queue(queue.clone()))?;
         Ok(ChannelReceiver { channel, queue })

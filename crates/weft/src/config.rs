@@ -193,14 +193,10 @@ impl NodeConfig {
             return Err(ConfigError::Link("queue sizes must be positive"));
         }
         if self.membership.indirect_probes == 0 {
-            return Err(ConfigError::Membership(
-                "indirect_probes must be at least 1",
-            ));
+            return Err(ConfigError::Membership("indirect_probes must be at least 1"));
         }
         if self.link.idle_timeout <= self.link.heartbeat_interval {
-            return Err(ConfigError::Link(
-                "idle_timeout must exceed heartbeat_interval",
-            ));
+            return Err(ConfigError::Link("idle_timeout must exceed heartbeat_interval"));
         }
         if let Some(tls) = &self.tls {
             for p in [&tls.cert, &tls.key, &tls.ca] {

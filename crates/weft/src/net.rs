@@ -34,8 +34,7 @@ pub trait Datagram: Send + Sync + 'static {
     /// Sends one datagram to `to`.
     fn send_to<'a>(&'a self, buf: &'a [u8], to: SocketAddr) -> BoxFuture<'a, io::Result<usize>>;
     /// Receives one datagram into `buf`.
-    fn recv_from<'a>(&'a self, buf: &'a mut [u8])
-    -> BoxFuture<'a, io::Result<(usize, SocketAddr)>>;
+    fn recv_from<'a>(&'a self, buf: &'a mut [u8]) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>>;
 }
 
 /// Opens sockets for a node.
@@ -74,10 +73,7 @@ impl Datagram for TokioUdp {
     fn send_to<'a>(&'a self, buf: &'a [u8], to: SocketAddr) -> BoxFuture<'a, io::Result<usize>> {
         Box::pin(self.0.send_to(buf, to))
     }
-    fn recv_from<'a>(
-        &'a self,
-        buf: &'a mut [u8],
-    ) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>> {
+    fn recv_from<'a>(&'a self, buf: &'a mut [u8]) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>> {
         Box::pin(self.0.recv_from(buf))
     }
 }

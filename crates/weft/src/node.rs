@@ -18,9 +18,7 @@ use crate::config::NodeConfig;
 use crate::error::{SendError, StartError};
 use crate::link::manager::LinksParams;
 use crate::link::{LinkEvent, LinkInfo, Links, TlsContext};
-use crate::membership::{
-    self, Command, MemberInfo, MemberState, Membership, MembershipEvent, SwimId,
-};
+use crate::membership::{self, Command, MemberInfo, MemberState, Membership, MembershipEvent, SwimId};
 use crate::net::{Net, TokioNet};
 use crate::stats::{Stats, StatsSnapshot};
 
@@ -113,10 +111,7 @@ impl Node {
         let udp = net
             .bind_udp(bound)
             .await
-            .map_err(|source| StartError::Bind {
-                addr: bound,
-                source,
-            })?;
+            .map_err(|source| StartError::Bind { addr: bound, source })?;
         let addr = config.advertise.unwrap_or_else(|| {
             if bound.ip().is_unspecified() {
                 SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), bound.port())
@@ -238,32 +233,18 @@ impl Node {
     /// Sends `payload` on `channel` to the member named `peer`, waiting
     /// for room in that peer's send queue. Returns once queued: delivery
     /// is at most once across a link failure, FIFO per peer.
-    pub async fn send_data(
-        &self,
-        peer: &str,
-        channel: u32,
-        payload: Bytes,
-    ) -> Result<(), SendError> {
-        self.inner
-            .links
-            .send(peer, &Frame::data(channel, payload))
-            .await
+    pub async fn send_data(&self, peer: &str, channel: u32, payload: Bytes) -> Result<(), SendError> {
+        self.inner.links.send(peer, &Frame::data(channel, payload)).await
     }
 
     /// Like [`Node::send_data`] but returns [`SendError::Full`] instead of
     /// waiting.
     pub fn try_send_data(&self, peer: &str, channel: u32, payload: Bytes) -> Result<(), SendError> {
-        self.inner
-            .links
-            .try_send(peer, &Frame::data(channel, payload))
+        self.inner.links.try_send(peer, &Frame::data(channel, payload))
     }
 
     /// Opens `channel` for receiving into a queue of `capacity_bytes`.
-    pub fn open_channel(
-        &self,
-        channel: u32,
-        capacity_bytes: usize,
-    ) -> Result<ChannelReceiver, ChannelError> {
+    pub fn open_channel(&self, channel: u32, capacity_bytes: usize) -> Result<ChannelReceiver, ChannelError> {
         self.inner.dispatcher.open(channel, capacity_bytes)
     }
 

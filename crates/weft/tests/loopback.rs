@@ -36,12 +36,7 @@ async fn three_nodes_form_a_cluster_and_exchange_data() {
     // Exactly one link per pair, whatever the dial race did.
     for n in [&n1, &n2, &n3] {
         let links = n.links();
-        assert_eq!(
-            links.iter().filter(|l| l.connected).count(),
-            2,
-            "{:?}",
-            links
-        );
+        assert_eq!(links.iter().filter(|l| l.connected).count(), 2, "{:?}", links);
     }
 
     n3.shutdown(Duration::from_secs(1)).await;

@@ -118,11 +118,7 @@ pub(crate) async fn run(stream: BoxStream, leftover: BytesMut, p: ConnParams) ->
     }
 }
 
-async fn read_loop(
-    mut rd: tokio::io::ReadHalf<BoxStream>,
-    mut buf: BytesMut,
-    p: &ConnParams,
-) -> CloseReason {
+async fn read_loop(mut rd: tokio::io::ReadHalf<BoxStream>, mut buf: BytesMut, p: &ConnParams) -> CloseReason {
     let mut decoder = FrameDecoder::new(p.max_frame);
     let idle = tokio::time::sleep(p.idle_timeout);
     tokio::pin!(idle);
@@ -241,9 +237,7 @@ async fn write_loop(mut wr: tokio::io::WriteHalf<BoxStream>, p: &ConnParams) -> 
         match write_batch(&mut wr, &batch, &mut staging, &mut segments).await {
             Ok(bytes) => {
                 p.counters.frames_sent.fetch_add(frames, Ordering::Relaxed);
-                p.counters
-                    .bytes_sent
-                    .fetch_add(bytes as u64, Ordering::Relaxed);
+                p.counters.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
                 batch.clear();
             }
             Err(e) => {

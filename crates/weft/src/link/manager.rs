@@ -243,9 +243,7 @@ impl Links {
             let mut st = peer.state();
             match &st.node {
                 Some(known) if known.incarnation > node.incarnation => return,
-                Some(known) if known.incarnation < node.incarnation => {
-                    self.reset_for(&peer, &mut st, node)
-                }
+                Some(known) if known.incarnation < node.incarnation => self.reset_for(&peer, &mut st, node),
                 _ => {
                     st.node = Some(node.clone());
                     if st.down {
@@ -273,11 +271,7 @@ impl Links {
             return;
         };
         let mut st = peer.state();
-        if st
-            .node
-            .as_ref()
-            .is_some_and(|k| k.incarnation > node.incarnation)
-        {
+        if st.node.as_ref().is_some_and(|k| k.incarnation > node.incarnation) {
             return;
         }
         st.down = true;
@@ -349,10 +343,7 @@ impl Links {
                     peer: p.name.clone(),
                     incarnation: st.node.as_ref().map(|n| n.incarnation),
                     connected: st.conn.is_some(),
-                    dialed_by_us: st
-                        .conn
-                        .as_ref()
-                        .is_some_and(|s| s.dialer == self.inner.local),
+                    dialed_by_us: st.conn.as_ref().is_some_and(|s| s.dialer == self.inner.local),
                     queued_bytes: p.queue.queued_bytes(),
                     rtt_micros: p.rtt_micros.load(Ordering::Relaxed),
                     down: st.down,
@@ -365,9 +356,7 @@ impl Links {
 
     /// Whether a connection to `peer` is established.
     pub fn is_connected(&self, peer: &str) -> bool {
-        self.peers()
-            .get(peer)
-            .is_some_and(|p| p.state().conn.is_some())
+        self.peers().get(peer).is_some_and(|p| p.state().conn.is_some())
     }
 
     /// Accepts connections until shutdown.
@@ -412,12 +401,7 @@ impl Links {
     async fn accept_one(self, stream: BoxStream, from: SocketAddr) {
         let mut stream = match &self.inner.tls {
             Some(tls) => {
-                match tokio::time::timeout(
-                    self.inner.cfg.link.handshake_timeout,
-                    tls.accept(stream),
-                )
-                .await
-                {
+                match tokio::time::timeout(self.inner.cfg.link.handshake_timeout, tls.accept(stream)).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         self.inner.stats.handshake_failures.inc("tls");
@@ -435,8 +419,7 @@ impl Links {
         };
         let mut hs = self.handshake(Role::Acceptor);
         let mut buf = BytesMut::with_capacity(4096);
-        let (decided, result) =
-            drive(&mut stream, &mut hs, &mut buf, |peer| self.decide(peer)).await;
+        let (decided, result) = drive(&mut stream, &mut hs, &mut buf, |peer| self.decide(peer)).await;
         match (decided, result) {
             (Some((peer, slot_id, cancel)), Ok(info)) => {
                 self.run_connection(peer, info.node, slot_id, cancel, stream, buf);
@@ -458,10 +441,7 @@ impl Links {
 
     /// Acceptor's decision on an authenticated peer; installs the new slot
     /// atomically when accepting.
-    fn decide(
-        &self,
-        info: &PeerInfo,
-    ) -> Result<(Arc<Peer>, u64, CancellationToken), (RejectCode, String)> {
+    fn decide(&self, info: &PeerInfo) -> Result<(Arc<Peer>, u64, CancellationToken), (RejectCode, String)> {
         if self.inner.closing.load(Ordering::Relaxed) {
             return Err((RejectCode::ShuttingDown, "node is shutting down".into()));
         }
@@ -478,11 +458,7 @@ impl Links {
             None => st.node = Some(info.node.clone()),
         }
         let we_win = self.inner.local < info.node;
-        let ours_in_play = st.dialing
-            || st
-                .conn
-                .as_ref()
-                .is_some_and(|s| s.dialer == self.inner.local);
+        let ours_in_play = st.dialing || st.conn.as_ref().is_some_and(|s| s.dialer == self.inner.local);
         if ours_in_play && we_win {
             return Err((
                 RejectCode::Duplicate,
@@ -546,13 +522,7 @@ impl Links {
         });
     }
 
-    fn connection_closed(
-        &self,
-        peer: &Arc<Peer>,
-        node: &NodeId,
-        slot_id: u64,
-        reason: CloseReason,
-    ) {
+    fn connection_closed(&self, peer: &Arc<Peer>, node: &NodeId, slot_id: u64, reason: CloseReason) {
         self.inner.stats.links_down.fetch_add(1, Ordering::Relaxed);
         if reason != CloseReason::Local {
             self.inner.stats.link_errors.inc(reason.label());
@@ -645,47 +615,34 @@ impl Links {
 
     /// One connection attempt. `Err(None)`: failed before the handshake
     /// (already counted).
-    async fn dial_once(
-        &self,
-        peer: &Arc<Peer>,
-        addr: SocketAddr,
-    ) -> Result<(), Option<HandshakeError>> {
+    async fn dial_once(&self, peer: &Arc<Peer>, addr: SocketAddr) -> Result<(), Option<HandshakeError>> {
         let lc = &self.inner.cfg.link;
-        let stream =
-            match tokio::time::timeout(lc.connect_timeout, self.inner.net.connect(addr)).await {
+        let stream = match tokio::time::timeout(lc.connect_timeout, self.inner.net.connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                debug!(peer = %peer.name, %addr, error = %e, "connect failed");
+                self.inner.stats.dial_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(None);
+            }
+            Err(_) => {
+                debug!(peer = %peer.name, %addr, "connect timed out");
+                self.inner.stats.dial_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(None);
+            }
+        };
+        let mut stream = match &self.inner.tls {
+            Some(tls) => match tokio::time::timeout(lc.handshake_timeout, tls.connect(stream)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
-                    debug!(peer = %peer.name, %addr, error = %e, "connect failed");
-                    self.inner
-                        .stats
-                        .dial_failures
-                        .fetch_add(1, Ordering::Relaxed);
+                    warn!(peer = %peer.name, error = %e, "TLS connect failed");
+                    self.inner.stats.handshake_failures.inc("tls");
                     return Err(None);
                 }
                 Err(_) => {
-                    debug!(peer = %peer.name, %addr, "connect timed out");
-                    self.inner
-                        .stats
-                        .dial_failures
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.inner.stats.handshake_failures.inc("timeout");
                     return Err(None);
                 }
-            };
-        let mut stream = match &self.inner.tls {
-            Some(tls) => {
-                match tokio::time::timeout(lc.handshake_timeout, tls.connect(stream)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        warn!(peer = %peer.name, error = %e, "TLS connect failed");
-                        self.inner.stats.handshake_failures.inc("tls");
-                        return Err(None);
-                    }
-                    Err(_) => {
-                        self.inner.stats.handshake_failures.inc("timeout");
-                        return Err(None);
-                    }
-                }
-            }
+            },
             None => stream,
         };
         let mut hs = self.handshake(Role::Dialer);

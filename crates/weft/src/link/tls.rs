@@ -27,8 +27,7 @@ pub struct TlsContext {
 }
 
 fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| ConfigError::Tls(format!("{}: {e}", path.display())))?;
+    let file = std::fs::File::open(path).map_err(|e| ConfigError::Tls(format!("{}: {e}", path.display())))?;
     let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut BufReader::new(file)).collect();
     let certs = certs.map_err(|e| ConfigError::Tls(format!("{}: {e}", path.display())))?;
     if certs.is_empty() {
@@ -41,8 +40,7 @@ fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, Co
 }
 
 fn read_key(path: &std::path::Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| ConfigError::Tls(format!("{}: {e}", path.display())))?;
+    let file = std::fs::File::open(path).map_err(|e| ConfigError::Tls(format!("{}: {e}", path.display())))?;
     rustls_pemfile::private_key(&mut BufReader::new(file))
         .map_err(|e| ConfigError::Tls(format!("{}: {e}", path.display())))?
         .ok_or_else(|| ConfigError::Tls(format!("{}: no private key found", path.display())))
@@ -89,10 +87,7 @@ impl TlsContext {
 
     /// Runs the client side of TLS over `stream`.
     pub async fn connect(&self, stream: BoxStream) -> std::io::Result<BoxStream> {
-        let s = self
-            .connector
-            .connect(self.server_name.clone(), stream)
-            .await?;
+        let s = self.connector.connect(self.server_name.clone(), stream).await?;
         Ok(Box::new(s))
     }
 

@@ -76,8 +76,7 @@ fn foca_config(m: &MembershipConfig) -> foca::Config {
     c.suspect_to_down_after = m.suspect_to_down_after;
     c.remove_down_after = Some(m.remove_down_after);
     c.max_transmissions = NonZeroU8::new(10).unwrap_or(NonZeroU8::MIN);
-    c.max_packet_size =
-        NonZeroUsize::new(MAX_DATAGRAM - SEAL_OVERHEAD).unwrap_or(NonZeroUsize::MIN);
+    c.max_packet_size = NonZeroUsize::new(MAX_DATAGRAM - SEAL_OVERHEAD).unwrap_or(NonZeroUsize::MIN);
     c.notify_down_members = true;
     c.periodic_gossip = Some(foca::PeriodicParams {
         frequency: m.gossip_interval,
@@ -107,12 +106,7 @@ pub(crate) fn start(p: MembershipParams) -> Membership {
     };
     let mut rng = StdRng::seed_from_u64(p.rng_seed);
     let foca_rng = StdRng::seed_from_u64(rng.random());
-    let foca = Foca::new(
-        p.local.clone(),
-        foca_config(&p.config),
-        foca_rng,
-        PostcardCodec,
-    );
+    let foca = Foca::new(p.local.clone(), foca_config(&p.config), foca_rng, PostcardCodec);
     let driver = Driver {
         foca,
         rt: AccumulatingRuntime::new(),
@@ -204,9 +198,7 @@ impl Driver {
                 return;
             }
         };
-        self.stats
-            .datagrams_received
-            .fetch_add(1, Ordering::Relaxed);
+        self.stats.datagrams_received.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.foca.handle_data(&plain, &mut self.rt) {
             debug!(%from, error = %e, "membership datagram not accepted by SWIM");
             self.stats.datagrams_rejected.inc("swim");
@@ -292,9 +284,7 @@ impl Driver {
             let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
             table.sync(
                 &self.local.name,
-                self.foca
-                    .iter_membership_state()
-                    .map(|m| (m.id(), m.state())),
+                self.foca.iter_membership_state().map(|m| (m.id(), m.state())),
             )
         };
         for ev in events {

@@ -228,10 +228,7 @@ mod tests {
         // Restart: old incarnation down, new one up.
         let a2 = id("a", 2, 0);
         let ev = t.sync("me", [(&a1b, Alive), (&a2, Alive)].into_iter());
-        assert_eq!(
-            kinds(&ev),
-            vec![("down", "a".into(), 1), ("up", "a".into(), 2)]
-        );
+        assert_eq!(kinds(&ev), vec![("down", "a".into(), 1), ("up", "a".into(), 2)]);
         // A stale report of the old incarnation changes nothing.
         let ev = t.sync("me", [(&a1b, Alive), (&a2, Alive)].into_iter());
         assert!(ev.is_empty());

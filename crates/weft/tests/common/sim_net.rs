@@ -31,10 +31,7 @@ impl Datagram for SimUdp {
     fn send_to<'a>(&'a self, buf: &'a [u8], to: SocketAddr) -> BoxFuture<'a, io::Result<usize>> {
         Box::pin(self.0.send_to(buf, to))
     }
-    fn recv_from<'a>(
-        &'a self,
-        buf: &'a mut [u8],
-    ) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>> {
+    fn recv_from<'a>(&'a self, buf: &'a mut [u8]) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>> {
         Box::pin(self.0.recv_from(buf))
     }
 }
