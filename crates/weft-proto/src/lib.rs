@@ -20,6 +20,7 @@ pub mod codec;
 pub mod frame;
 pub mod handshake;
 pub mod node_id;
+pub mod registry;
 pub mod seal;
 
 pub use codec::{DEFAULT_MAX_FRAME, EncodedFrame, FrameDecoder, FrameError, PROTOCOL_VERSION};
