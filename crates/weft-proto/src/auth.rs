@@ -69,12 +69,7 @@ pub fn link_proof(secret: &[u8], role: ProofRole, t: &Transcript<'_>) -> [u8; 32
 }
 
 /// Checks a proof in constant time.
-pub fn verify_link_proof(
-    secret: &[u8],
-    role: ProofRole,
-    t: &Transcript<'_>,
-    proof: &[u8; 32],
-) -> bool {
+pub fn verify_link_proof(secret: &[u8], role: ProofRole, t: &Transcript<'_>, proof: &[u8; 32]) -> bool {
     let expected = link_proof(secret, role, t);
     // Constant-time comparison: fold the differences.
     expected

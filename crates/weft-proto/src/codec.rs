@@ -137,11 +137,7 @@ fn put_header<T: Serialize>(dst: &mut BytesMut, value: &T) -> Result<(), FrameEr
     Ok(())
 }
 
-fn encode_head(
-    header: &Header,
-    payload_len: usize,
-    max_frame: usize,
-) -> Result<BytesMut, FrameError> {
+fn encode_head(header: &Header, payload_len: usize, max_frame: usize) -> Result<BytesMut, FrameError> {
     let mut head = BytesMut::with_capacity(32);
     head.put_u32(0);
     head.put_u8(header.kind());
@@ -152,19 +148,17 @@ fn encode_head(
         Header::Ping(h) | Header::Pong(h) => put_header(&mut head, h)?,
         Header::Goodbye(h) => put_header(&mut head, h)?,
         Header::Data(h) => put_header(&mut head, h)?,
-        Header::Welcome | Header::Unknown { .. } => head.put_u16(0),
+        Header::Tell(h) => put_header(&mut head, h)?,
+        Header::TellNamed(h) => put_header(&mut head, h)?,
+        Header::Reply(h) => put_header(&mut head, h)?,
+        Header::GroupPublish(h) => put_header(&mut head, h)?,
+        Header::Welcome | Header::Registry | Header::Unknown { .. } => head.put_u16(0),
     }
     let len = head.len() - 4 + payload_len;
     if len > max_frame {
-        return Err(FrameError::Oversized {
-            len,
-            max: max_frame,
-        });
+        return Err(FrameError::Oversized { len, max: max_frame });
     }
-    let len32 = u32::try_from(len).map_err(|_| FrameError::Oversized {
-        len,
-        max: max_frame,
-    })?;
+    let len32 = u32::try_from(len).map_err(|_| FrameError::Oversized { len, max: max_frame })?;
     head[..4].copy_from_slice(&len32.to_be_bytes());
     Ok(head)
 }
@@ -284,6 +278,11 @@ fn decode_header(kind_byte: u8, bytes: &[u8]) -> Result<Header, FrameError> {
         kind::PONG => Header::Pong(get("pong", bytes)?),
         kind::GOODBYE => Header::Goodbye(get("goodbye", bytes)?),
         kind::DATA => Header::Data(get("data", bytes)?),
+        kind::REGISTRY => Header::Registry,
+        kind::TELL => Header::Tell(get("tell", bytes)?),
+        kind::TELL_NAMED => Header::TellNamed(get("tell_named", bytes)?),
+        kind::REPLY => Header::Reply(get("reply", bytes)?),
+        kind::GROUP_PUBLISH => Header::GroupPublish(get("group_publish", bytes)?),
         other => Header::Unknown { kind: other },
     })
 }
@@ -317,10 +316,51 @@ mod tests {
                 seq: u64::MAX,
                 sent_micros: 0,
             })),
-            Frame::control(Header::Goodbye(Goodbye {
-                reason: "bye".into(),
-            })),
+            Frame::control(Header::Goodbye(Goodbye { reason: "bye".into() })),
             Frame::data(5, Bytes::from_static(b"hello world")),
+            Frame {
+                header: Header::Registry,
+                payload: Bytes::from_static(b"registry message"),
+            },
+            Frame {
+                header: Header::Tell(crate::frame::Tell {
+                    to: 7,
+                    incarnation: 9,
+                    meta: crate::frame::MessageMeta {
+                        manifest: "m".into(),
+                        headers: vec![("k".into(), "v".into())],
+                        from: Some(crate::pid::Pid {
+                            node: "n".into(),
+                            incarnation: 1,
+                            id: 2,
+                        }),
+                        call: Some(5),
+                    },
+                }),
+                payload: Bytes::from_static(b"body"),
+            },
+            Frame {
+                header: Header::TellNamed(crate::frame::TellNamed {
+                    name: "svc".into(),
+                    meta: Default::default(),
+                }),
+                payload: Bytes::new(),
+            },
+            Frame {
+                header: Header::Reply(crate::frame::Reply {
+                    call: 5,
+                    status: crate::frame::ReplyStatus::MailboxFull,
+                    meta: Default::default(),
+                }),
+                payload: Bytes::from_static(b"r"),
+            },
+            Frame {
+                header: Header::GroupPublish(crate::frame::GroupPublish {
+                    group: "g".into(),
+                    meta: Default::default(),
+                }),
+                payload: Bytes::from_static(b"all"),
+            },
             Frame {
                 header: Header::Unknown { kind: 200 },
                 payload: Bytes::from_static(b"future"),
@@ -332,9 +372,7 @@ mod tests {
     fn every_kind_round_trips() {
         for frame in every_kind() {
             let mut buf = BytesMut::new();
-            frame
-                .encode_into(DEFAULT_MAX_FRAME, &mut buf)
-                .expect("encode");
+            frame.encode_into(DEFAULT_MAX_FRAME, &mut buf).expect("encode");
             let enc = frame.encode(DEFAULT_MAX_FRAME).expect("encode");
             assert_eq!(enc.wire_len(), buf.len());
             let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
@@ -362,16 +400,10 @@ mod tests {
         let mut buf = BytesMut::from(&[0u8, 0, 8, 0][..]);
         assert!(matches!(
             dec.decode(&mut buf),
-            Err(FrameError::Oversized {
-                len: 2048,
-                max: 1024
-            })
+            Err(FrameError::Oversized { len: 2048, max: 1024 })
         ));
         let big = Frame::data(1, Bytes::from(vec![0u8; 2000]));
-        assert!(matches!(
-            big.encode(1024),
-            Err(FrameError::Oversized { .. })
-        ));
+        assert!(matches!(big.encode(1024), Err(FrameError::Oversized { .. })));
     }
 
     #[test]
@@ -432,10 +464,7 @@ mod tests {
         encode_preamble(&mut buf);
         assert_eq!(decode_preamble(&mut buf), Ok(Some(PROTOCOL_VERSION)));
         let mut http = BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]);
-        assert!(matches!(
-            decode_preamble(&mut http),
-            Err(FrameError::BadMagic(_))
-        ));
+        assert!(matches!(decode_preamble(&mut http), Err(FrameError::BadMagic(_))));
         let mut partial = BytesMut::from(&b"WE"[..]);
         assert_eq!(decode_preamble(&mut partial), Ok(None));
         let mut bad_partial = BytesMut::from(&b"WX"[..]);

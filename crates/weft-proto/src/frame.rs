@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::node_id::NodeId;
+use crate::pid::Pid;
 
 /// Kind bytes. Values are part of the wire protocol and never reused.
 pub mod kind {
@@ -26,8 +27,18 @@ pub mod kind {
     pub const PONG: u8 = 17;
     /// [`super::Goodbye`]: the sender is leaving and closes the link.
     pub const GOODBYE: u8 = 18;
+    /// Registry message (postcard [`crate::registry::Msg`] in the payload).
+    pub const REGISTRY: u8 = 20;
     /// [`super::Data`]: application bytes on a numbered channel.
     pub const DATA: u8 = 64;
+    /// [`super::Tell`]: a message to a mailbox by pid.
+    pub const TELL: u8 = 65;
+    /// [`super::TellNamed`]: a message to a mailbox by registered name.
+    pub const TELL_NAMED: u8 = 66;
+    /// [`super::Reply`]: the answer to a call.
+    pub const REPLY: u8 = 67;
+    /// [`super::GroupPublish`]: a message to every local member of a group.
+    pub const GROUP_PUBLISH: u8 = 68;
 
     /// Kinds below this value are link control: they are queued ahead of
     /// data frames. The class is a property of the kind, so both sides
@@ -106,6 +117,70 @@ pub struct Data {
     pub channel: u32,
 }
 
+/// Application-visible message metadata carried by every messaging frame.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageMeta {
+    /// Type tag chosen by the application (e.g. `"chat.Post"`).
+    pub manifest: String,
+    /// Optional headers, in order.
+    pub headers: Vec<(String, String)>,
+    /// The sending mailbox, if the message was sent from one.
+    pub from: Option<Pid>,
+    /// Set on a call: the id the reply must carry.
+    pub call: Option<u64>,
+}
+
+/// A message to one mailbox by pid; the payload is the message body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tell {
+    /// Target mailbox id on the receiving node.
+    pub to: u64,
+    /// The receiving node's incarnation the pid was issued by.
+    pub incarnation: u64,
+    /// Manifest, headers, sender, call id.
+    pub meta: MessageMeta,
+}
+
+/// A message to a mailbox registered under `name` on the receiving node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TellNamed {
+    /// The registered name.
+    pub name: String,
+    /// Manifest, headers, sender, call id.
+    pub meta: MessageMeta,
+}
+
+/// Outcome carried by a [`Reply`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplyStatus {
+    /// The payload is the callee's answer.
+    Ok,
+    /// No mailbox with that pid (or name) exists on the node.
+    NoSuchMailbox,
+    /// The target mailbox's queue was full; the call was dropped.
+    MailboxFull,
+}
+
+/// The answer to a call; the payload is the reply body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The call id from [`MessageMeta::call`].
+    pub call: u64,
+    /// Whether the call reached its target.
+    pub status: ReplyStatus,
+    /// Manifest and headers of the reply (`from` is the replier).
+    pub meta: MessageMeta,
+}
+
+/// A message for every member of `group` on the receiving node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupPublish {
+    /// Group name.
+    pub group: String,
+    /// Manifest, headers, sender.
+    pub meta: MessageMeta,
+}
+
 /// The header of a frame; the variant fixes the kind byte.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Header {
@@ -125,6 +200,16 @@ pub enum Header {
     Goodbye(Goodbye),
     /// See [`Data`].
     Data(Data),
+    /// A registry message; the payload holds it.
+    Registry,
+    /// See [`Tell`].
+    Tell(Tell),
+    /// See [`TellNamed`].
+    TellNamed(TellNamed),
+    /// See [`Reply`].
+    Reply(Reply),
+    /// See [`GroupPublish`].
+    GroupPublish(GroupPublish),
     /// A kind this node does not know. Decoding skips it whole; the link
     /// counts it and carries on (forward compatibility).
     Unknown {
@@ -145,6 +230,11 @@ impl Header {
             Header::Pong(_) => kind::PONG,
             Header::Goodbye(_) => kind::GOODBYE,
             Header::Data(_) => kind::DATA,
+            Header::Registry => kind::REGISTRY,
+            Header::Tell(_) => kind::TELL,
+            Header::TellNamed(_) => kind::TELL_NAMED,
+            Header::Reply(_) => kind::REPLY,
+            Header::GroupPublish(_) => kind::GROUP_PUBLISH,
             Header::Unknown { kind } => *kind,
         }
     }
@@ -165,6 +255,11 @@ impl Header {
             Header::Pong(_) => "pong",
             Header::Goodbye(_) => "goodbye",
             Header::Data(_) => "data",
+            Header::Registry => "registry",
+            Header::Tell(_) => "tell",
+            Header::TellNamed(_) => "tell_named",
+            Header::Reply(_) => "reply",
+            Header::GroupPublish(_) => "group_publish",
             Header::Unknown { .. } => "unknown",
         }
     }

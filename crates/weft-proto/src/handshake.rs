@@ -236,10 +236,7 @@ impl Handshake {
     fn push(&mut self, frame: &Frame) {
         // Handshake frames are tiny; the maximum can only be hit by a
         // misconfiguration below MIN_MAX_FRAME, which the config refuses.
-        if frame
-            .encode_into(self.config.max_frame, &mut self.out)
-            .is_err()
-        {
+        if frame.encode_into(self.config.max_frame, &mut self.out).is_err() {
             self.step = Step::Failed;
         }
     }
@@ -272,11 +269,7 @@ impl Handshake {
         Ok(())
     }
 
-    fn fail(
-        &mut self,
-        err: HandshakeError,
-        reject: Option<(RejectCode, String)>,
-    ) -> HandshakeError {
+    fn fail(&mut self, err: HandshakeError, reject: Option<(RejectCode, String)>) -> HandshakeError {
         if let Some((code, detail)) = reject {
             self.push(&Frame::control(Header::Reject(Reject { code, detail })));
         }
@@ -506,12 +499,7 @@ mod tests {
             }
         }
         /// Runs until both sides stop progressing; returns the last results.
-        fn run(
-            &mut self,
-        ) -> (
-            Result<Progress, HandshakeError>,
-            Result<Progress, HandshakeError>,
-        ) {
+        fn run(&mut self) -> (Result<Progress, HandshakeError>, Result<Progress, HandshakeError>) {
             let mut rd = Ok(Progress::Pending);
             let mut ra = Ok(Progress::Pending);
             for _ in 0..8 {

@@ -20,9 +20,11 @@ pub mod codec;
 pub mod frame;
 pub mod handshake;
 pub mod node_id;
+pub mod pid;
 pub mod registry;
 pub mod seal;
 
 pub use codec::{DEFAULT_MAX_FRAME, EncodedFrame, FrameDecoder, FrameError, PROTOCOL_VERSION};
 pub use frame::{Frame, Header};
 pub use node_id::NodeId;
+pub use pid::Pid;

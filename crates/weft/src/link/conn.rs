@@ -186,7 +186,12 @@ fn on_frame(frame: Frame, p: &ConnParams) -> Option<CloseReason> {
             p.stats.unknown_frames.fetch_add(1, Ordering::Relaxed);
             None
         }
-        Header::Data(_) => {
+        Header::Data(_)
+        | Header::Registry
+        | Header::Tell(_)
+        | Header::TellNamed(_)
+        | Header::Reply(_)
+        | Header::GroupPublish(_) => {
             p.handler.on_frame(&p.peer, frame);
             None
         }
