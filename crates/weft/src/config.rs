@@ -128,6 +128,24 @@ impl Default for MembershipConfig {
     }
 }
 
+/// Messaging and registry tuning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessagingConfig {
+    /// Receive queue of a mailbox, in bytes, unless given at spawn.
+    pub mailbox_bytes: usize,
+    /// How often registry digests are exchanged (anti-entropy).
+    pub anti_entropy_interval: Duration,
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        Self {
+            mailbox_bytes: 1024 * 1024,
+            anti_entropy_interval: Duration::from_secs(1),
+        }
+    }
+}
+
 /// Everything a node needs to start.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -155,6 +173,8 @@ pub struct NodeConfig {
     pub link: LinkConfig,
     /// Membership timing.
     pub membership: MembershipConfig,
+    /// Messaging and registry tuning.
+    pub messaging: MessagingConfig,
     /// Seed for the node's random choices (nonces, jitter, SWIM); set in
     /// simulations for reproducible runs, drawn from the OS otherwise.
     pub rng_seed: Option<u64>,
@@ -175,6 +195,7 @@ impl NodeConfig {
             tls: None,
             link: LinkConfig::default(),
             membership: MembershipConfig::default(),
+            messaging: MessagingConfig::default(),
             rng_seed: None,
         }
     }
@@ -197,6 +218,11 @@ impl NodeConfig {
         }
         if self.link.idle_timeout <= self.link.heartbeat_interval {
             return Err(ConfigError::Link("idle_timeout must exceed heartbeat_interval"));
+        }
+        if self.messaging.mailbox_bytes == 0 || self.messaging.anti_entropy_interval.is_zero() {
+            return Err(ConfigError::Messaging(
+                "mailbox_bytes and anti_entropy_interval must be positive",
+            ));
         }
         if let Some(tls) = &self.tls {
             for p in [&tls.cert, &tls.key, &tls.ca] {

@@ -22,6 +22,9 @@ pub enum ConfigError {
     /// Inconsistent membership timing.
     #[error("membership: {0}")]
     Membership(&'static str),
+    /// Inconsistent messaging settings.
+    #[error("messaging: {0}")]
+    Messaging(&'static str),
     /// Inconsistent link timing.
     #[error("link: {0}")]
     Link(&'static str),

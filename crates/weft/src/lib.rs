@@ -24,18 +24,28 @@
 
 pub mod channel;
 pub mod config;
+mod directory;
 pub mod error;
 pub mod link;
 pub mod membership;
+pub mod messaging;
 pub mod net;
 pub mod node;
 pub mod queue;
+mod registry;
+mod router;
 pub mod stats;
 
 pub use channel::{ChannelReceiver, Delivery};
-pub use config::{LinkConfig, MembershipConfig, NodeConfig, Secret, TlsConfig};
+pub use config::{LinkConfig, MembershipConfig, MessagingConfig, NodeConfig, Secret, TlsConfig};
+pub use directory::GroupEvent;
 pub use error::{ConfigError, SendError, StartError};
 pub use membership::{MemberInfo, MemberState, MembershipEvent};
+pub use messaging::GroupPublishReport;
+pub use messaging::mailbox::{GroupMonitor, Mailbox, MonitorError};
+pub use messaging::message::{CallError, Envelope, Message, MessageError, NameError, Target};
+pub use node::Groups;
 pub use node::Node;
 pub use weft_proto;
 pub use weft_proto::NodeId;
+pub use weft_proto::Pid;

@@ -11,15 +11,21 @@ use rand::RngExt;
 use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-use weft_proto::{Frame, NodeId};
+use weft_proto::{Frame, NodeId, Pid};
 
 use crate::channel::{ChannelCallback, ChannelError, ChannelReceiver, Dispatcher};
 use crate::config::NodeConfig;
+use crate::directory::Directory;
 use crate::error::{SendError, StartError};
 use crate::link::manager::LinksParams;
 use crate::link::{LinkEvent, LinkInfo, Links, TlsContext};
 use crate::membership::{self, Command, MemberInfo, MemberState, Membership, MembershipEvent, SwimId};
+use crate::messaging::mailbox::{GroupMonitor, Mailbox};
+use crate::messaging::message::{CallError, Message, MessageError, NameError, Target};
+use crate::messaging::{GroupPublishReport, Messaging};
 use crate::net::{Net, TokioNet};
+use crate::registry::RegistryService;
+use crate::router::{Router, Services};
 use crate::stats::{Stats, StatsSnapshot};
 
 /// A running weft node. Cheap to clone; the node stops when
@@ -37,12 +43,80 @@ struct NodeInner {
     membership: Membership,
     stats: Arc<Stats>,
     dispatcher: Arc<Dispatcher>,
+    messaging: Arc<Messaging>,
+    directory: Arc<Directory>,
+    registry: Arc<RegistryService>,
     shutdown: CancellationToken,
 }
 
 impl Drop for NodeInner {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+async fn anti_entropy(registry: std::sync::Weak<RegistryService>, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => match registry.upgrade() {
+                Some(r) => r.tick(),
+                None => return,
+            },
+        }
+    }
+}
+
+/// Process groups of a node: join and leave local mailboxes, read the
+/// cluster-wide membership, monitor it, publish to it.
+pub struct Groups<'a> {
+    node: &'a Node,
+}
+
+impl Groups<'_> {
+    /// Adds the local mailbox `pid` to `group` (idempotent).
+    pub fn join(&self, group: &str, pid: &Pid) -> Result<(), MessageError> {
+        self.node.inner.messaging.join(group, pid)
+    }
+
+    /// Removes the local mailbox `pid` from `group` (idempotent).
+    pub fn leave(&self, group: &str, pid: &Pid) -> Result<(), MessageError> {
+        self.node.inner.messaging.leave(group, pid)
+    }
+
+    /// Every member of `group` on every live node, sorted.
+    pub fn members(&self, group: &str) -> Vec<Pid> {
+        self.node.inner.directory.members(group)
+    }
+
+    /// The members of `group` on this node.
+    pub fn local_members(&self, group: &str) -> Vec<Pid> {
+        self.node.inner.messaging.local_members(group)
+    }
+
+    /// Every group with its member count.
+    pub fn list(&self) -> Vec<(String, usize)> {
+        self.node.inner.directory.group_names()
+    }
+
+    /// The current members of `group` and a stream of its later joins and
+    /// leaves (no change is missed between the two).
+    pub fn monitor(&self, group: &str) -> GroupMonitor {
+        let (initial, rx) = self.node.inner.directory.monitor(group);
+        GroupMonitor {
+            group: group.to_string(),
+            initial,
+            rx,
+        }
+    }
+
+    /// Delivers `msg` to every member of `group`: local members directly,
+    /// and one frame to each other node that has members, which fans out
+    /// locally.
+    pub async fn publish(&self, group: &str, msg: Message) -> Result<GroupPublishReport, MessageError> {
+        self.node.inner.messaging.publish_group(None, group, msg).await
     }
 }
 
@@ -122,6 +196,11 @@ impl Node {
         let seed = config.rng_seed.unwrap_or_else(|| rand::rng().random());
         let stats = Arc::new(Stats::default());
         let dispatcher = Arc::new(Dispatcher::new(stats.clone()));
+        let router = Arc::new(Router {
+            channels: dispatcher.clone(),
+            services: std::sync::OnceLock::new(),
+            stats: stats.clone(),
+        });
         let shutdown = CancellationToken::new();
         let config = Arc::new(config);
         let links = Links::new(LinksParams {
@@ -131,11 +210,35 @@ impl Node {
             net: net.clone(),
             tls,
             stats: stats.clone(),
-            handler: dispatcher.clone(),
+            handler: router.clone(),
             rng_seed: seed ^ 0x6c69_6e6b,
             shutdown: shutdown.clone(),
         });
+        let directory = Arc::new(Directory::new());
+        let registry = Arc::new(RegistryService::new(
+            id.clone(),
+            links.clone(),
+            stats.clone(),
+            directory.clone(),
+        ));
+        let messaging = Arc::new(Messaging::new(
+            id.clone(),
+            links.clone(),
+            stats.clone(),
+            registry.clone(),
+            directory.clone(),
+        ));
+        // Services exist before any connection can deliver a frame.
+        let _ = router.services.set(Services {
+            registry: registry.clone(),
+            messaging: messaging.clone(),
+        });
         tokio::spawn(links.clone().accept_loop(listener));
+        tokio::spawn(anti_entropy(
+            Arc::downgrade(&registry),
+            config.messaging.anti_entropy_interval,
+            shutdown.clone(),
+        ));
         let membership = membership::start(membership::MembershipParams {
             local: SwimId {
                 name: id.name.clone(),
@@ -163,6 +266,9 @@ impl Node {
                 membership,
                 stats,
                 dispatcher,
+                messaging,
+                directory,
+                registry,
                 shutdown,
             }),
         })
@@ -290,6 +396,85 @@ impl Node {
     /// tests).
     pub fn abort(&self) {
         self.inner.shutdown.cancel();
+    }
+
+    /// Creates a local mailbox with the configured queue size.
+    pub fn spawn_mailbox(&self) -> Mailbox {
+        self.spawn_mailbox_with_capacity(self.inner.config.messaging.mailbox_bytes)
+    }
+
+    /// Creates a local mailbox whose queue holds `capacity_bytes`.
+    pub fn spawn_mailbox_with_capacity(&self, capacity_bytes: usize) -> Mailbox {
+        Mailbox {
+            slot: self.inner.messaging.spawn(capacity_bytes.max(1)),
+            messaging: self.inner.messaging.clone(),
+        }
+    }
+
+    /// Sends `msg` to a mailbox (by pid, or by name on a node), waiting
+    /// for room in the target's queue (local) or the link's (remote).
+    /// FIFO per sender→receiver; at most once across a link failure.
+    pub async fn send(&self, to: impl Into<Target>, msg: Message) -> Result<(), MessageError> {
+        self.inner.messaging.send(None, &to.into(), msg, true).await
+    }
+
+    /// Like [`Node::send`] but returns [`MessageError::Full`] instead of
+    /// waiting.
+    pub async fn try_send(&self, to: impl Into<Target>, msg: Message) -> Result<(), MessageError> {
+        self.inner.messaging.send(None, &to.into(), msg, false).await
+    }
+
+    /// Sends to the mailbox registered as `name` on `node` (the remote
+    /// tell to an actor path).
+    pub async fn send_named(&self, node: &str, name: &str, msg: Message) -> Result<(), MessageError> {
+        let target = Target::Named {
+            node: node.to_string(),
+            name: name.to_string(),
+        };
+        self.inner.messaging.send(None, &target, msg, true).await
+    }
+
+    /// Sends a request and waits up to `timeout` for the reply. Fails with
+    /// [`CallError::NodeDown`] as soon as membership declares the target
+    /// node down, [`CallError::NoSuchMailbox`] if the target does not
+    /// exist, [`CallError::Timeout`] otherwise.
+    pub async fn call(
+        &self,
+        to: impl Into<Target>,
+        msg: Message,
+        timeout: Duration,
+    ) -> Result<Message, CallError> {
+        self.inner.messaging.call(None, &to.into(), msg, timeout).await
+    }
+
+    /// Registers `mailbox` under `name` on this node (cluster-visible).
+    pub fn register(&self, name: &str, mailbox: &Mailbox) -> Result<(), NameError> {
+        self.inner.messaging.register(name, &mailbox.slot)
+    }
+
+    /// Removes a local name; returns whether it existed.
+    pub fn unregister(&self, name: &str) -> bool {
+        self.inner.messaging.unregister(name)
+    }
+
+    /// Every mailbox registered as `name`, on any node.
+    pub fn whereis(&self, name: &str) -> Vec<Pid> {
+        self.inner.messaging.whereis(name)
+    }
+
+    /// Process groups (Erlang `pg` semantics).
+    pub fn groups(&self) -> Groups<'_> {
+        Groups { node: self }
+    }
+
+    /// Number of remote registry entries this node holds (sizing reports).
+    pub fn registry_remote_entries(&self) -> usize {
+        self.inner.registry.remote_len()
+    }
+
+    /// Number of local mailboxes.
+    pub fn mailbox_count(&self) -> usize {
+        self.inner.messaging.mailbox_count()
     }
 
     /// Resolves when the node has stopped.

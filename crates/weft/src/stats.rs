@@ -70,6 +70,11 @@ pub struct Stats {
     pub link_errors: Labelled,
     /// Membership datagrams refused, by reason.
     pub datagrams_rejected: Labelled,
+    /// Registry messages or entries refused, by reason (`foreign_origin`,
+    /// `stale_incarnation`, `foreign_pid`, ...).
+    pub registry_rejected: Labelled,
+    /// Messages delivered into local mailboxes.
+    pub messages_delivered: AtomicU64,
     /// Membership datagrams sent and received.
     pub datagrams_sent: AtomicU64,
     /// Membership datagrams received and accepted.
@@ -109,6 +114,10 @@ pub struct StatsSnapshot {
     pub link_errors: BTreeMap<String, u64>,
     /// Membership datagrams refused, by reason.
     pub datagrams_rejected: BTreeMap<String, u64>,
+    /// Registry messages or entries refused, by reason.
+    pub registry_rejected: BTreeMap<String, u64>,
+    /// Messages delivered into local mailboxes.
+    pub messages_delivered: u64,
     /// Membership datagrams sent.
     pub datagrams_sent: u64,
     /// Membership datagrams accepted.
@@ -159,6 +168,8 @@ impl Stats {
             frames_dropped: self.frames_dropped.snapshot(),
             link_errors: self.link_errors.snapshot(),
             datagrams_rejected: self.datagrams_rejected.snapshot(),
+            registry_rejected: self.registry_rejected.snapshot(),
+            messages_delivered: r(&self.messages_delivered),
             datagrams_sent: r(&self.datagrams_sent),
             datagrams_received: r(&self.datagrams_received),
             unknown_frames: r(&self.unknown_frames),

@@ -47,6 +47,17 @@ impl ByteSized for EncodedFrame {
 pub trait FrameHandler: Send + Sync + 'static {
     /// A frame arrived from `from`.
     fn on_frame(&self, from: &NodeId, frame: Frame);
+
+    /// A link to `peer` was established. Called before the connection
+    /// reads or writes anything, so frames queued here go out first and
+    /// every frame from the peer is handled after this.
+    fn on_link_up(&self, _peer: &NodeId) {}
+
+    /// The link to `peer` closed (the peer may still be a member).
+    fn on_link_down(&self, _peer: &NodeId) {}
+
+    /// Membership declared `peer` down: purge what it owned.
+    fn on_member_down(&self, _peer: &NodeId) {}
 }
 
 /// Why a connection ended.

@@ -280,6 +280,15 @@ impl Links {
         }
         peer.queue.close();
         self.drop_queue(&peer, "peer_down");
+        drop(st);
+        self.inner.handler.on_member_down(node);
+    }
+
+    /// The incarnation known for `peer`, if any.
+    pub fn peer_incarnation(&self, peer: &str) -> Option<u64> {
+        let p = self.peers().get(peer).cloned()?;
+        let st = p.state();
+        st.node.as_ref().map(|n| n.incarnation)
     }
 
     /// Queues `frame` for `peer`, waiting for room in its send queue.
@@ -514,6 +523,7 @@ impl Links {
         };
         self.inner.stats.links_up.fetch_add(1, Ordering::Relaxed);
         info!(peer = %node, "link up");
+        self.inner.handler.on_link_up(&node);
         let _ = self.inner.events.send(LinkEvent::Up(node.clone()));
         let me = self.clone();
         tokio::spawn(async move {
@@ -527,7 +537,7 @@ impl Links {
         if reason != CloseReason::Local {
             self.inner.stats.link_errors.inc(reason.label());
         }
-        let redial = {
+        let (current, redial) = {
             let mut st = peer.state();
             let current = st.conn.as_ref().is_some_and(|s| s.id == slot_id);
             if current {
@@ -541,10 +551,14 @@ impl Links {
             if redial {
                 st.dialing = true;
             }
-            redial
+            (current, redial)
         };
         info!(peer = %node, reason = reason.label(), "link down");
-        let _ = self.inner.events.send(LinkEvent::Down(node.clone()));
+        if current {
+            // A replaced connection's end is not the link's end.
+            self.inner.handler.on_link_down(node);
+            let _ = self.inner.events.send(LinkEvent::Down(node.clone()));
+        }
         if redial {
             self.spawn_dial(peer.clone(), true);
         }

@@ -1,0 +1,131 @@
+//! The registry driver: runs the sans-IO [`weft_proto::registry::Registry`]
+//! behind a mutex, sends its messages over the links (control lane), and
+//! feeds its events to the [`Directory`].
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tracing::debug;
+use weft_proto::frame::Header;
+use weft_proto::registry::{EntryKey, Msg, Output, Registry};
+use weft_proto::{Frame, NodeId};
+
+use crate::directory::{BadEntry, Directory};
+use crate::link::Links;
+use crate::stats::Stats;
+
+/// Owns this node's registry state.
+pub(crate) struct RegistryService {
+    reg: Mutex<Registry>,
+    links: Links,
+    stats: Arc<Stats>,
+    directory: Arc<Directory>,
+}
+
+impl RegistryService {
+    pub(crate) fn new(local: NodeId, links: Links, stats: Arc<Stats>, directory: Arc<Directory>) -> Self {
+        Self {
+            reg: Mutex::new(Registry::new(local)),
+            links,
+            stats,
+            directory,
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
+        let mut reg = self.reg.lock().unwrap_or_else(|p| p.into_inner());
+        let r = f(&mut reg);
+        while let Some(out) = reg.poll_output() {
+            self.output(out);
+        }
+        r
+    }
+
+    fn output(&self, out: Output) {
+        match out {
+            Output::Send { to, msg } => {
+                let payload = match postcard::to_allocvec(&msg) {
+                    Ok(p) => Bytes::from(p),
+                    Err(_) => {
+                        self.stats.frames_dropped.inc("registry_encode");
+                        return;
+                    }
+                };
+                let frame = Frame {
+                    header: Header::Registry,
+                    payload,
+                };
+                if let Err(e) = self.links.try_send(&to, &frame) {
+                    // Anti-entropy repairs a lost registry message.
+                    debug!(peer = %to, error = %e, "registry message not queued");
+                    self.stats.frames_dropped.inc("registry_not_queued");
+                }
+            }
+            Output::Event(ev) => {
+                if let Err(bad) = self.directory.apply(&ev) {
+                    self.stats.registry_rejected.inc(match bad {
+                        BadEntry::Undecodable => "undecodable_entry",
+                        BadEntry::ForeignPid => "foreign_pid",
+                    });
+                }
+            }
+        }
+    }
+
+    /// Sets local entries and sends one delta.
+    pub(crate) fn put_many(&self, entries: Vec<(EntryKey, Bytes)>) {
+        self.with(|r| {
+            for (k, v) in entries {
+                r.put(k, v);
+            }
+            r.flush();
+        });
+    }
+
+    /// Removes local entries and sends one delta.
+    pub(crate) fn remove_many(&self, keys: &[EntryKey]) {
+        self.with(|r| {
+            for k in keys {
+                r.remove(k);
+            }
+            r.flush();
+        });
+    }
+
+    pub(crate) fn link_up(&self, peer: &NodeId) {
+        self.with(|r| r.peer_up(peer));
+    }
+
+    pub(crate) fn link_down(&self, peer: &NodeId) {
+        self.with(|r| r.link_down(peer));
+    }
+
+    pub(crate) fn member_down(&self, peer: &NodeId) {
+        self.with(|r| r.peer_down(peer));
+    }
+
+    pub(crate) fn tick(&self) {
+        self.with(|r| r.tick());
+    }
+
+    pub(crate) fn on_frame(&self, from: &NodeId, payload: &[u8]) {
+        let msg: Msg = match postcard::from_bytes(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                debug!(peer = %from, error = %e, "undecodable registry message");
+                self.stats.registry_rejected.inc("undecodable");
+                return;
+            }
+        };
+        let result = self.with(|r| r.handle(from, msg));
+        if let Err(e) = result {
+            debug!(peer = %from, error = %e, "registry message refused");
+            self.stats.registry_rejected.inc(e.label());
+        }
+    }
+
+    /// Number of remote entries held (for sizing reports).
+    pub(crate) fn remote_len(&self) -> usize {
+        self.reg.lock().unwrap_or_else(|p| p.into_inner()).remote_len()
+    }
+}

@@ -1,0 +1,62 @@
+//! Routes inbound frames and link events to the node's services.
+
+use std::sync::{Arc, OnceLock};
+
+use weft_proto::frame::Header;
+use weft_proto::{Frame, NodeId};
+
+use crate::channel::Dispatcher;
+use crate::link::FrameHandler;
+use crate::messaging::Messaging;
+use crate::registry::RegistryService;
+use crate::stats::Stats;
+
+/// The services a router feeds; set once at node start, before any
+/// connection exists.
+pub(crate) struct Services {
+    pub registry: Arc<RegistryService>,
+    pub messaging: Arc<Messaging>,
+}
+
+/// The node's [`FrameHandler`].
+pub(crate) struct Router {
+    pub channels: Arc<Dispatcher>,
+    pub services: OnceLock<Services>,
+    pub stats: Arc<Stats>,
+}
+
+impl FrameHandler for Router {
+    fn on_frame(&self, from: &NodeId, frame: Frame) {
+        let Some(s) = self.services.get() else {
+            self.stats.frames_dropped.inc("not_ready");
+            return;
+        };
+        match &frame.header {
+            Header::Data(_) => self.channels.on_frame(from, frame),
+            Header::Registry => s.registry.on_frame(from, &frame.payload),
+            Header::Tell(_) | Header::TellNamed(_) | Header::Reply(_) | Header::GroupPublish(_) => {
+                s.messaging.on_frame(from, frame)
+            }
+            _ => self.stats.frames_dropped.inc("unhandled_kind"),
+        }
+    }
+
+    fn on_link_up(&self, peer: &NodeId) {
+        if let Some(s) = self.services.get() {
+            s.registry.link_up(peer);
+        }
+    }
+
+    fn on_link_down(&self, peer: &NodeId) {
+        if let Some(s) = self.services.get() {
+            s.registry.link_down(peer);
+        }
+    }
+
+    fn on_member_down(&self, peer: &NodeId) {
+        if let Some(s) = self.services.get() {
+            s.registry.member_down(peer);
+            s.messaging.member_down(peer);
+        }
+    }
+}
