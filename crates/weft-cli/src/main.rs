@@ -1,1 +1,60 @@
-fn main() {}
+//! The `weft` binary: run a node (`weft node`) or a local cluster
+//! (`weft up`), with an admin HTTP endpoint for health, cluster state and
+//! Prometheus metrics.
+
+mod addr;
+mod admin;
+mod cli;
+mod config;
+mod error;
+mod metrics;
+mod node_cmd;
+mod probe;
+mod secret;
+mod signals;
+mod up;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(error::EXIT_RUNTIME);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Node(args) => node_cmd::run(args).await,
+            Command::Up(args) => up::run(args).await,
+        }
+    });
+    // Do not wait for stray blocking tasks (name lookups, stdin).
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {failure}");
+            failure.exit_code()
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

@@ -278,14 +278,17 @@ impl Registry {
         }
     }
 
-    /// The link to `peer` is up: it is live, and gets our snapshot. A view
-    /// of an older incarnation of the same name is purged first.
+    /// `peer` is live (its link is up and membership reports it up): it
+    /// gets our snapshot and is asked for its own. A view of an older
+    /// incarnation of the same name is purged first.
     pub fn peer_up(&mut self, peer: &NodeId) {
         self.flush();
-        if let Some(known) = self.live.get(&peer.name) {
-            if *known > peer.incarnation {
-                return;
-            }
+        if self
+            .live
+            .get(&peer.name)
+            .is_some_and(|known| *known > peer.incarnation)
+        {
+            return;
         }
         if self
             .views
@@ -300,6 +303,9 @@ impl Registry {
             to: peer.name.clone(),
             msg,
         });
+        // The peer may have sent its snapshot before it was live here
+        // (refused as not live): ask again.
+        self.request_snapshot(peer);
     }
 
     /// The link to `peer` went down: stop sending to it, keep its entries
@@ -360,14 +366,14 @@ impl Registry {
                 origin: origin.clone(),
             });
         }
-        if let Some(v) = self.views.get(&origin.name) {
-            if v.incarnation > origin.incarnation {
-                return Err(Reject::StaleIncarnation {
-                    name: origin.name.clone(),
-                    got: origin.incarnation,
-                    known: v.incarnation,
-                });
-            }
+        if let Some(v) = self.views.get(&origin.name)
+            && v.incarnation > origin.incarnation
+        {
+            return Err(Reject::StaleIncarnation {
+                name: origin.name.clone(),
+                got: origin.incarnation,
+                known: v.incarnation,
+            });
         }
         match self.live.get(&origin.name) {
             Some(i) if *i == origin.incarnation => Ok(()),

@@ -54,9 +54,10 @@ fn cluster(seed: u64, duration: Duration) -> (turmoil::Sim<'static>, Nodes) {
 fn three_nodes_discover_each_other_from_one_seed() {
     for seed in seeds() {
         let (mut s, nodes) = cluster(seed, Duration::from_secs(120));
-        run_until(&mut s, seed, "all members up everywhere", LIMIT, || {
+        let took = run_until(&mut s, seed, "all members up everywhere", LIMIT, || {
             all_up(&nodes)
         });
+        eprintln!("seed {seed}: all up after {took:?}");
         // n2 and n3 never had each other's address: they learned it.
         run_until(&mut s, seed, "n2-n3 link", LIMIT, || {
             nodes.get("n2").is_some_and(|n| n.is_linked("n3"))

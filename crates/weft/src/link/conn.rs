@@ -48,12 +48,13 @@ pub trait FrameHandler: Send + Sync + 'static {
     /// A frame arrived from `from`.
     fn on_frame(&self, from: &NodeId, frame: Frame);
 
-    /// A link to `peer` was established. Called before the connection
-    /// reads or writes anything, so frames queued here go out first and
-    /// every frame from the peer is handled after this.
+    /// The peer is ready: a link to it is established **and** membership
+    /// reports it up. Called once per connection, before the connection
+    /// reads anything when membership already knew the peer, otherwise
+    /// as soon as membership learns of it.
     fn on_link_up(&self, _peer: &NodeId) {}
 
-    /// The link to `peer` closed (the peer may still be a member).
+    /// A ready link to `peer` closed (the peer may still be a member).
     fn on_link_down(&self, _peer: &NodeId) {}
 
     /// Membership declared `peer` down: purge what it owned.
@@ -232,11 +233,10 @@ async fn write_loop(mut wr: tokio::io::WriteHalf<BoxStream>, p: &ConnParams) -> 
             _ = heartbeat.tick() => {
                 seq += 1;
                 let sent_micros = Instant::now().duration_since(p.epoch).as_micros() as u64;
-                if let Ok(ping) = Frame::control(Header::Ping(Ping { seq, sent_micros })).encode(p.max_frame) {
-                    if p.queue.try_push(ping, true).is_err() {
+                if let Ok(ping) = Frame::control(Header::Ping(Ping { seq, sent_micros })).encode(p.max_frame)
+                    && p.queue.try_push(ping, true).is_err() {
                         p.stats.frames_dropped.inc("control_queue_full");
                     }
-                }
                 continue;
             }
             ready = p.queue.wait_readable() => {

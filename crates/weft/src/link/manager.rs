@@ -74,6 +74,9 @@ struct Slot {
     id: u64,
     dialer: NodeId,
     cancel: CancellationToken,
+    /// Whether `on_link_up` was called for this connection (it is, once
+    /// the connection is up and membership reports the peer up).
+    ready: bool,
 }
 
 #[derive(Default)]
@@ -81,6 +84,8 @@ struct PeerState {
     node: Option<NodeId>,
     addr: Option<SocketAddr>,
     down: bool,
+    /// Membership reports this incarnation up.
+    member: bool,
     conn: Option<Slot>,
     dialing: bool,
 }
@@ -230,6 +235,7 @@ impl Links {
         self.drop_queue(peer, "peer_restarted");
         st.node = Some(node.clone());
         st.down = false;
+        st.member = false;
         peer.queue.reopen();
     }
 
@@ -239,7 +245,7 @@ impl Links {
             return;
         }
         let peer = self.peer_or_create(&node.name);
-        let dial = {
+        let (dial, ready_now) = {
             let mut st = peer.state();
             match &st.node {
                 Some(known) if known.incarnation > node.incarnation => return,
@@ -253,12 +259,25 @@ impl Links {
                 }
             }
             st.addr = Some(addr);
+            st.member = true;
             let dial = st.conn.is_none() && !st.dialing;
             if dial {
                 st.dialing = true;
             }
-            dial
+            // A link that came up before membership knew the peer becomes
+            // ready now.
+            let ready_now = match st.conn.as_mut() {
+                Some(slot) if !slot.ready => {
+                    slot.ready = true;
+                    true
+                }
+                _ => false,
+            };
+            (dial, ready_now)
         };
+        if ready_now {
+            self.inner.handler.on_link_up(node);
+        }
         if dial {
             self.spawn_dial(peer, false);
         }
@@ -275,6 +294,7 @@ impl Links {
             return;
         }
         st.down = true;
+        st.member = false;
         if let Some(slot) = st.conn.take() {
             slot.cancel.cancel();
         }
@@ -494,6 +514,7 @@ impl Links {
             id,
             dialer,
             cancel: cancel.clone(),
+            ready: false,
         });
         (id, cancel)
     }
@@ -523,7 +544,20 @@ impl Links {
         };
         self.inner.stats.links_up.fetch_add(1, Ordering::Relaxed);
         info!(peer = %node, "link up");
-        self.inner.handler.on_link_up(&node);
+        let ready = {
+            let mut st = peer.state();
+            let member = st.member;
+            match st.conn.as_mut() {
+                Some(slot) if slot.id == slot_id && member => {
+                    slot.ready = true;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if ready {
+            self.inner.handler.on_link_up(&node);
+        }
         let _ = self.inner.events.send(LinkEvent::Up(node.clone()));
         let me = self.clone();
         tokio::spawn(async move {
@@ -537,11 +571,12 @@ impl Links {
         if reason != CloseReason::Local {
             self.inner.stats.link_errors.inc(reason.label());
         }
-        let (current, redial) = {
+        let (current, was_ready, redial) = {
             let mut st = peer.state();
             let current = st.conn.as_ref().is_some_and(|s| s.id == slot_id);
+            let mut was_ready = false;
             if current {
-                st.conn = None;
+                was_ready = st.conn.take().is_some_and(|s| s.ready);
             }
             let redial = current
                 && !st.down
@@ -551,12 +586,14 @@ impl Links {
             if redial {
                 st.dialing = true;
             }
-            (current, redial)
+            (current, was_ready, redial)
         };
         info!(peer = %node, reason = reason.label(), "link down");
         if current {
             // A replaced connection's end is not the link's end.
-            self.inner.handler.on_link_down(node);
+            if was_ready {
+                self.inner.handler.on_link_down(node);
+            }
             let _ = self.inner.events.send(LinkEvent::Down(node.clone()));
         }
         if redial {
@@ -710,14 +747,13 @@ impl Links {
         self.inner.closing.store(true, Ordering::Relaxed);
         let peers: Vec<Arc<Peer>> = self.peers().values().cloned().collect();
         for p in &peers {
-            if p.state().conn.is_some() {
-                if let Ok(bye) = Frame::control(Header::Goodbye(Goodbye {
+            if p.state().conn.is_some()
+                && let Ok(bye) = Frame::control(Header::Goodbye(Goodbye {
                     reason: "shutting down".into(),
                 }))
                 .encode(self.inner.cfg.link.max_frame)
-                {
-                    let _ = p.queue.try_push(bye, false);
-                }
+            {
+                let _ = p.queue.try_push(bye, false);
             }
         }
         let deadline = Instant::now() + drain;

@@ -124,6 +124,7 @@ pub(crate) fn start(p: MembershipParams) -> Membership {
         links: p.links,
         stats: p.stats,
         next_seed_announce: Instant::now(),
+        leaving: false,
     };
     tokio::spawn(driver.run(cmd_rx, p.shutdown));
     handle
@@ -146,6 +147,7 @@ struct Driver {
     links: Links,
     stats: Arc<Stats>,
     next_seed_announce: Instant,
+    leaving: bool,
 }
 
 impl Driver {
@@ -161,6 +163,7 @@ impl Driver {
                 _ = shutdown.cancelled() => return,
                 cmd = commands.recv() => match cmd {
                     Some(Command::Leave(done)) => {
+                        self.leaving = true;
                         if let Err(e) = self.foca.leave_cluster(&mut self.rt) {
                             warn!(error = %e, "leaving the cluster failed");
                         }
@@ -212,10 +215,10 @@ impl Driver {
                 break;
             }
             self.timers.pop();
-            if let Some(timer) = self.timer_events.remove(&seq) {
-                if let Err(e) = self.foca.handle_timer(timer, &mut self.rt) {
-                    debug!(error = %e, "SWIM timer failed");
-                }
+            if let Some(timer) = self.timer_events.remove(&seq)
+                && let Err(e) = self.foca.handle_timer(timer, &mut self.rt)
+            {
+                debug!(error = %e, "SWIM timer failed");
             }
         }
         if now >= self.next_seed_announce {
@@ -266,6 +269,8 @@ impl Driver {
         while let Some(n) = self.rt.to_notify() {
             changed = true;
             match n {
+                // Leaving declares ourselves down: expected, not a warning.
+                OwnedNotification::Defunct if self.leaving => debug!("left the cluster"),
                 OwnedNotification::Defunct => warn!("declared down by the cluster; rejoining"),
                 OwnedNotification::Rejoin(id) => info!(bump = id.bump, "rejoined the cluster"),
                 OwnedNotification::Idle => debug!("no live members known"),

@@ -170,13 +170,13 @@ impl MemberTable {
             .cloned()
             .collect();
         for name in gone {
-            if let Some(old) = self.members.remove(&name) {
-                if old.state != MemberState::Down {
-                    events.push(MembershipEvent::MemberDown(MemberInfo {
-                        state: MemberState::Down,
-                        ..old
-                    }));
-                }
+            if let Some(old) = self.members.remove(&name)
+                && old.state != MemberState::Down
+            {
+                events.push(MembershipEvent::MemberDown(MemberInfo {
+                    state: MemberState::Down,
+                    ..old
+                }));
             }
         }
         events

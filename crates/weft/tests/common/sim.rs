@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! A small harness for seeded cluster simulations on turmoil.
 //!
 //! Each node runs as a turmoil host; the test steps the simulation from
@@ -125,4 +126,44 @@ pub fn state(nodes: &Nodes, observer: &str, name: &str) -> Option<weft::MemberSt
 /// The incarnation `observer` knows for `name`.
 pub fn incarnation(nodes: &Nodes, observer: &str, name: &str) -> Option<u64> {
     nodes.get(observer)?.member(name).map(|m| m.incarnation)
+}
+
+/// What a host does with its node after starting it (runs until the host
+/// stops). Gets the node and the run number (1 for the first start).
+pub type Setup = std::rc::Rc<dyn Fn(Node, u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>;
+
+/// Like [`add_node`], but waits `delay` before starting and then runs
+/// `setup` (which should keep its mailboxes alive as long as it runs).
+#[allow(clippy::too_many_arguments)]
+pub fn add_node_with(
+    sim: &mut turmoil::Sim<'_>,
+    nodes: &Nodes,
+    name: &'static str,
+    seeds: &'static [&'static str],
+    seed: u64,
+    delay: Duration,
+    setup: Setup,
+) {
+    let nodes = nodes.clone();
+    let runs = Arc::new(AtomicU64::new(0));
+    sim.host(name, move || {
+        let nodes = nodes.clone();
+        let setup = setup.clone();
+        let run = runs.fetch_add(1, Ordering::Relaxed) + 1;
+        async move {
+            if run == 1 && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let config = sim_config(name, seeds, seed, run);
+            let node = Node::start_with_net(config, Arc::new(SimNet)).await?;
+            nodes.put(name, node.clone());
+            let stopped = node.clone();
+            tokio::select! {
+                _ = setup(node, run) => {}
+                _ = stopped.stopped() => {}
+            }
+            stopped.stopped().await;
+            Ok(())
+        }
+    });
 }

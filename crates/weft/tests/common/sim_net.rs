@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! weft's network facade over turmoil's simulated sockets.
 
 use std::io;
