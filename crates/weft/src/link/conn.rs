@@ -150,7 +150,9 @@ async fn read_loop(mut rd: tokio::io::ReadHalf<BoxStream>, mut buf: BytesMut, p:
                 }
             }
         }
-        let want = decoder.bytes_wanted(&buf).clamp(64 * 1024, p.max_frame + 8);
+        let want = decoder
+            .bytes_wanted(&buf)
+            .clamp(64 * 1024, (p.max_frame + 8).max(64 * 1024));
         buf.reserve(want);
         tokio::select! {
             _ = p.cancel.cancelled() => return CloseReason::Local,
