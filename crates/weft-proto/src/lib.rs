@@ -23,6 +23,8 @@ pub mod node_id;
 pub mod pid;
 pub mod registry;
 pub mod seal;
+pub mod subject;
+pub mod trie;
 
 pub use codec::{DEFAULT_MAX_FRAME, EncodedFrame, FrameDecoder, FrameError, PROTOCOL_VERSION};
 pub use frame::{Frame, Header};
