@@ -103,7 +103,14 @@ impl FrameHandler for Dispatcher {
         let map = self.channels.read().unwrap_or_else(|p| p.into_inner());
         match map.get(&data.channel) {
             None => self.stats.frames_dropped.inc("no_channel"),
-            Some(Sink::Callback(cb)) => cb(from, frame.payload),
+            Some(Sink::Callback(cb)) => {
+                let cb = cb.clone();
+                drop(map);
+                let call = std::panic::AssertUnwindSafe(|| cb(from, frame.payload));
+                if std::panic::catch_unwind(call).is_err() {
+                    self.stats.frames_dropped.inc("callback_panic");
+                }
+            }
             Some(Sink::Queue(q)) => {
                 let d = Delivery {
                     from: from.clone(),

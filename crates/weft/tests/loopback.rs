@@ -51,3 +51,34 @@ async fn three_nodes_form_a_cluster_and_exchange_data() {
     n1.shutdown(Duration::from_secs(1)).await;
     n2.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_channel_callback_is_contained() {
+    let n1 = Node::start(config("n1", &[])).await.expect("n1");
+    let n2 = Node::start(config("n2", &[n1.addr()])).await.expect("n2");
+    wait_for("linked", LIMIT, || n1.is_linked("n2") && n2.is_linked("n1")).await;
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = seen.clone();
+    n1.on_channel(
+        3,
+        std::sync::Arc::new(move |_, payload: Bytes| {
+            assert_ne!(payload.as_ref(), b"boom", "handler bug");
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }),
+    )
+    .expect("channel");
+    n2.send_data("n1", 3, Bytes::from_static(b"boom"))
+        .await
+        .expect("send");
+    n2.send_data("n1", 3, Bytes::from_static(b"fine"))
+        .await
+        .expect("send");
+    wait_for("later message delivered", LIMIT, || {
+        seen.load(std::sync::atomic::Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(n1.stats().frames_dropped.get("callback_panic").copied(), Some(1));
+    assert!(n1.is_linked("n2"), "the link survives a handler panic");
+    n1.shutdown(Duration::from_millis(200)).await;
+    n2.shutdown(Duration::from_millis(200)).await;
+}

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -78,6 +79,10 @@ pub enum CloseReason {
     PeerLeft,
     /// Closed locally (replaced, peer down, shutdown).
     Local,
+    /// The peer closed the stream in the middle of a frame.
+    Truncated,
+    /// A frame handler panicked on the reader.
+    HandlerPanic,
 }
 
 impl CloseReason {
@@ -91,6 +96,8 @@ impl CloseReason {
             CloseReason::Protocol(_) => "protocol",
             CloseReason::PeerLeft => "peer_left",
             CloseReason::Local => "local",
+            CloseReason::Truncated => "truncated",
+            CloseReason::HandlerPanic => "handler_panic",
         }
     }
 }
@@ -118,7 +125,18 @@ pub(crate) async fn run(stream: BoxStream, leftover: BytesMut, p: ConnParams) ->
         let p = p.clone();
         tokio::spawn(async move { write_loop(wr, &p).await })
     };
-    let reason = read_loop(rd, leftover, &p).await;
+    // A panic in a frame handler must not leave a link that looks alive
+    // but reads nothing: it ends the connection, which is then redialled.
+    let reason = match std::panic::AssertUnwindSafe(read_loop(rd, leftover, &p))
+        .catch_unwind()
+        .await
+    {
+        Ok(reason) => reason,
+        Err(_) => {
+            tracing::error!(peer = %p.peer, "frame handler panicked; closing the link");
+            CloseReason::HandlerPanic
+        }
+    };
     p.cancel.cancel();
     let write_reason = writer.await.unwrap_or(CloseReason::Local);
     // The reader's reason is the more telling one unless it only saw the
@@ -158,7 +176,8 @@ async fn read_loop(mut rd: tokio::io::ReadHalf<BoxStream>, mut buf: BytesMut, p:
             _ = p.cancel.cancelled() => return CloseReason::Local,
             _ = &mut idle => return CloseReason::Idle,
             r = rd.read_buf(&mut buf) => match r {
-                Ok(0) => return CloseReason::Eof,
+                Ok(0) if buf.is_empty() => return CloseReason::Eof,
+                Ok(0) => return CloseReason::Truncated,
                 Ok(n) => {
                     p.counters.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
                     idle.as_mut().reset(Instant::now() + p.idle_timeout);
@@ -205,7 +224,8 @@ fn on_frame(frame: Frame, p: &ConnParams) -> Option<CloseReason> {
         | Header::Tell(_)
         | Header::TellNamed(_)
         | Header::Reply(_)
-        | Header::GroupPublish(_) => {
+        | Header::GroupPublish(_)
+        | Header::Publish(_) => {
             p.handler.on_frame(&p.peer, frame);
             None
         }

@@ -41,6 +41,9 @@ use crate::net::{BoxStream, Listener, Net};
 use crate::queue::{ByteQueue, Pushed};
 use crate::stats::{PeerCounters, Stats};
 
+/// Most inbound handshakes in progress at once.
+pub const MAX_PENDING_HANDSHAKES: usize = 256;
+
 /// A change in a peer link, for layers that react to link-up (registry
 /// backfill) or link-down.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -209,7 +212,9 @@ impl Links {
                 local: self.inner.local.clone(),
                 addr: self.inner.advertise.to_string(),
                 secret: cfg.secret.expose().to_vec(),
-                max_frame: cfg.link.max_frame,
+                // Handshake frames are tiny: an unauthenticated peer must
+                // not make us buffer a full-size frame.
+                max_frame: cfg.link.max_frame.min(weft_proto::codec::MIN_MAX_FRAME),
             },
             self.nonce(),
             Instant::now().into_std(),
@@ -388,8 +393,11 @@ impl Links {
         self.peers().get(peer).is_some_and(|p| p.state().conn.is_some())
     }
 
-    /// Accepts connections until shutdown.
+    /// Accepts connections until shutdown. At most
+    /// [`MAX_PENDING_HANDSHAKES`] handshakes run at once; a connection
+    /// beyond that is closed at once and counted as `busy`.
     pub(crate) async fn accept_loop(self, mut listener: Box<dyn Listener>) {
+        let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
         loop {
             let accepted = tokio::select! {
                 _ = self.inner.shutdown.cancelled() => return,
@@ -397,8 +405,17 @@ impl Links {
             };
             match accepted {
                 Ok((stream, from)) => {
+                    let Ok(permit) = pending.clone().try_acquire_owned() else {
+                        warn!(%from, "too many handshakes in progress; connection refused");
+                        self.inner.stats.handshake_failures.inc("busy");
+                        drop(stream);
+                        continue;
+                    };
                     let me = self.clone();
-                    tokio::spawn(async move { me.accept_one(stream, from).await });
+                    tokio::spawn(async move {
+                        me.accept_one(stream, from).await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     warn!(error = %e, "accept failed");
