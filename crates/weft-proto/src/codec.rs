@@ -152,6 +152,7 @@ fn encode_head(header: &Header, payload_len: usize, max_frame: usize) -> Result<
         Header::TellNamed(h) => put_header(&mut head, h)?,
         Header::Reply(h) => put_header(&mut head, h)?,
         Header::GroupPublish(h) => put_header(&mut head, h)?,
+        Header::Publish(h) => put_header(&mut head, h)?,
         Header::Welcome | Header::Registry | Header::Unknown { .. } => head.put_u16(0),
     }
     let len = head.len() - 4 + payload_len;
@@ -283,6 +284,7 @@ fn decode_header(kind_byte: u8, bytes: &[u8]) -> Result<Header, FrameError> {
         kind::TELL_NAMED => Header::TellNamed(get("tell_named", bytes)?),
         kind::REPLY => Header::Reply(get("reply", bytes)?),
         kind::GROUP_PUBLISH => Header::GroupPublish(get("group_publish", bytes)?),
+        kind::PUBLISH => Header::Publish(get("publish", bytes)?),
         other => Header::Unknown { kind: other },
     })
 }
@@ -360,6 +362,15 @@ mod tests {
                     meta: Default::default(),
                 }),
                 payload: Bytes::from_static(b"all"),
+            },
+            Frame {
+                header: Header::Publish(crate::frame::Publish {
+                    subject: "a.b".into(),
+                    reply: Some("_INBOX.x.1".into()),
+                    headers: vec![("h".into(), "v".into())],
+                    queues: vec!["q".into()],
+                }),
+                payload: Bytes::from_static(b"pub"),
             },
             Frame {
                 header: Header::Unknown { kind: 200 },

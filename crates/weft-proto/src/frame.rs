@@ -39,6 +39,8 @@ pub mod kind {
     pub const REPLY: u8 = 67;
     /// [`super::GroupPublish`]: a message to every local member of a group.
     pub const GROUP_PUBLISH: u8 = 68;
+    /// [`super::Publish`]: a pub/sub message for the receiver's subscribers.
+    pub const PUBLISH: u8 = 69;
 
     /// Kinds below this value are link control: they are queued ahead of
     /// data frames. The class is a property of the kind, so both sides
@@ -181,6 +183,22 @@ pub struct GroupPublish {
     pub meta: MessageMeta,
 }
 
+/// A message published on `subject`, sent once to each node with
+/// matching interest. The receiver delivers it to all its matching plain
+/// subscriptions and to one member of each queue group in `queues` (the
+/// groups for which the sender chose this node); the payload is the body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Publish {
+    /// The subject (no wildcards).
+    pub subject: String,
+    /// Where replies go, if the publisher expects them.
+    pub reply: Option<String>,
+    /// Optional headers, in order.
+    pub headers: Vec<(String, String)>,
+    /// Queue groups this node must deliver to (one member each).
+    pub queues: Vec<String>,
+}
+
 /// The header of a frame; the variant fixes the kind byte.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Header {
@@ -210,6 +228,8 @@ pub enum Header {
     Reply(Reply),
     /// See [`GroupPublish`].
     GroupPublish(GroupPublish),
+    /// See [`Publish`].
+    Publish(Publish),
     /// A kind this node does not know. Decoding skips it whole; the link
     /// counts it and carries on (forward compatibility).
     Unknown {
@@ -235,6 +255,7 @@ impl Header {
             Header::TellNamed(_) => kind::TELL_NAMED,
             Header::Reply(_) => kind::REPLY,
             Header::GroupPublish(_) => kind::GROUP_PUBLISH,
+            Header::Publish(_) => kind::PUBLISH,
             Header::Unknown { kind } => *kind,
         }
     }
@@ -260,6 +281,7 @@ impl Header {
             Header::TellNamed(_) => "tell_named",
             Header::Reply(_) => "reply",
             Header::GroupPublish(_) => "group_publish",
+            Header::Publish(_) => "publish",
             Header::Unknown { .. } => "unknown",
         }
     }

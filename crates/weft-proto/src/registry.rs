@@ -33,6 +33,10 @@ pub mod table {
     pub const NAMES: u16 = 1;
     /// Process group members: key = group `\0` local id, value = pid.
     pub const GROUPS: u16 = 2;
+    /// Subject interest: key = pattern `\0` queue group (empty for plain
+    /// subscriptions), value = postcard `u32` local member count (1 for
+    /// plain interest, which changes only on its 0→1 and 1→0 edges).
+    pub const INTEREST: u16 = 3;
 }
 
 /// Identifies one entry of one node.

@@ -135,6 +135,9 @@ pub struct MessagingConfig {
     pub mailbox_bytes: usize,
     /// How often registry digests are exchanged (anti-entropy).
     pub anti_entropy_interval: Duration,
+    /// Receive queue of a pub/sub subscription, in bytes, unless given at
+    /// subscribe time.
+    pub subscription_bytes: usize,
 }
 
 impl Default for MessagingConfig {
@@ -142,6 +145,7 @@ impl Default for MessagingConfig {
         Self {
             mailbox_bytes: 1024 * 1024,
             anti_entropy_interval: Duration::from_secs(1),
+            subscription_bytes: 4 * 1024 * 1024,
         }
     }
 }

@@ -24,6 +24,8 @@ use crate::messaging::mailbox::{GroupMonitor, Mailbox};
 use crate::messaging::message::{CallError, Message, MessageError, NameError, Target};
 use crate::messaging::{GroupPublishReport, Messaging};
 use crate::net::{Net, TokioNet};
+use crate::pubsub::PubSub;
+use crate::pubsub::subscription::{PubMsg, PubSubError, Subscription};
 use crate::registry::RegistryService;
 use crate::router::{Router, Services};
 use crate::stats::{Stats, StatsSnapshot};
@@ -46,6 +48,7 @@ struct NodeInner {
     messaging: Arc<Messaging>,
     directory: Arc<Directory>,
     registry: Arc<RegistryService>,
+    pubsub: Arc<PubSub>,
     shutdown: CancellationToken,
 }
 
@@ -228,10 +231,19 @@ impl Node {
             registry.clone(),
             directory.clone(),
         ));
+        let pubsub = Arc::new(PubSub::new(
+            id.clone(),
+            links.clone(),
+            stats.clone(),
+            registry.clone(),
+            config.messaging.subscription_bytes,
+        ));
+        registry.set_pubsub(&pubsub);
         // Services exist before any connection can deliver a frame.
         let _ = router.services.set(Services {
             registry: registry.clone(),
             messaging: messaging.clone(),
+            pubsub: pubsub.clone(),
         });
         tokio::spawn(links.clone().accept_loop(listener));
         tokio::spawn(anti_entropy(
@@ -269,6 +281,7 @@ impl Node {
                 messaging,
                 directory,
                 registry,
+                pubsub,
                 shutdown,
             }),
         })
@@ -475,6 +488,83 @@ impl Node {
     /// Number of local mailboxes.
     pub fn mailbox_count(&self) -> usize {
         self.inner.messaging.mailbox_count()
+    }
+
+    /// Subscribes to `pattern` (NATS grammar: `*` one token, `>` one or
+    /// more trailing tokens). See [`Subscription`] for the slow-consumer
+    /// policy.
+    pub fn subscribe(&self, pattern: &str) -> Result<Subscription, PubSubError> {
+        self.inner.pubsub.subscribe(pattern, None, None)
+    }
+
+    /// Subscribes to `pattern` in queue group `queue`: each message goes
+    /// to exactly one member of the group cluster-wide, a local member when
+    /// there is one.
+    pub fn queue_subscribe(&self, pattern: &str, queue: &str) -> Result<Subscription, PubSubError> {
+        self.inner.pubsub.subscribe(pattern, Some(queue), None)
+    }
+
+    /// Subscribes with an explicit queue size in bytes.
+    pub fn subscribe_with_capacity(
+        &self,
+        pattern: &str,
+        queue: Option<&str>,
+        capacity_bytes: usize,
+    ) -> Result<Subscription, PubSubError> {
+        self.inner.pubsub.subscribe(pattern, queue, Some(capacity_bytes))
+    }
+
+    /// Publishes `payload` on `subject`. Local subscribers get it at once;
+    /// each other node with matching interest gets one frame (waiting for
+    /// room in that link's queue). At most once across a link failure.
+    pub async fn publish(
+        &self,
+        subject: &str,
+        headers: Vec<(String, String)>,
+        payload: Bytes,
+    ) -> Result<(), PubSubError> {
+        self.publish_msg(PubMsg {
+            subject: subject.to_string(),
+            reply: None,
+            headers,
+            payload,
+        })
+        .await
+    }
+
+    /// Publishes a fully formed message (with a reply subject, say).
+    pub async fn publish_msg(&self, msg: PubMsg) -> Result<(), PubSubError> {
+        self.inner.pubsub.publish(msg).await
+    }
+
+    /// Publishes a request on `subject` and waits up to `timeout` for the
+    /// first reply. Fails at once with [`PubSubError::NoResponders`] when
+    /// no subscription anywhere in the cluster matches.
+    pub async fn request(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<PubMsg, PubSubError> {
+        self.inner
+            .pubsub
+            .request(subject, Vec::new(), payload, timeout)
+            .await
+    }
+
+    /// Whether any subscription anywhere in the cluster matches `subject`.
+    pub fn has_interest(&self, subject: &str) -> bool {
+        self.inner.pubsub.has_interest(subject)
+    }
+
+    /// This node's interest: (pattern, queue group, local subscriptions).
+    pub fn local_interest(&self) -> Vec<(String, Option<String>, u32)> {
+        self.inner.pubsub.local_interest()
+    }
+
+    /// Other nodes' advertised interest: node → number of patterns.
+    pub fn remote_interest(&self) -> std::collections::BTreeMap<String, usize> {
+        self.inner.pubsub.remote_interest()
     }
 
     /// Resolves when the node has stopped.

@@ -2,7 +2,7 @@
 //! behind a mutex, sends its messages over the links (control lane), and
 //! feeds its events to the [`Directory`].
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use tracing::debug;
@@ -12,6 +12,7 @@ use weft_proto::{Frame, NodeId};
 
 use crate::directory::{BadEntry, Directory};
 use crate::link::Links;
+use crate::pubsub::PubSub;
 use crate::stats::Stats;
 
 /// Owns this node's registry state.
@@ -20,15 +21,22 @@ pub(crate) struct RegistryService {
     links: Links,
     stats: Arc<Stats>,
     directory: Arc<Directory>,
+    pubsub: OnceLock<std::sync::Weak<PubSub>>,
 }
 
 impl RegistryService {
+    /// Feeds interest-table events to `pubsub` from now on.
+    pub(crate) fn set_pubsub(&self, pubsub: &Arc<PubSub>) {
+        let _ = self.pubsub.set(Arc::downgrade(pubsub));
+    }
+
     pub(crate) fn new(local: NodeId, links: Links, stats: Arc<Stats>, directory: Arc<Directory>) -> Self {
         Self {
             reg: Mutex::new(Registry::new(local)),
             links,
             stats,
             directory,
+            pubsub: OnceLock::new(),
         }
     }
 
@@ -62,6 +70,11 @@ impl RegistryService {
                 }
             }
             Output::Event(ev) => {
+                if let Some(ps) = self.pubsub.get().and_then(std::sync::Weak::upgrade)
+                    && let Err(label) = ps.apply(&ev)
+                {
+                    self.stats.registry_rejected.inc(label);
+                }
                 if let Err(bad) = self.directory.apply(&ev) {
                     self.stats.registry_rejected.inc(match bad {
                         BadEntry::Undecodable => "undecodable_entry",

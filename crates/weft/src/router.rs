@@ -8,6 +8,7 @@ use weft_proto::{Frame, NodeId};
 use crate::channel::Dispatcher;
 use crate::link::FrameHandler;
 use crate::messaging::Messaging;
+use crate::pubsub::PubSub;
 use crate::registry::RegistryService;
 use crate::stats::Stats;
 
@@ -16,6 +17,7 @@ use crate::stats::Stats;
 pub(crate) struct Services {
     pub registry: Arc<RegistryService>,
     pub messaging: Arc<Messaging>,
+    pub pubsub: Arc<PubSub>,
 }
 
 /// The node's [`FrameHandler`].
@@ -36,6 +38,11 @@ impl FrameHandler for Router {
             Header::Registry => s.registry.on_frame(from, &frame.payload),
             Header::Tell(_) | Header::TellNamed(_) | Header::Reply(_) | Header::GroupPublish(_) => {
                 s.messaging.on_frame(from, frame)
+            }
+            Header::Publish(_) => {
+                if let Header::Publish(p) = frame.header {
+                    s.pubsub.on_publish(from, p, frame.payload);
+                }
             }
             _ => self.stats.frames_dropped.inc("unhandled_kind"),
         }

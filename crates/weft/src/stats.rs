@@ -22,6 +22,10 @@ pub struct PeerCounters {
     pub frames_received: AtomicU64,
     /// Bytes read from the peer.
     pub bytes_received: AtomicU64,
+    /// Pub/sub publish frames sent to the peer.
+    pub publishes_sent: AtomicU64,
+    /// Pub/sub publish frames received from the peer.
+    pub publishes_received: AtomicU64,
 }
 
 /// A labelled family of counters (label → count).
@@ -97,6 +101,10 @@ pub struct PeerTraffic {
     pub frames_received: u64,
     /// Bytes read from the peer.
     pub bytes_received: u64,
+    /// Pub/sub publish frames sent to the peer.
+    pub publishes_sent: u64,
+    /// Pub/sub publish frames received from the peer.
+    pub publishes_received: u64,
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -155,6 +163,8 @@ impl Stats {
                                 bytes_sent: r(&c.bytes_sent),
                                 frames_received: r(&c.frames_received),
                                 bytes_received: r(&c.bytes_received),
+                                publishes_sent: r(&c.publishes_sent),
+                                publishes_received: r(&c.publishes_received),
                             },
                         )
                     })

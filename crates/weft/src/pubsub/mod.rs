@@ -1,0 +1,465 @@
+//! Pub/sub over subjects with interest propagated through the registry.
+//!
+//! Each node advertises the patterns it has local subscribers for (table
+//! `INTEREST`): a plain pattern on its 0→1 and 1→0 edges only, a queue
+//! group pattern with its local member count. A publish is delivered to
+//! the local matching subscriptions and sent as one frame to each other
+//! node with matching interest, which fans out locally. Queue groups get
+//! each message exactly once cluster-wide: a local member if there is one,
+//! otherwise one remote node picked in proportion to its member count
+//! (named in the frame's `queues`).
+
+pub mod subscription;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use tracing::debug;
+use weft_proto::frame::{Header, Publish};
+use weft_proto::registry::{EntryKey, Event, table};
+use weft_proto::subject::{validate_pattern, validate_queue, validate_subject};
+use weft_proto::trie::SubjectTrie;
+use weft_proto::{Frame, NodeId};
+
+use crate::link::Links;
+use crate::queue::{ByteQueue, Pushed};
+use crate::registry::RegistryService;
+use crate::stats::Stats;
+
+use subscription::{PubMsg, PubSubError, Sink, Subscription};
+
+struct SubEntry {
+    pattern: String,
+    queue: Option<String>,
+    sink: Arc<Sink>,
+}
+
+#[derive(Default)]
+struct LocalSubs {
+    trie: SubjectTrie<u64>,
+    subs: HashMap<u64, SubEntry>,
+    interest: HashMap<(String, Option<String>), u32>,
+    next_id: u64,
+}
+
+/// A remote node's interest: (node name, queue group).
+type RemoteKey = (String, Option<String>);
+
+#[derive(Default)]
+struct RemoteInterest {
+    trie: SubjectTrie<RemoteKey>,
+    /// Per (node, queue): pattern → advertised member count.
+    counts: HashMap<RemoteKey, HashMap<String, u32>>,
+}
+
+fn interest_key(pattern: &str, queue: Option<&str>) -> EntryKey {
+    EntryKey::new(table::INTEREST, format!("{pattern}\0{}", queue.unwrap_or("")))
+}
+
+fn parse_interest_key(key: &str) -> Option<(String, Option<String>)> {
+    let (pattern, queue) = key.split_once('\0')?;
+    validate_pattern(pattern).ok()?;
+    let queue = if queue.is_empty() {
+        None
+    } else {
+        validate_queue(queue).ok()?;
+        Some(queue.to_string())
+    };
+    Some((pattern.to_string(), queue))
+}
+
+/// The pub/sub service of one node.
+pub(crate) struct PubSub {
+    local: NodeId,
+    links: Links,
+    stats: Arc<Stats>,
+    registry: Arc<RegistryService>,
+    subs: Mutex<LocalSubs>,
+    remote: Mutex<RemoteInterest>,
+    inbox_prefix: String,
+    requests: Mutex<HashMap<String, oneshot::Sender<PubMsg>>>,
+    next_token: AtomicU64,
+    rr: AtomicU64,
+    sub_capacity: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl PubSub {
+    pub(crate) fn new(
+        local: NodeId,
+        links: Links,
+        stats: Arc<Stats>,
+        registry: Arc<RegistryService>,
+        sub_capacity: usize,
+    ) -> Self {
+        let inbox_prefix = format!("_INBOX.{}.{}.", local.name, local.incarnation);
+        let me = Self {
+            local,
+            links,
+            stats,
+            registry,
+            subs: Mutex::new(LocalSubs::default()),
+            remote: Mutex::new(RemoteInterest::default()),
+            inbox_prefix,
+            requests: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
+            rr: AtomicU64::new(0),
+            sub_capacity,
+        };
+        // One wildcard inbox per node serves every request's replies.
+        let inbox = format!("{}>", me.inbox_prefix);
+        me.registry
+            .put_many(vec![(interest_key(&inbox, None), Self::count_value(1))]);
+        me
+    }
+
+    fn count_value(n: u32) -> Bytes {
+        Bytes::from(postcard::to_allocvec(&n).unwrap_or_default())
+    }
+
+    /// Subscribes to `pattern`, optionally in queue group `queue`.
+    pub(crate) fn subscribe(
+        self: &Arc<Self>,
+        pattern: &str,
+        queue: Option<&str>,
+        capacity: Option<usize>,
+    ) -> Result<Subscription, PubSubError> {
+        validate_pattern(pattern)?;
+        if let Some(q) = queue {
+            validate_queue(q)?;
+        }
+        let sink = Arc::new(Sink {
+            queue: ByteQueue::new(capacity.unwrap_or(self.sub_capacity).max(1), 0),
+            dropped: AtomicU64::new(0),
+        });
+        let mut subs = lock(&self.subs);
+        subs.next_id += 1;
+        let id = subs.next_id;
+        subs.trie.insert(pattern, id);
+        subs.subs.insert(
+            id,
+            SubEntry {
+                pattern: pattern.to_string(),
+                queue: queue.map(str::to_string),
+                sink: sink.clone(),
+            },
+        );
+        let count = {
+            let c = subs
+                .interest
+                .entry((pattern.to_string(), queue.map(str::to_string)))
+                .or_insert(0);
+            *c += 1;
+            *c
+        };
+        // Plain interest is announced on its 0→1 edge only; queue groups
+        // carry their member count.
+        if queue.is_some() || count == 1 {
+            let value = Self::count_value(if queue.is_some() { count } else { 1 });
+            self.registry
+                .put_many(vec![(interest_key(pattern, queue), value)]);
+        }
+        drop(subs);
+        Ok(Subscription {
+            id,
+            pattern: pattern.to_string(),
+            queue_group: queue.map(str::to_string),
+            sink,
+            pubsub: self.clone(),
+        })
+    }
+
+    pub(crate) fn unsubscribe(&self, id: u64) {
+        let mut subs = lock(&self.subs);
+        let Some(entry) = subs.subs.remove(&id) else {
+            return;
+        };
+        entry.sink.queue.close();
+        subs.trie.remove(&entry.pattern, &id);
+        let key = (entry.pattern.clone(), entry.queue.clone());
+        let left = match subs.interest.get_mut(&key) {
+            Some(c) => {
+                *c -= 1;
+                *c
+            }
+            None => 0,
+        };
+        if left == 0 {
+            subs.interest.remove(&key);
+            self.registry
+                .remove_many(&[interest_key(&entry.pattern, entry.queue.as_deref())]);
+        } else if entry.queue.is_some() {
+            self.registry.put_many(vec![(
+                interest_key(&entry.pattern, entry.queue.as_deref()),
+                Self::count_value(left),
+            )]);
+        }
+    }
+
+    /// Applies a registry event of the interest table from `origin`.
+    pub(crate) fn apply(&self, event: &Event) -> Result<(), &'static str> {
+        let (origin, key, value, added) = match event {
+            Event::Put { origin, key, value } => (origin, key, value, true),
+            Event::Removed { origin, key, value } => (origin, key, value, false),
+        };
+        if key.table != table::INTEREST || origin.name == self.local.name {
+            return Ok(());
+        }
+        let (pattern, queue) = parse_interest_key(&key.key).ok_or("invalid_interest")?;
+        let count: u32 = postcard::from_bytes(value).map_err(|_| "invalid_interest")?;
+        let mut remote = lock(&self.remote);
+        let rkey: RemoteKey = (origin.name.clone(), queue);
+        if added {
+            remote
+                .counts
+                .entry(rkey.clone())
+                .or_default()
+                .insert(pattern.clone(), count.max(1));
+            remote.trie.insert(&pattern, rkey);
+        } else {
+            if let Some(patterns) = remote.counts.get_mut(&rkey) {
+                patterns.remove(&pattern);
+                if patterns.is_empty() {
+                    remote.counts.remove(&rkey);
+                }
+            }
+            remote.trie.remove(&pattern, &rkey);
+        }
+        Ok(())
+    }
+
+    fn deliver(&self, sink: &Sink, msg: PubMsg) {
+        match sink.queue.try_push(msg, false) {
+            Ok(()) => {}
+            Err(Pushed::Full(_)) => {
+                sink.dropped.fetch_add(1, Ordering::Relaxed);
+                self.stats.frames_dropped.inc("slow_consumer");
+            }
+            // Unsubscribing right now: nobody is waiting for it.
+            Err(Pushed::Closed(_)) => {}
+        }
+    }
+
+    fn pick(&self, n: usize) -> usize {
+        (self.rr.fetch_add(1, Ordering::Relaxed) as usize) % n.max(1)
+    }
+
+    /// Delivers to local subscriptions: every plain match, and for each
+    /// queue group in `queues` (`None`: every group with a local member)
+    /// one member. Returns the queue groups that had a local member.
+    fn deliver_local(&self, msg: &PubMsg, queues: Option<&BTreeSet<String>>) -> BTreeSet<String> {
+        if msg.subject.starts_with(&self.inbox_prefix) {
+            let token = &msg.subject[self.inbox_prefix.len()..];
+            match lock(&self.requests).remove(token) {
+                Some(tx) => {
+                    let _ = tx.send(msg.clone());
+                }
+                None => self.stats.frames_dropped.inc("late_reply"),
+            }
+            return BTreeSet::new();
+        }
+        let mut plain = Vec::new();
+        let mut groups: BTreeMap<String, Vec<Arc<Sink>>> = BTreeMap::new();
+        {
+            let mut subs = lock(&self.subs);
+            let ids = subs.trie.matches(&msg.subject);
+            for id in ids.iter() {
+                let Some(e) = subs.subs.get(id) else { continue };
+                match &e.queue {
+                    None => plain.push(e.sink.clone()),
+                    Some(q) => groups.entry(q.clone()).or_default().push(e.sink.clone()),
+                }
+            }
+        }
+        for sink in plain {
+            self.deliver(&sink, msg.clone());
+        }
+        let mut served = BTreeSet::new();
+        for (q, members) in groups {
+            if queues.is_none_or(|only| only.contains(&q)) {
+                let sink = &members[self.pick(members.len())];
+                self.deliver(sink, msg.clone());
+                served.insert(q);
+            }
+        }
+        if let Some(wanted) = queues {
+            for q in wanted.difference(&served) {
+                debug!(queue = %q, subject = %msg.subject, "queue group member gone before delivery");
+                self.stats.frames_dropped.inc("queue_member_gone");
+            }
+        }
+        served
+    }
+
+    /// Publishes `msg`: local delivery, then one frame per interested node.
+    pub(crate) async fn publish(&self, msg: PubMsg) -> Result<(), PubSubError> {
+        validate_subject(&msg.subject)?;
+        if let Some(r) = &msg.reply {
+            validate_subject(r)?;
+        }
+        let served_locally = self.deliver_local(&msg, None);
+        // Which nodes get the frame, and which queue groups each serves.
+        let mut targets: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        {
+            let mut remote = lock(&self.remote);
+            let matched = remote.trie.matches(&msg.subject);
+            if matched.is_empty() {
+                return Ok(());
+            }
+            let mut queue_nodes: BTreeMap<&str, BTreeMap<&str, u32>> = BTreeMap::new();
+            for (node, queue) in matched.iter() {
+                match queue {
+                    None => {
+                        targets.entry(node.clone()).or_default();
+                    }
+                    Some(q) if !served_locally.contains(q) => {
+                        let weight = remote
+                            .counts
+                            .get(&(node.clone(), Some(q.clone())))
+                            .map(|patterns| {
+                                patterns
+                                    .iter()
+                                    .filter(|(p, _)| weft_proto::subject::matches(p, &msg.subject))
+                                    .map(|(_, c)| *c)
+                                    .sum::<u32>()
+                            })
+                            .unwrap_or(0)
+                            .max(1);
+                        *queue_nodes.entry(q).or_default().entry(node).or_default() += weight;
+                    }
+                    Some(_) => {}
+                }
+            }
+            for (q, nodes) in queue_nodes {
+                let total: u32 = nodes.values().sum();
+                let mut ticket = (self.rr.fetch_add(1, Ordering::Relaxed) % u64::from(total.max(1))) as u32;
+                for (node, weight) in nodes {
+                    if ticket < weight {
+                        targets.entry(node.to_string()).or_default().push(q.to_string());
+                        break;
+                    }
+                    ticket -= weight;
+                }
+            }
+        }
+        for (node, queues) in targets {
+            let frame = Frame {
+                header: Header::Publish(Publish {
+                    subject: msg.subject.clone(),
+                    reply: msg.reply.clone(),
+                    headers: msg.headers.clone(),
+                    queues,
+                }),
+                payload: msg.payload.clone(),
+            };
+            match self.links.send(&node, &frame).await {
+                Ok(()) => {
+                    self.stats
+                        .peer(&node)
+                        .publishes_sent
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    // The node went down after its interest was read: at
+                    // most once, counted.
+                    debug!(peer = %node, error = %e, "publish not queued");
+                    self.stats.frames_dropped.inc(e.label());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles a publish frame from `from`.
+    pub(crate) fn on_publish(&self, from: &NodeId, p: Publish, payload: Bytes) {
+        if validate_subject(&p.subject).is_err()
+            || p.reply.as_deref().is_some_and(|r| validate_subject(r).is_err())
+        {
+            debug!(peer = %from, subject = %p.subject, "publish with an invalid subject refused");
+            self.stats.frames_dropped.inc("invalid_subject");
+            return;
+        }
+        self.stats
+            .peer(&from.name)
+            .publishes_received
+            .fetch_add(1, Ordering::Relaxed);
+        let queues: BTreeSet<String> = p.queues.into_iter().collect();
+        let msg = PubMsg {
+            subject: p.subject,
+            reply: p.reply,
+            headers: p.headers,
+            payload,
+        };
+        self.deliver_local(&msg, Some(&queues));
+    }
+
+    /// Whether any subscription anywhere matches `subject`.
+    pub(crate) fn has_interest(&self, subject: &str) -> bool {
+        lock(&self.subs).trie.has_match(subject) || lock(&self.remote).trie.has_match(subject)
+    }
+
+    /// Publishes a request and waits for the first reply.
+    pub(crate) async fn request(
+        &self,
+        subject: &str,
+        headers: Vec<(String, String)>,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<PubMsg, PubSubError> {
+        validate_subject(subject)?;
+        if !self.has_interest(subject) {
+            return Err(PubSubError::NoResponders(subject.to_string()));
+        }
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed).to_string();
+        let (tx, rx) = oneshot::channel();
+        lock(&self.requests).insert(token.clone(), tx);
+        let reply = format!("{}{token}", self.inbox_prefix);
+        let sent = self
+            .publish(PubMsg {
+                subject: subject.to_string(),
+                reply: Some(reply),
+                headers,
+                payload,
+            })
+            .await;
+        let result = match sent {
+            Err(e) => Err(e),
+            Ok(()) => match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(m)) => Ok(m),
+                Ok(Err(_)) => Err(PubSubError::Closed),
+                Err(_) => Err(PubSubError::Timeout),
+            },
+        };
+        lock(&self.requests).remove(&token);
+        result
+    }
+
+    /// (pattern, queue, local count) of every local interest.
+    pub(crate) fn local_interest(&self) -> Vec<(String, Option<String>, u32)> {
+        let subs = lock(&self.subs);
+        let mut v: Vec<_> = subs
+            .interest
+            .iter()
+            .map(|((p, q), c)| (p.clone(), q.clone(), *c))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Nodes this node knows interest of, with their number of patterns.
+    pub(crate) fn remote_interest(&self) -> BTreeMap<String, usize> {
+        let remote = lock(&self.remote);
+        let mut out = BTreeMap::new();
+        for ((node, _), patterns) in &remote.counts {
+            *out.entry(node.clone()).or_default() += patterns.len();
+        }
+        out
+    }
+}

@@ -1,0 +1,405 @@
+//! Pub/sub across real loopback nodes: wildcards, queue groups, interest
+//! propagation, request/reply, slow consumers, hostile input.
+
+mod common;
+#[path = "common/raw_peer.rs"]
+mod raw_peer;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{SECRET, config, sees_up, wait_for};
+use weft::weft_proto::frame::{Header, Publish};
+use weft::weft_proto::registry::{EntryKey, Msg, table};
+use weft::weft_proto::{Frame, NodeId};
+use weft::{Node, PubMsg, PubSubError, Subscription};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+async fn cluster(n: usize) -> Vec<Node> {
+    let first = Node::start(config("n1", &[])).await.expect("n1");
+    let seed = [first.addr()];
+    let mut nodes = vec![first];
+    for i in 2..=n {
+        nodes.push(Node::start(config(&format!("n{i}"), &seed)).await.expect("node"));
+    }
+    let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    for node in &nodes {
+        wait_for("all up", LIMIT, || sees_up(node, &names)).await;
+        for b in &names {
+            if *b != node.id().name {
+                wait_for("linked", LIMIT, || node.is_linked(b)).await;
+            }
+        }
+    }
+    nodes
+}
+
+async fn stop(nodes: Vec<Node>) {
+    for n in nodes {
+        n.shutdown(Duration::from_millis(200)).await;
+    }
+}
+
+fn text(m: &PubMsg) -> String {
+    String::from_utf8_lossy(&m.payload).to_string()
+}
+
+/// Waits until `sub` has received `n` messages; returns them.
+async fn take(sub: &Subscription, n: usize) -> Vec<PubMsg> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        match tokio::time::timeout(LIMIT, sub.next()).await {
+            Ok(Some(m)) => out.push(m),
+            _ => panic!("got {} of {n} messages on {}", out.len(), sub.pattern()),
+        }
+    }
+    out
+}
+
+/// Patterns `n` knows of `peer` (every node also advertises its request
+/// inbox, one pattern).
+fn interest_of(n: &Node, peer: &str) -> usize {
+    n.remote_interest().get(peer).copied().unwrap_or(0)
+}
+
+fn publishes_to(n: &Node, peer: &str) -> u64 {
+    n.stats().peers.get(peer).map(|p| p.publishes_sent).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcards_locally_and_across_nodes() {
+    let nodes = cluster(2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let star_a = a.subscribe("foo.*").expect("sub");
+    let gt_a = a.subscribe("foo.>").expect("sub");
+    let star_b = b.subscribe("foo.*").expect("sub");
+    let gt_b = b.subscribe("foo.>").expect("sub");
+    wait_for("interest on a", LIMIT, || interest_of(a, "n2") == 3).await;
+    for s in ["foo.a", "foo.a.b", "foo"] {
+        a.publish(s, vec![], Bytes::from(s.to_string()))
+            .await
+            .expect("publish");
+    }
+    // A marker on a subject everyone matches closes each stream.
+    a.publish("foo.end", vec![], Bytes::from_static(b"end"))
+        .await
+        .expect("publish");
+    for (sub, want) in [
+        (&star_a, vec!["foo.a", "end"]),
+        (&gt_a, vec!["foo.a", "foo.a.b", "end"]),
+        (&star_b, vec!["foo.a", "end"]),
+        (&gt_b, vec!["foo.a", "foo.a.b", "end"]),
+    ] {
+        let got: Vec<String> = take(sub, want.len()).await.iter().map(text).collect();
+        assert_eq!(got, want, "pattern {}", sub.pattern());
+    }
+    // Invalid subjects and patterns are refused with a clear error.
+    assert!(matches!(a.subscribe("foo..bar"), Err(PubSubError::Subject(_))));
+    assert!(matches!(a.subscribe("foo.>.bar"), Err(PubSubError::Subject(_))));
+    assert!(matches!(
+        a.publish("foo.*", vec![], Bytes::new()).await,
+        Err(PubSubError::Subject(_))
+    ));
+    assert!(matches!(
+        a.publish("a b", vec![], Bytes::new()).await,
+        Err(PubSubError::Subject(_))
+    ));
+    drop((star_a, gt_a, star_b, gt_b));
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_group_on_three_nodes_delivers_each_message_once() {
+    let nodes = cluster(3).await;
+    let workers: Vec<Subscription> = nodes
+        .iter()
+        .flat_map(|n| (0..2).map(move |_| n.queue_subscribe("jobs.*", "workers").expect("qsub")))
+        .collect();
+    let plain = nodes[1].subscribe("jobs.>").expect("sub");
+    wait_for("queue interest known", LIMIT, || {
+        interest_of(&nodes[0], "n2") == 3 && interest_of(&nodes[0], "n3") == 2
+    })
+    .await;
+    for i in 0..300u32 {
+        nodes[0]
+            .publish("jobs.x", vec![], Bytes::from(i.to_string()))
+            .await
+            .expect("publish");
+    }
+    let all = take(&plain, 300).await;
+    assert_eq!(all.len(), 300, "the plain subscriber gets every message");
+    // Every message reaches exactly one worker.
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    wait_for("300 deliveries in the group", LIMIT, || {
+        for w in &workers {
+            let mut got = Vec::new();
+            w.drain_into(&mut got);
+            for m in got {
+                *seen.entry(text(&m)).or_default() += 1;
+            }
+        }
+        seen.values().sum::<usize>() >= 300
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for w in &workers {
+        let mut got = Vec::new();
+        w.drain_into(&mut got);
+        for m in got {
+            *seen.entry(text(&m)).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), 300, "every message delivered");
+    assert!(seen.values().all(|c| *c == 1), "exactly once across the group");
+    // The publisher's node has local members, so it prefers them.
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_groups_spread_over_remote_nodes_by_member_count() {
+    let nodes = cluster(3).await;
+    // No local member on n1: the group is served by n2 (1 member) and n3
+    // (3 members), in proportion.
+    let w2 = nodes[1].queue_subscribe("work", "q").expect("qsub");
+    let w3: Vec<Subscription> = (0..3)
+        .map(|_| nodes[2].queue_subscribe("work", "q").expect("qsub"))
+        .collect();
+    wait_for("counts known", LIMIT, || nodes[0].has_interest("work")).await;
+    wait_for("n2 and n3 interest", LIMIT, || {
+        interest_of(&nodes[0], "n2") == 2 && interest_of(&nodes[0], "n3") == 2
+    })
+    .await;
+    // Member counts are updated in place; give the last update a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..400u32 {
+        nodes[0]
+            .publish("work", vec![], Bytes::from(i.to_string()))
+            .await
+            .expect("publish");
+    }
+    let mut on2 = 0;
+    let mut on3 = 0;
+    wait_for("400 delivered", LIMIT, || {
+        let mut got = Vec::new();
+        on2 += w2.drain_into(&mut got);
+        for w in &w3 {
+            on3 += w.drain_into(&mut got);
+        }
+        on2 + on3 == 400
+    })
+    .await;
+    assert!(on3 > on2, "n3 has three times the members: {on2} vs {on3}");
+    assert!(on2 > 0, "n2 serves its share");
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interest_propagation_unsubscribe_late_subscriber_and_no_stray_frames() {
+    let nodes = cluster(3).await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let sub_b = b.subscribe("news.>").expect("sub");
+    wait_for("a knows b's interest", LIMIT, || a.has_interest("news.x")).await;
+    let before_c = publishes_to(a, "n3");
+    a.publish("news.x", vec![], Bytes::from_static(b"1"))
+        .await
+        .expect("publish");
+    assert_eq!(text(&take(&sub_b, 1).await[0]), "1");
+    // A subject nobody on n3 wants never crosses to n3.
+    for i in 0..50 {
+        a.publish("news.x", vec![], Bytes::from(format!("x{i}")))
+            .await
+            .expect("publish");
+        a.publish("other.y", vec![], Bytes::from_static(b"nobody"))
+            .await
+            .expect("publish");
+    }
+    take(&sub_b, 50).await;
+    assert_eq!(
+        publishes_to(a, "n3"),
+        before_c,
+        "no frame to a node without interest"
+    );
+    assert_eq!(publishes_to(a, "n2"), 51, "exactly one frame per message to n2");
+
+    // A late subscriber on n3 gets later messages.
+    let sub_c = c.subscribe("news.*").expect("sub");
+    wait_for("a knows c's interest", LIMIT, || interest_of(a, "n3") == 2).await;
+    a.publish("news.late", vec![], Bytes::from_static(b"late"))
+        .await
+        .expect("publish");
+    assert_eq!(text(&take(&sub_c, 1).await[0]), "late");
+
+    // Unsubscribe on n2 stops delivery from n1 once propagated.
+    drop(sub_b);
+    wait_for("b's interest withdrawn", LIMIT, || interest_of(a, "n2") == 1).await;
+    let sent_b = publishes_to(a, "n2");
+    a.publish("news.after", vec![], Bytes::from_static(b"after"))
+        .await
+        .expect("publish");
+    assert_eq!(text(&take(&sub_c, 1).await[0]), "after");
+    assert_eq!(
+        publishes_to(a, "n2"),
+        sent_b,
+        "nothing sent to n2 after it unsubscribed"
+    );
+    // Interest is announced on edges only: two plain subscriptions of one
+    // pattern are one registry entry.
+    let x1 = c.subscribe("edge.x").expect("sub");
+    let x2 = c.subscribe("edge.x").expect("sub");
+    assert_eq!(
+        c.local_interest()
+            .iter()
+            .find(|(p, _, _)| p == "edge.x")
+            .map(|(_, _, n)| *n),
+        Some(2)
+    );
+    drop((x1, x2, sub_c));
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_reply_and_no_responders() {
+    let nodes = cluster(2).await;
+    let (a, b) = (nodes[0].clone(), nodes[1].clone());
+    assert!(matches!(
+        a.request("svc.echo", Bytes::from_static(b"x"), LIMIT).await,
+        Err(PubSubError::NoResponders(_))
+    ));
+    let service = b.subscribe("svc.echo").expect("sub");
+    let responder = tokio::spawn(async move {
+        while let Some(m) = service.next().await {
+            let Some(reply) = m.reply.clone() else { continue };
+            b.publish(&reply, vec![], m.payload.clone()).await.expect("reply");
+        }
+    });
+    wait_for("interest", LIMIT, || a.has_interest("svc.echo")).await;
+    for i in 0..20 {
+        let r = a
+            .request("svc.echo", Bytes::from(format!("ping{i}")), LIMIT)
+            .await
+            .expect("reply");
+        assert_eq!(text(&r), format!("ping{i}"));
+    }
+    responder.abort();
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_drops_and_counts_without_stalling_others() {
+    let nodes = cluster(2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let slow = b.subscribe_with_capacity("flood", None, 4096).expect("sub");
+    let fast = b.subscribe("flood").expect("sub");
+    wait_for("interest", LIMIT, || a.has_interest("flood")).await;
+    for i in 0..2000u32 {
+        a.publish("flood", vec![], Bytes::from(i.to_string()))
+            .await
+            .expect("publish");
+    }
+    let got = take(&fast, 2000).await;
+    assert_eq!(
+        text(&got[1999]),
+        "1999",
+        "the fast subscriber gets everything, in order"
+    );
+    assert!(slow.dropped() > 0, "the slow one drops");
+    let queued = {
+        let mut v = Vec::new();
+        slow.drain_into(&mut v)
+    };
+    assert_eq!(
+        queued as u64 + slow.dropped(),
+        2000,
+        "every message queued or counted"
+    );
+    assert_eq!(
+        b.stats()
+            .frames_dropped
+            .get("slow_consumer")
+            .copied()
+            .unwrap_or(0),
+        slow.dropped()
+    );
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_interest_and_subjects_from_the_wire_are_refused() {
+    let nodes = cluster(2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut x = raw_peer::dial(a.addr(), "test", NodeId::new("x", 1), SECRET)
+        .await
+        .expect("x authenticates");
+    // Interest claimed for n2 by x: foreign origin.
+    let claim = Msg::Delta {
+        origin: b.id().clone(),
+        from_version: 0,
+        to_version: 1,
+        ops: vec![weft::weft_proto::registry::Op::Put(
+            EntryKey::new(table::INTEREST, "steal.>\0"),
+            postcard::to_allocvec(&1u32).expect("enc"),
+        )],
+    };
+    x.send(&Frame {
+        header: Header::Registry,
+        payload: Bytes::from(postcard::to_allocvec(&claim).expect("enc")),
+    })
+    .await;
+    // A publish with an invalid subject from the wire.
+    x.send(&Frame {
+        header: Header::Publish(Publish {
+            subject: "bad..subject".into(),
+            reply: None,
+            headers: vec![],
+            queues: vec![],
+        }),
+        payload: Bytes::new(),
+    })
+    .await;
+    wait_for("foreign interest refused", LIMIT, || {
+        a.stats()
+            .registry_rejected
+            .get("foreign_origin")
+            .copied()
+            .unwrap_or(0)
+            >= 1
+    })
+    .await;
+    wait_for("invalid subject counted", LIMIT, || {
+        a.stats()
+            .frames_dropped
+            .get("invalid_subject")
+            .copied()
+            .unwrap_or(0)
+            >= 1
+    })
+    .await;
+    assert!(!a.has_interest("steal.it"));
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_subscriptions_on_one_node() {
+    let nodes = cluster(2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut subs = Vec::with_capacity(100_000);
+    for i in 0..100_000u32 {
+        subs.push(
+            b.subscribe_with_capacity(&format!("many.{}.{i}", i % 100), None, 1024)
+                .expect("sub"),
+        );
+    }
+    assert_eq!(b.local_interest().len(), 100_000);
+    wait_for("all interest propagated", Duration::from_secs(120), || {
+        interest_of(a, "n2") == 100_001
+    })
+    .await;
+    a.publish("many.42.77742", vec![], Bytes::from_static(b"hit"))
+        .await
+        .expect("publish");
+    assert_eq!(text(&take(&subs[77_742], 1).await[0]), "hit");
+    stop(nodes).await;
+}
