@@ -153,6 +153,10 @@ fn encode_head(header: &Header, payload_len: usize, max_frame: usize) -> Result<
         Header::Reply(h) => put_header(&mut head, h)?,
         Header::GroupPublish(h) => put_header(&mut head, h)?,
         Header::Publish(h) => put_header(&mut head, h)?,
+        Header::StreamSubscribe(h) | Header::StreamUnsubscribe(h) => put_header(&mut head, h)?,
+        Header::StreamData(h) => put_header(&mut head, h)?,
+        Header::StreamEnd(h) => put_header(&mut head, h)?,
+        Header::StreamHeartbeat(h) => put_header(&mut head, h)?,
         Header::Welcome | Header::Registry | Header::Unknown { .. } => head.put_u16(0),
     }
     let len = head.len() - 4 + payload_len;
@@ -285,6 +289,11 @@ fn decode_header(kind_byte: u8, bytes: &[u8]) -> Result<Header, FrameError> {
         kind::REPLY => Header::Reply(get("reply", bytes)?),
         kind::GROUP_PUBLISH => Header::GroupPublish(get("group_publish", bytes)?),
         kind::PUBLISH => Header::Publish(get("publish", bytes)?),
+        kind::STREAM_SUBSCRIBE => Header::StreamSubscribe(get("stream_subscribe", bytes)?),
+        kind::STREAM_DATA => Header::StreamData(get("stream_data", bytes)?),
+        kind::STREAM_UNSUBSCRIBE => Header::StreamUnsubscribe(get("stream_unsubscribe", bytes)?),
+        kind::STREAM_END => Header::StreamEnd(get("stream_end", bytes)?),
+        kind::STREAM_HEARTBEAT => Header::StreamHeartbeat(get("stream_heartbeat", bytes)?),
         other => Header::Unknown { kind: other },
     })
 }
@@ -372,6 +381,26 @@ mod tests {
                 }),
                 payload: Bytes::from_static(b"pub"),
             },
+            Frame::control(Header::StreamSubscribe(crate::frame::StreamKey { key: "k".into() })),
+            Frame::control(Header::StreamUnsubscribe(crate::frame::StreamKey { key: "k".into() })),
+            Frame {
+                header: Header::StreamData(crate::frame::StreamData {
+                    key: "live/cam1".into(),
+                    seq: 7,
+                    timestamp: 280,
+                    keyframe: true,
+                    config: false,
+                }),
+                payload: Bytes::from_static(b"frame"),
+            },
+            Frame::control(Header::StreamEnd(crate::frame::StreamEnd {
+                key: "k".into(),
+                reason: crate::frame::StreamEndReason::Finished,
+            })),
+            Frame::control(Header::StreamHeartbeat(crate::frame::StreamHeartbeat {
+                key: "k".into(),
+                last_seq: Some(3),
+            })),
             Frame {
                 header: Header::Unknown { kind: 200 },
                 payload: Bytes::from_static(b"future"),

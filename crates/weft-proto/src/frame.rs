@@ -41,6 +41,16 @@ pub mod kind {
     pub const GROUP_PUBLISH: u8 = 68;
     /// [`super::Publish`]: a pub/sub message for the receiver's subscribers.
     pub const PUBLISH: u8 = 69;
+    /// [`super::StreamKey`]: an edge asks the origin for a stream.
+    pub const STREAM_SUBSCRIBE: u8 = 70;
+    /// [`super::StreamData`]: one stream frame from origin to edge.
+    pub const STREAM_DATA: u8 = 71;
+    /// [`super::StreamKey`]: the edge no longer wants the stream.
+    pub const STREAM_UNSUBSCRIBE: u8 = 72;
+    /// [`super::StreamEnd`]: the stream ended (or is not here).
+    pub const STREAM_END: u8 = 73;
+    /// [`super::StreamHeartbeat`]: the origin is alive for this stream.
+    pub const STREAM_HEARTBEAT: u8 = 74;
 
     /// Kinds below this value are link control: they are queued ahead of
     /// data frames. The class is a property of the kind, so both sides
@@ -199,6 +209,56 @@ pub struct Publish {
     pub queues: Vec<String>,
 }
 
+/// Names a stream (subscribe and unsubscribe requests).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamKey {
+    /// The stream key, e.g. `live/cam1`.
+    pub key: String,
+}
+
+/// One frame of a stream; the payload is the frame's bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamData {
+    /// The stream key.
+    pub key: String,
+    /// Sequence number at the origin.
+    pub seq: u64,
+    /// Presentation timestamp.
+    pub timestamp: u64,
+    /// A decoder can start here.
+    pub keyframe: bool,
+    /// Configuration frame (codec headers).
+    pub config: bool,
+}
+
+/// Why a stream ended for the receiver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamEndReason {
+    /// The publisher finished.
+    Finished,
+    /// The sender does not (or no longer) originate this stream.
+    NotHere,
+}
+
+/// The stream ended at the sender.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamEnd {
+    /// The stream key.
+    pub key: String,
+    /// Why.
+    pub reason: StreamEndReason,
+}
+
+/// Sent by an origin to each edge of a stream that had no frame for a
+/// while, so a silent origin can be told from a dead one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamHeartbeat {
+    /// The stream key.
+    pub key: String,
+    /// Last sequence number published.
+    pub last_seq: Option<u64>,
+}
+
 /// The header of a frame; the variant fixes the kind byte.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Header {
@@ -230,6 +290,16 @@ pub enum Header {
     GroupPublish(GroupPublish),
     /// See [`Publish`].
     Publish(Publish),
+    /// An edge asks the origin for a stream.
+    StreamSubscribe(StreamKey),
+    /// See [`StreamData`].
+    StreamData(StreamData),
+    /// The edge no longer wants a stream.
+    StreamUnsubscribe(StreamKey),
+    /// See [`StreamEnd`].
+    StreamEnd(StreamEnd),
+    /// See [`StreamHeartbeat`].
+    StreamHeartbeat(StreamHeartbeat),
     /// A kind this node does not know. Decoding skips it whole; the link
     /// counts it and carries on (forward compatibility).
     Unknown {
@@ -256,6 +326,11 @@ impl Header {
             Header::Reply(_) => kind::REPLY,
             Header::GroupPublish(_) => kind::GROUP_PUBLISH,
             Header::Publish(_) => kind::PUBLISH,
+            Header::StreamSubscribe(_) => kind::STREAM_SUBSCRIBE,
+            Header::StreamData(_) => kind::STREAM_DATA,
+            Header::StreamUnsubscribe(_) => kind::STREAM_UNSUBSCRIBE,
+            Header::StreamEnd(_) => kind::STREAM_END,
+            Header::StreamHeartbeat(_) => kind::STREAM_HEARTBEAT,
             Header::Unknown { kind } => *kind,
         }
     }
@@ -282,6 +357,11 @@ impl Header {
             Header::Reply(_) => "reply",
             Header::GroupPublish(_) => "group_publish",
             Header::Publish(_) => "publish",
+            Header::StreamSubscribe(_) => "stream_subscribe",
+            Header::StreamData(_) => "stream_data",
+            Header::StreamUnsubscribe(_) => "stream_unsubscribe",
+            Header::StreamEnd(_) => "stream_end",
+            Header::StreamHeartbeat(_) => "stream_heartbeat",
             Header::Unknown { .. } => "unknown",
         }
     }

@@ -22,6 +22,7 @@ pub mod handshake;
 pub mod node_id;
 pub mod pid;
 pub mod registry;
+pub mod relay;
 pub mod seal;
 pub mod subject;
 pub mod trie;

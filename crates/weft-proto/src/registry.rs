@@ -37,6 +37,9 @@ pub mod table {
     /// subscriptions), value = postcard `u32` local member count (1 for
     /// plain interest, which changes only on its 0→1 and 1→0 edges).
     pub const INTEREST: u16 = 3;
+    /// Stream origins: key = stream key, value = postcard
+    /// [`crate::relay::OriginAnnounce`].
+    pub const ORIGINS: u16 = 4;
 }
 
 /// Identifies one entry of one node.

@@ -225,7 +225,12 @@ fn on_frame(frame: Frame, p: &ConnParams) -> Option<CloseReason> {
         | Header::TellNamed(_)
         | Header::Reply(_)
         | Header::GroupPublish(_)
-        | Header::Publish(_) => {
+        | Header::Publish(_)
+        | Header::StreamSubscribe(_)
+        | Header::StreamData(_)
+        | Header::StreamUnsubscribe(_)
+        | Header::StreamEnd(_)
+        | Header::StreamHeartbeat(_) => {
             p.handler.on_frame(&p.peer, frame);
             None
         }
