@@ -381,8 +381,12 @@ mod tests {
                 }),
                 payload: Bytes::from_static(b"pub"),
             },
-            Frame::control(Header::StreamSubscribe(crate::frame::StreamKey { key: "k".into() })),
-            Frame::control(Header::StreamUnsubscribe(crate::frame::StreamKey { key: "k".into() })),
+            Frame::control(Header::StreamSubscribe(crate::frame::StreamKey {
+                key: "k".into(),
+            })),
+            Frame::control(Header::StreamUnsubscribe(crate::frame::StreamKey {
+                key: "k".into(),
+            })),
             Frame {
                 header: Header::StreamData(crate::frame::StreamData {
                     key: "live/cam1".into(),

@@ -266,7 +266,11 @@ mod tests {
             c.push(f(s, s == 2 || s == 6));
         }
         let seqs: Vec<u64> = c.snapshot().iter().map(|f| f.seq).collect();
-        assert_eq!(seqs, vec![0, 1, 6, 7, 8, 9], "configs then the GOP from the last keyframe");
+        assert_eq!(
+            seqs,
+            vec![0, 1, 6, 7, 8, 9],
+            "configs then the GOP from the last keyframe"
+        );
         c.push(cfg(10));
         c.push(f(11, true));
         let seqs: Vec<u64> = c.snapshot().iter().map(|f| f.seq).collect();
@@ -305,7 +309,11 @@ mod tests {
         assert_eq!(cur.admit(&f(6, false)), Admit::Deliver);
         assert_eq!(cur.total_skipped(), 4);
         cur.discontinuity();
-        assert_eq!(cur.admit(&f(1, true)), Admit::Deliver, "new origin, new numbering");
+        assert_eq!(
+            cur.admit(&f(1, true)),
+            Admit::Deliver,
+            "new origin, new numbering"
+        );
     }
 
     #[test]

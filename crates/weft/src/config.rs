@@ -150,6 +150,39 @@ impl Default for MessagingConfig {
     }
 }
 
+/// Stream relay tuning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// An edge keeps pulling this long after its last subscriber left.
+    pub linger: Duration,
+    /// An upstream silent (no frame, no heartbeat) this long is stalled.
+    pub stall_timeout: Duration,
+    /// An origin heartbeats idle streams to its edges this often.
+    pub heartbeat_interval: Duration,
+    /// A subscriber's queue bound, frames.
+    pub subscriber_frames: usize,
+    /// A subscriber's queue bound, bytes.
+    pub subscriber_bytes: usize,
+    /// An edge's replay buffer bound, frames.
+    pub gop_max_frames: usize,
+    /// An edge's replay buffer bound, bytes.
+    pub gop_max_bytes: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            linger: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(3),
+            heartbeat_interval: Duration::from_millis(500),
+            subscriber_frames: 1024,
+            subscriber_bytes: 16 * 1024 * 1024,
+            gop_max_frames: 2048,
+            gop_max_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
 /// Everything a node needs to start.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -179,6 +212,8 @@ pub struct NodeConfig {
     pub membership: MembershipConfig,
     /// Messaging and registry tuning.
     pub messaging: MessagingConfig,
+    /// Stream relay tuning.
+    pub relay: RelayConfig,
     /// Seed for the node's random choices (nonces, jitter, SWIM); set in
     /// simulations for reproducible runs, drawn from the OS otherwise.
     pub rng_seed: Option<u64>,
@@ -200,6 +235,7 @@ impl NodeConfig {
             link: LinkConfig::default(),
             membership: MembershipConfig::default(),
             messaging: MessagingConfig::default(),
+            relay: RelayConfig::default(),
             rng_seed: None,
         }
     }
@@ -227,6 +263,12 @@ impl NodeConfig {
             return Err(ConfigError::Messaging(
                 "mailbox_bytes and anti_entropy_interval must be positive",
             ));
+        }
+        if self.relay.stall_timeout <= self.relay.heartbeat_interval {
+            return Err(ConfigError::Relay("stall_timeout must exceed heartbeat_interval"));
+        }
+        if self.relay.subscriber_frames == 0 || self.relay.subscriber_bytes == 0 {
+            return Err(ConfigError::Relay("subscriber queue bounds must be positive"));
         }
         if let Some(tls) = &self.tls {
             for p in [&tls.cert, &tls.key, &tls.ca] {

@@ -25,6 +25,9 @@ pub enum ConfigError {
     /// Inconsistent messaging settings.
     #[error("messaging: {0}")]
     Messaging(&'static str),
+    /// Inconsistent relay settings.
+    #[error("relay: {0}")]
+    Relay(&'static str),
     /// Inconsistent link timing.
     #[error("link: {0}")]
     Link(&'static str),

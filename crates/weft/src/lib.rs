@@ -34,11 +34,12 @@ pub mod node;
 pub mod pubsub;
 pub mod queue;
 mod registry;
+pub mod relay;
 mod router;
 pub mod stats;
 
 pub use channel::{ChannelReceiver, Delivery};
-pub use config::{LinkConfig, MembershipConfig, MessagingConfig, NodeConfig, Secret, TlsConfig};
+pub use config::{LinkConfig, MembershipConfig, MessagingConfig, NodeConfig, RelayConfig, Secret, TlsConfig};
 pub use directory::GroupEvent;
 pub use error::{ConfigError, SendError, StartError};
 pub use membership::{MemberInfo, MemberState, MembershipEvent};
@@ -48,6 +49,11 @@ pub use messaging::message::{CallError, Envelope, Message, MessageError, NameErr
 pub use node::Groups;
 pub use node::Node;
 pub use pubsub::subscription::{PubMsg, PubSubError, Subscription};
+pub use relay::StreamInfo;
+pub use relay::stream::{
+    StreamClosed, StreamError, StreamEvent, StreamPolicy, StreamPublisher, StreamSubscription,
+};
 pub use weft_proto;
 pub use weft_proto::NodeId;
 pub use weft_proto::Pid;
+pub use weft_proto::relay::StreamFrame;

@@ -27,6 +27,8 @@ use crate::net::{Net, TokioNet};
 use crate::pubsub::PubSub;
 use crate::pubsub::subscription::{PubMsg, PubSubError, Subscription};
 use crate::registry::RegistryService;
+use crate::relay::stream::{StreamError, StreamPolicy, StreamPublisher, StreamSubscription};
+use crate::relay::{Relay, StreamInfo};
 use crate::router::{Router, Services};
 use crate::stats::{Stats, StatsSnapshot};
 
@@ -49,6 +51,7 @@ struct NodeInner {
     directory: Arc<Directory>,
     registry: Arc<RegistryService>,
     pubsub: Arc<PubSub>,
+    relay: Arc<Relay>,
     shutdown: CancellationToken,
 }
 
@@ -239,11 +242,21 @@ impl Node {
             config.messaging.subscription_bytes,
         ));
         registry.set_pubsub(&pubsub);
+        let relay = Relay::new(
+            id.clone(),
+            links.clone(),
+            stats.clone(),
+            registry.clone(),
+            config.relay.clone(),
+            shutdown.clone(),
+        );
+        registry.set_relay(&relay);
         // Services exist before any connection can deliver a frame.
         let _ = router.services.set(Services {
             registry: registry.clone(),
             messaging: messaging.clone(),
             pubsub: pubsub.clone(),
+            relay: relay.clone(),
         });
         tokio::spawn(links.clone().accept_loop(listener));
         tokio::spawn(anti_entropy(
@@ -282,6 +295,7 @@ impl Node {
                 directory,
                 registry,
                 pubsub,
+                relay,
                 shutdown,
             }),
         })
@@ -565,6 +579,41 @@ impl Node {
     /// Other nodes' advertised interest: node → number of patterns.
     pub fn remote_interest(&self) -> std::collections::BTreeMap<String, usize> {
         self.inner.pubsub.remote_interest()
+    }
+
+    /// Publishes a live stream from this node (its origin). The key is
+    /// announced cluster-wide; dropping the publisher withdraws it.
+    pub fn publish_stream(&self, key: &str, policy: StreamPolicy) -> Result<StreamPublisher, StreamError> {
+        self.inner.relay.publish_stream(key, policy)
+    }
+
+    /// Plays a stream: the replay buffer, then live frames. On a node that
+    /// is not the origin the first subscriber makes the node pull the
+    /// stream once. Fails at once with [`StreamError::NotFound`] if no node
+    /// publishes `key` (see [`Node::subscribe_stream_wait`]).
+    pub fn subscribe_stream(&self, key: &str) -> Result<StreamSubscription, StreamError> {
+        self.inner.relay.subscribe(key)
+    }
+
+    /// Like [`Node::subscribe_stream`], but waits up to `timeout` for an
+    /// origin of `key` to appear.
+    pub async fn subscribe_stream_wait(
+        &self,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<StreamSubscription, StreamError> {
+        self.inner.relay.subscribe_wait(key, timeout).await
+    }
+
+    /// The origin this node would pull `key` from: never this node,
+    /// highest priority, then smallest name.
+    pub fn locate_stream(&self, key: &str) -> Option<String> {
+        self.inner.relay.locate(key)
+    }
+
+    /// Every stream known here, with origins and this node's role.
+    pub fn streams(&self) -> Vec<StreamInfo> {
+        self.inner.relay.streams()
     }
 
     /// Resolves when the node has stopped.

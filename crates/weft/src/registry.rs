@@ -13,6 +13,7 @@ use weft_proto::{Frame, NodeId};
 use crate::directory::{BadEntry, Directory};
 use crate::link::Links;
 use crate::pubsub::PubSub;
+use crate::relay::Relay;
 use crate::stats::Stats;
 
 /// Owns this node's registry state.
@@ -22,12 +23,18 @@ pub(crate) struct RegistryService {
     stats: Arc<Stats>,
     directory: Arc<Directory>,
     pubsub: OnceLock<std::sync::Weak<PubSub>>,
+    relay: OnceLock<std::sync::Weak<Relay>>,
 }
 
 impl RegistryService {
     /// Feeds interest-table events to `pubsub` from now on.
     pub(crate) fn set_pubsub(&self, pubsub: &Arc<PubSub>) {
         let _ = self.pubsub.set(Arc::downgrade(pubsub));
+    }
+
+    /// Feeds origin-table events to `relay` from now on.
+    pub(crate) fn set_relay(&self, relay: &Arc<Relay>) {
+        let _ = self.relay.set(Arc::downgrade(relay));
     }
 
     pub(crate) fn new(local: NodeId, links: Links, stats: Arc<Stats>, directory: Arc<Directory>) -> Self {
@@ -37,6 +44,7 @@ impl RegistryService {
             stats,
             directory,
             pubsub: OnceLock::new(),
+            relay: OnceLock::new(),
         }
     }
 
@@ -72,6 +80,11 @@ impl RegistryService {
             Output::Event(ev) => {
                 if let Some(ps) = self.pubsub.get().and_then(std::sync::Weak::upgrade)
                     && let Err(label) = ps.apply(&ev)
+                {
+                    self.stats.registry_rejected.inc(label);
+                }
+                if let Some(relay) = self.relay.get().and_then(std::sync::Weak::upgrade)
+                    && let Err(label) = relay.apply(&ev)
                 {
                     self.stats.registry_rejected.inc(label);
                 }

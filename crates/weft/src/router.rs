@@ -10,6 +10,7 @@ use crate::link::FrameHandler;
 use crate::messaging::Messaging;
 use crate::pubsub::PubSub;
 use crate::registry::RegistryService;
+use crate::relay::Relay;
 use crate::stats::Stats;
 
 /// The services a router feeds; set once at node start, before any
@@ -18,6 +19,7 @@ pub(crate) struct Services {
     pub registry: Arc<RegistryService>,
     pub messaging: Arc<Messaging>,
     pub pubsub: Arc<PubSub>,
+    pub relay: Arc<Relay>,
 }
 
 /// The node's [`FrameHandler`].
@@ -44,6 +46,11 @@ impl FrameHandler for Router {
                     s.pubsub.on_publish(from, p, frame.payload);
                 }
             }
+            Header::StreamSubscribe(_)
+            | Header::StreamData(_)
+            | Header::StreamUnsubscribe(_)
+            | Header::StreamEnd(_)
+            | Header::StreamHeartbeat(_) => s.relay.on_frame(from, frame),
             _ => self.stats.frames_dropped.inc("unhandled_kind"),
         }
     }
@@ -64,6 +71,7 @@ impl FrameHandler for Router {
         if let Some(s) = self.services.get() {
             s.registry.member_down(peer);
             s.messaging.member_down(peer);
+            s.relay.member_down(peer);
         }
     }
 }

@@ -26,6 +26,10 @@ pub struct PeerCounters {
     pub publishes_sent: AtomicU64,
     /// Pub/sub publish frames received from the peer.
     pub publishes_received: AtomicU64,
+    /// Stream frames sent to the peer (as an edge of ours).
+    pub stream_frames_sent: AtomicU64,
+    /// Stream frames received from the peer (our upstream origin).
+    pub stream_frames_received: AtomicU64,
 }
 
 /// A labelled family of counters (label → count).
@@ -79,6 +83,20 @@ pub struct Stats {
     pub registry_rejected: Labelled,
     /// Messages delivered into local mailboxes.
     pub messages_delivered: AtomicU64,
+    /// Stream frames published by local publishers.
+    pub stream_frames_published: AtomicU64,
+    /// Stream frames dropped from replay buffers by their bounds.
+    pub stream_gop_truncated: AtomicU64,
+    /// Stream frames skipped by the lag policy (subscribers and edges).
+    pub stream_frames_skipped: AtomicU64,
+    /// Streams this node started pulling as an edge.
+    pub stream_pulls: AtomicU64,
+    /// Pulls stopped after the last subscriber left (and the linger).
+    pub stream_teardowns: AtomicU64,
+    /// Switches to another origin.
+    pub stream_failovers: AtomicU64,
+    /// Upstreams declared stalled.
+    pub stream_stalls: AtomicU64,
     /// Membership datagrams sent and received.
     pub datagrams_sent: AtomicU64,
     /// Membership datagrams received and accepted.
@@ -105,6 +123,10 @@ pub struct PeerTraffic {
     pub publishes_sent: u64,
     /// Pub/sub publish frames received from the peer.
     pub publishes_received: u64,
+    /// Stream frames sent to the peer.
+    pub stream_frames_sent: u64,
+    /// Stream frames received from the peer.
+    pub stream_frames_received: u64,
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -126,6 +148,20 @@ pub struct StatsSnapshot {
     pub registry_rejected: BTreeMap<String, u64>,
     /// Messages delivered into local mailboxes.
     pub messages_delivered: u64,
+    /// Stream frames published by local publishers.
+    pub stream_frames_published: u64,
+    /// Stream frames dropped from replay buffers by their bounds.
+    pub stream_gop_truncated: u64,
+    /// Stream frames skipped by the lag policy.
+    pub stream_frames_skipped: u64,
+    /// Streams pulled as an edge.
+    pub stream_pulls: u64,
+    /// Pulls stopped after the linger.
+    pub stream_teardowns: u64,
+    /// Switches to another origin.
+    pub stream_failovers: u64,
+    /// Upstreams declared stalled.
+    pub stream_stalls: u64,
     /// Membership datagrams sent.
     pub datagrams_sent: u64,
     /// Membership datagrams accepted.
@@ -165,6 +201,8 @@ impl Stats {
                                 bytes_received: r(&c.bytes_received),
                                 publishes_sent: r(&c.publishes_sent),
                                 publishes_received: r(&c.publishes_received),
+                                stream_frames_sent: r(&c.stream_frames_sent),
+                                stream_frames_received: r(&c.stream_frames_received),
                             },
                         )
                     })
@@ -180,6 +218,13 @@ impl Stats {
             datagrams_rejected: self.datagrams_rejected.snapshot(),
             registry_rejected: self.registry_rejected.snapshot(),
             messages_delivered: r(&self.messages_delivered),
+            stream_frames_published: r(&self.stream_frames_published),
+            stream_gop_truncated: r(&self.stream_gop_truncated),
+            stream_frames_skipped: r(&self.stream_frames_skipped),
+            stream_pulls: r(&self.stream_pulls),
+            stream_teardowns: r(&self.stream_teardowns),
+            stream_failovers: r(&self.stream_failovers),
+            stream_stalls: r(&self.stream_stalls),
             datagrams_sent: r(&self.datagrams_sent),
             datagrams_received: r(&self.datagrams_received),
             unknown_frames: r(&self.unknown_frames),

@@ -167,3 +167,35 @@ pub fn add_node_with(
         }
     });
 }
+
+/// Like [`add_node_with`] without delay, with a config tweak.
+pub fn add_node_tuned(
+    sim: &mut turmoil::Sim<'_>,
+    nodes: &Nodes,
+    name: &'static str,
+    seeds: &'static [&'static str],
+    seed: u64,
+    tune: fn(&mut NodeConfig),
+    setup: Setup,
+) {
+    let nodes = nodes.clone();
+    let runs = Arc::new(AtomicU64::new(0));
+    sim.host(name, move || {
+        let nodes = nodes.clone();
+        let setup = setup.clone();
+        let run = runs.fetch_add(1, Ordering::Relaxed) + 1;
+        async move {
+            let mut config = sim_config(name, seeds, seed, run);
+            tune(&mut config);
+            let node = Node::start_with_net(config, Arc::new(SimNet)).await?;
+            nodes.put(name, node.clone());
+            let stopped = node.clone();
+            tokio::select! {
+                _ = setup(node, run) => {}
+                _ = stopped.stopped() => {}
+            }
+            stopped.stopped().await;
+            Ok(())
+        }
+    });
+}

@@ -1,0 +1,845 @@
+//! Live stream relay: origins, edges, replay buffers, failover.
+//!
+//! A node that publishes a stream is its *origin*: it announces the key in
+//! the registry (table `ORIGINS`) and keeps a replay buffer (GOP cache).
+//! Any other node that gets a subscriber becomes an *edge*: it pulls the
+//! stream once from the origin chosen by [`choose_origin`] (highest
+//! priority, then smallest name; never itself, never another edge), keeps
+//! its own replay buffer and fans out locally. Each stream on each node is
+//! one [`Hub`]; every change of a hub happens under its lock, so a new
+//! subscriber gets the replay buffer and then every later frame with no gap
+//! and no duplicate (and cursors de-duplicate by sequence on top, for
+//! re-pulls).
+//!
+//! Failure handling: if the upstream origin goes down, ends the stream, or
+//! stays silent (no frame and no heartbeat) for `stall_timeout`, the edge
+//! switches to another origin of the same key (subscribers see a
+//! `Discontinuity`) or ends its subscribers with `OriginLost`/`Finished`.
+
+pub mod stream;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+use weft_proto::frame::{Header, StreamData, StreamEnd, StreamEndReason, StreamHeartbeat, StreamKey};
+use weft_proto::registry::{EntryKey, Event, table};
+use weft_proto::relay::{Admit, Cursor, GopCache, OriginAnnounce, StreamFrame, choose_origin, validate_key};
+use weft_proto::{Frame, NodeId};
+
+use crate::config::RelayConfig;
+use crate::link::Links;
+use crate::queue::{ByteQueue, Pushed};
+use crate::registry::RegistryService;
+use crate::stats::Stats;
+
+use stream::{
+    Item, StreamClosed, StreamError, StreamEvent, StreamPolicy, StreamPublisher, StreamSubscription, SubQueue,
+};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Source {
+    /// A publisher on this node.
+    Local,
+    /// Pulled from this origin node.
+    Upstream(String),
+}
+
+struct LocalSub {
+    id: u64,
+    cursor: Cursor,
+    queue: Arc<SubQueue>,
+}
+
+struct HubState {
+    source: Source,
+    cache: GopCache,
+    subs: Vec<LocalSub>,
+    remotes: BTreeMap<String, Cursor>,
+    last_seq: Option<u64>,
+    /// Edge: last frame or heartbeat from upstream. Origin: last send.
+    last_activity: Instant,
+    /// Ended (no source left): being removed; never attach to it.
+    dead: bool,
+}
+
+struct Hub {
+    st: Mutex<HubState>,
+}
+
+impl Hub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
+        self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A stream as shown by the admin API.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StreamInfo {
+    /// The stream key.
+    pub key: String,
+    /// Nodes announcing it, best first.
+    pub origins: Vec<String>,
+    /// This node's role: `origin`, `edge` or `none`.
+    pub role: &'static str,
+    /// Upstream origin when an edge.
+    pub upstream: Option<String>,
+    /// Local subscribers.
+    pub subscribers: usize,
+    /// Edges pulling from this node.
+    pub edges: Vec<String>,
+}
+
+/// The relay service of one node.
+pub(crate) struct Relay {
+    me: Weak<Relay>,
+    local: NodeId,
+    links: Links,
+    stats: Arc<Stats>,
+    registry: Arc<RegistryService>,
+    config: RelayConfig,
+    hubs: Mutex<HashMap<String, Arc<Hub>>>,
+    origins: Mutex<BTreeMap<String, BTreeMap<String, u32>>>,
+    origins_changed: Notify,
+    next_sub: AtomicU64,
+    /// The node's runtime: subscriptions may be dropped outside it.
+    runtime: tokio::runtime::Handle,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn data_frame(key: &str, f: &StreamFrame) -> Frame {
+    Frame {
+        header: Header::StreamData(StreamData {
+            key: key.to_string(),
+            seq: f.seq,
+            timestamp: f.timestamp,
+            keyframe: f.keyframe,
+            config: f.config,
+        }),
+        payload: f.payload.clone(),
+    }
+}
+
+impl Relay {
+    pub(crate) fn new(
+        local: NodeId,
+        links: Links,
+        stats: Arc<Stats>,
+        registry: Arc<RegistryService>,
+        config: RelayConfig,
+        stop: CancellationToken,
+    ) -> Arc<Self> {
+        let relay = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            local,
+            links,
+            stats,
+            registry,
+            config,
+            hubs: Mutex::new(HashMap::new()),
+            origins: Mutex::new(BTreeMap::new()),
+            origins_changed: Notify::new(),
+            next_sub: AtomicU64::new(1),
+            runtime: tokio::runtime::Handle::current(),
+        });
+        tokio::spawn(ticker(Arc::downgrade(&relay), stop));
+        relay
+    }
+
+    fn hub(&self, key: &str) -> Option<Arc<Hub>> {
+        lock(&self.hubs).get(key).cloned()
+    }
+
+    /// Origins of `key` other than this node, best first.
+    fn candidates(&self, key: &str, exclude: Option<&str>) -> Option<String> {
+        let origins = lock(&self.origins);
+        let nodes = origins.get(key)?;
+        choose_origin(
+            &self.local.name,
+            nodes
+                .iter()
+                .filter(|(n, _)| Some(n.as_str()) != exclude)
+                .map(|(n, p)| (n.as_str(), *p)),
+        )
+        .map(str::to_string)
+    }
+
+    /// The origin an edge would pull `key` from (never this node).
+    pub(crate) fn locate(&self, key: &str) -> Option<String> {
+        self.candidates(key, None)
+    }
+
+    /// Applies an `ORIGINS` registry event.
+    pub(crate) fn apply(&self, event: &Event) -> Result<(), &'static str> {
+        let (origin, key, value, added) = match event {
+            Event::Put { origin, key, value } => (origin, key, value, true),
+            Event::Removed { origin, key, value } => (origin, key, value, false),
+        };
+        if key.table != table::ORIGINS {
+            return Ok(());
+        }
+        validate_key(&key.key).map_err(|_| "invalid_stream_key")?;
+        let announce: OriginAnnounce = postcard::from_bytes(value).map_err(|_| "invalid_origin")?;
+        {
+            let mut origins = lock(&self.origins);
+            if added {
+                origins
+                    .entry(key.key.clone())
+                    .or_default()
+                    .insert(origin.name.clone(), announce.priority);
+            } else if let Some(nodes) = origins.get_mut(&key.key) {
+                nodes.remove(&origin.name);
+                if nodes.is_empty() {
+                    origins.remove(&key.key);
+                }
+            }
+        }
+        self.origins_changed.notify_waiters();
+        Ok(())
+    }
+
+    // ----- origin side -----
+
+    pub(crate) fn publish_stream(
+        &self,
+        key: &str,
+        policy: StreamPolicy,
+    ) -> Result<StreamPublisher, StreamError> {
+        validate_key(key)?;
+        let me = self
+            .me
+            .upgrade()
+            .ok_or_else(|| StreamError::NotFound(key.to_string()))?;
+        let mut hubs = lock(&self.hubs);
+        if let Some(hub) = hubs.get(key) {
+            let mut st = hub.lock();
+            if st.source == Source::Local {
+                return Err(StreamError::AlreadyPublished(key.to_string()));
+            }
+            // This node was an edge of the key: it becomes its origin.
+            if let Source::Upstream(up) = &st.source {
+                self.send(up, Header::StreamUnsubscribe(StreamKey { key: key.to_string() }));
+            }
+            st.source = Source::Local;
+            st.cache = GopCache::new(policy.gop_max_frames, policy.gop_max_bytes);
+            st.last_seq = None;
+            let origin = self.local.name.clone();
+            for sub in &mut st.subs {
+                sub.cursor.discontinuity();
+                push_item(
+                    &sub.queue,
+                    Item::Event(StreamEvent::Discontinuity {
+                        origin: origin.clone(),
+                    }),
+                );
+            }
+        } else {
+            hubs.insert(
+                key.to_string(),
+                Arc::new(Hub {
+                    st: Mutex::new(HubState {
+                        source: Source::Local,
+                        cache: GopCache::new(policy.gop_max_frames, policy.gop_max_bytes),
+                        subs: Vec::new(),
+                        remotes: BTreeMap::new(),
+                        last_seq: None,
+                        last_activity: Instant::now(),
+                        dead: false,
+                    }),
+                }),
+            );
+        }
+        drop(hubs);
+        let value = postcard::to_allocvec(&OriginAnnounce {
+            priority: policy.priority,
+        })
+        .unwrap_or_default();
+        self.registry
+            .put_many(vec![(EntryKey::new(table::ORIGINS, key), value.into())]);
+        info!(key, priority = policy.priority, "publishing stream");
+        Ok(StreamPublisher {
+            key: key.to_string(),
+            relay: me,
+        })
+    }
+
+    pub(crate) fn publish_frame(&self, key: &str, frame: StreamFrame) -> Result<(), StreamError> {
+        let hub = self
+            .hub(key)
+            .ok_or_else(|| StreamError::NotFound(key.to_string()))?;
+        let mut st = hub.lock();
+        if let Some(last) = st.last_seq
+            && frame.seq <= last
+        {
+            return Err(StreamError::OutOfOrder { seq: frame.seq, last });
+        }
+        self.stats.stream_frames_published.fetch_add(1, Ordering::Relaxed);
+        self.ingest(key, &mut st, frame);
+        Ok(())
+    }
+
+    /// Adds a frame to a hub: replay buffer, local subscribers, edges.
+    fn ingest(&self, key: &str, st: &mut HubState, frame: StreamFrame) {
+        st.last_seq = Some(frame.seq);
+        let truncated = st.cache.truncated();
+        st.cache.push(frame.clone());
+        let more = st.cache.truncated() - truncated;
+        if more > 0 {
+            self.stats.stream_gop_truncated.fetch_add(more, Ordering::Relaxed);
+        }
+        for sub in &mut st.subs {
+            self.offer(sub, &frame);
+        }
+        if !st.remotes.is_empty() {
+            st.last_activity = Instant::now();
+        }
+        let mut gone = Vec::new();
+        for (node, cursor) in st.remotes.iter_mut() {
+            if !self.offer_remote(key, node, cursor, &frame) {
+                gone.push(node.clone());
+            }
+        }
+        for node in gone {
+            st.remotes.remove(&node);
+        }
+    }
+
+    /// Sends a frame to an edge; false if the edge is gone.
+    fn offer_remote(&self, key: &str, node: &str, cursor: &mut Cursor, frame: &StreamFrame) -> bool {
+        match cursor.admit(frame) {
+            Admit::Duplicate => true,
+            Admit::Skip => {
+                self.stats.stream_frames_skipped.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Admit::Deliver | Admit::ResumeAfterSkip { .. } => {
+                match self.links.try_send(node, &data_frame(key, frame)) {
+                    Ok(()) => {
+                        self.stats
+                            .peer(node)
+                            .stream_frames_sent
+                            .fetch_add(1, Ordering::Relaxed);
+                        true
+                    }
+                    Err(crate::error::SendError::Full(_)) => {
+                        debug!(edge = node, key, "edge link full; skipping to the next keyframe");
+                        cursor.fall_behind(frame, 0);
+                        self.stats.stream_frames_skipped.fetch_add(1, Ordering::Relaxed);
+                        true
+                    }
+                    Err(e) => {
+                        self.stats.frames_dropped.inc(e.label());
+                        false
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers a frame to a local subscriber under the lag policy.
+    fn offer(&self, sub: &mut LocalSub, frame: &StreamFrame) {
+        let items = match sub.cursor.admit(frame) {
+            Admit::Duplicate => return,
+            Admit::Skip => {
+                self.stats.stream_frames_skipped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Admit::Deliver => vec![Item::Event(StreamEvent::Frame(frame.clone()))],
+            Admit::ResumeAfterSkip { skipped } => vec![
+                Item::Event(StreamEvent::Skipped { frames: skipped }),
+                Item::Event(StreamEvent::Frame(frame.clone())),
+            ],
+        };
+        for item in items {
+            let full = sub.queue.queue.len() >= sub.queue.max_frames;
+            let pushed = if full {
+                Err(Pushed::Full(item))
+            } else {
+                sub.queue.queue.try_push(item, false)
+            };
+            if let Err(Pushed::Full(_)) = pushed {
+                // Fell behind: drop what it had queued (so it never gets
+                // the rest of a partial GOP) and skip to the next keyframe.
+                let discarded = sub.queue.queue.clear() as u64;
+                sub.cursor.fall_behind(frame, discarded);
+                self.stats
+                    .stream_frames_skipped
+                    .fetch_add(1 + discarded, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+
+    pub(crate) fn end_publisher(&self, key: &str) {
+        self.registry.remove_many(&[EntryKey::new(table::ORIGINS, key)]);
+        let Some(hub) = self.hub(key) else { return };
+        let mut st = hub.lock();
+        if st.source != Source::Local {
+            return;
+        }
+        for node in std::mem::take(&mut st.remotes).into_keys() {
+            self.send(
+                &node,
+                Header::StreamEnd(StreamEnd {
+                    key: key.to_string(),
+                    reason: StreamEndReason::Finished,
+                }),
+            );
+        }
+        info!(key, "stream publisher finished");
+        if !st.subs.is_empty() {
+            // Local viewers move to a standby origin if there is one.
+            self.failover(key, &mut st, None, StreamClosed::Finished);
+        }
+        let empty = st.subs.is_empty();
+        if empty {
+            st.dead = true;
+        }
+        drop(st);
+        if empty {
+            self.remove_hub_if(key, &hub);
+        }
+    }
+
+    // ----- subscriber / edge side -----
+
+    pub(crate) fn subscribe(&self, key: &str) -> Result<StreamSubscription, StreamError> {
+        validate_key(key)?;
+        let me = self
+            .me
+            .upgrade()
+            .ok_or_else(|| StreamError::NotFound(key.to_string()))?;
+        let queue = Arc::new(SubQueue {
+            queue: ByteQueue::new(self.config.subscriber_bytes, 0),
+            max_frames: self.config.subscriber_frames,
+            closed: Mutex::new(None),
+        });
+        let id = self.next_sub.fetch_add(1, Ordering::Relaxed);
+        let mut hubs = lock(&self.hubs);
+        if hubs.get(key).is_some_and(|h| h.lock().dead) {
+            hubs.remove(key);
+        }
+        let hub = match hubs.get(key) {
+            Some(h) => h.clone(),
+            None => {
+                let origin = self
+                    .locate(key)
+                    .ok_or_else(|| StreamError::NotFound(key.to_string()))?;
+                let hub = Arc::new(Hub {
+                    st: Mutex::new(HubState {
+                        source: Source::Upstream(origin.clone()),
+                        cache: GopCache::new(self.config.gop_max_frames, self.config.gop_max_bytes),
+                        subs: Vec::new(),
+                        remotes: BTreeMap::new(),
+                        last_seq: None,
+                        last_activity: Instant::now(),
+                        dead: false,
+                    }),
+                });
+                hubs.insert(key.to_string(), hub.clone());
+                info!(key, %origin, "pulling stream from its origin");
+                self.stats.stream_pulls.fetch_add(1, Ordering::Relaxed);
+                self.send(
+                    &origin,
+                    Header::StreamSubscribe(StreamKey { key: key.to_string() }),
+                );
+                hub
+            }
+        };
+        // Attach while still holding the map: a hub cannot die between
+        // the lookup and the attach.
+        let mut st = hub.lock();
+        drop(hubs);
+        let mut sub = LocalSub {
+            id,
+            cursor: Cursor::default(),
+            queue: queue.clone(),
+        };
+        // Replay buffer first, then (under the same lock) every live frame.
+        for frame in st.cache.snapshot() {
+            self.offer(&mut sub, &frame);
+        }
+        st.subs.push(sub);
+        Ok(StreamSubscription {
+            key: key.to_string(),
+            id,
+            queue,
+            relay: me,
+        })
+    }
+
+    /// Subscribes, waiting up to `timeout` for an origin to appear.
+    pub(crate) async fn subscribe_wait(
+        &self,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<StreamSubscription, StreamError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let changed = self.origins_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match self.subscribe(key) {
+                Err(StreamError::NotFound(_)) if Instant::now() < deadline => {
+                    if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                        return Err(StreamError::NotFound(key.to_string()));
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    pub(crate) fn unsubscribe(&self, key: &str, id: u64) {
+        let Some(hub) = self.hub(key) else { return };
+        let edge_idle = {
+            let mut st = hub.lock();
+            st.subs.retain(|s| s.id != id);
+            st.subs.is_empty() && matches!(st.source, Source::Upstream(_))
+        };
+        if edge_idle {
+            // Keep pulling for a while: a viewer coming back starts at once.
+            let me = self.me.clone();
+            let key = key.to_string();
+            let linger = self.config.linger;
+            self.runtime.spawn(async move {
+                tokio::time::sleep(linger).await;
+                if let Some(relay) = me.upgrade() {
+                    relay.teardown_if_idle(&key);
+                }
+            });
+        }
+    }
+
+    fn teardown_if_idle(&self, key: &str) {
+        let mut hubs = lock(&self.hubs);
+        let Some(hub) = hubs.get(key).cloned() else { return };
+        let st = hub.lock();
+        if let (true, Source::Upstream(up)) = (st.subs.is_empty(), &st.source) {
+            info!(key, upstream = %up, "no subscriber left; stopping the pull");
+            self.send(up, Header::StreamUnsubscribe(StreamKey { key: key.to_string() }));
+            self.stats.stream_teardowns.fetch_add(1, Ordering::Relaxed);
+            drop(st);
+            hubs.remove(key);
+        }
+    }
+
+    fn remove_hub_if(&self, key: &str, hub: &Arc<Hub>) {
+        let mut hubs = lock(&self.hubs);
+        if hubs.get(key).is_some_and(|h| Arc::ptr_eq(h, hub)) {
+            hubs.remove(key);
+        }
+    }
+
+    /// Switches a hub to another origin, or ends its subscribers.
+    fn failover(&self, key: &str, st: &mut HubState, failed: Option<&str>, why: StreamClosed) {
+        match self.candidates(key, failed) {
+            Some(next) => {
+                info!(key, from = ?failed, to = %next, "stream failover");
+                self.stats.stream_failovers.fetch_add(1, Ordering::Relaxed);
+                st.source = Source::Upstream(next.clone());
+                st.cache.clear();
+                st.last_seq = None;
+                st.last_activity = Instant::now();
+                for sub in &mut st.subs {
+                    sub.cursor.discontinuity();
+                    push_item(
+                        &sub.queue,
+                        Item::Event(StreamEvent::Discontinuity { origin: next.clone() }),
+                    );
+                }
+                self.send(&next, Header::StreamSubscribe(StreamKey { key: key.to_string() }));
+            }
+            None => {
+                for sub in st.subs.drain(..) {
+                    end_sub(&sub.queue, why);
+                }
+                // Leaves a dead hub; the caller removes it, and nobody
+                // attaches to it meanwhile.
+                st.source = Source::Upstream(String::new());
+                st.dead = true;
+            }
+        }
+    }
+
+    fn fail_upstream(&self, key: &str, failed: &str, why: StreamClosed) {
+        let Some(hub) = self.hub(key) else { return };
+        let mut st = hub.lock();
+        if st.source != Source::Upstream(failed.to_string()) {
+            return;
+        }
+        self.failover(key, &mut st, Some(failed), why);
+        let dead = st.subs.is_empty();
+        st.dead |= dead;
+        drop(st);
+        if dead {
+            self.remove_hub_if(key, &hub);
+        }
+    }
+
+    fn send(&self, node: &str, header: Header) {
+        let frame = Frame {
+            header,
+            payload: bytes::Bytes::new(),
+        };
+        if let Err(e) = self.links.try_send(node, &frame) {
+            debug!(peer = node, error = %e, "relay control frame not queued");
+            self.stats.frames_dropped.inc(e.label());
+        }
+    }
+
+    /// Handles a relay frame from `from`.
+    pub(crate) fn on_frame(&self, from: &NodeId, frame: Frame) {
+        match frame.header {
+            Header::StreamSubscribe(k) => self.on_subscribe(&from.name, &k.key),
+            Header::StreamUnsubscribe(k) => {
+                if let Some(hub) = self.hub(&k.key) {
+                    hub.lock().remotes.remove(&from.name);
+                }
+            }
+            Header::StreamData(d) => {
+                let Some(hub) = self.hub(&d.key) else {
+                    self.stats.frames_dropped.inc("stream_unwanted");
+                    self.send(&from.name, Header::StreamUnsubscribe(StreamKey { key: d.key }));
+                    return;
+                };
+                let mut st = hub.lock();
+                if st.source != Source::Upstream(from.name.clone()) {
+                    self.stats.frames_dropped.inc("stream_unwanted");
+                    return;
+                }
+                self.stats
+                    .peer(&from.name)
+                    .stream_frames_received
+                    .fetch_add(1, Ordering::Relaxed);
+                st.last_activity = Instant::now();
+                let f = StreamFrame {
+                    seq: d.seq,
+                    timestamp: d.timestamp,
+                    keyframe: d.keyframe,
+                    config: d.config,
+                    payload: frame.payload,
+                };
+                if st.last_seq.is_some_and(|l| f.seq <= l) {
+                    return; // re-pull overlap
+                }
+                self.ingest(&d.key, &mut st, f);
+            }
+            Header::StreamHeartbeat(h) => {
+                if let Some(hub) = self.hub(&h.key) {
+                    let mut st = hub.lock();
+                    if st.source == Source::Upstream(from.name.clone()) {
+                        st.last_activity = Instant::now();
+                    }
+                }
+            }
+            Header::StreamEnd(e) => {
+                let why = match e.reason {
+                    StreamEndReason::Finished => StreamClosed::Finished,
+                    StreamEndReason::NotHere => StreamClosed::OriginLost,
+                };
+                self.fail_upstream(&e.key, &from.name, why);
+            }
+            _ => self.stats.frames_dropped.inc("unhandled_kind"),
+        }
+    }
+
+    fn on_subscribe(&self, edge: &str, key: &str) {
+        let hub = self.hub(key);
+        let Some(hub) = hub else {
+            self.send(
+                edge,
+                Header::StreamEnd(StreamEnd {
+                    key: key.to_string(),
+                    reason: StreamEndReason::NotHere,
+                }),
+            );
+            return;
+        };
+        let mut st = hub.lock();
+        if st.source != Source::Local {
+            // Edges never serve other edges: no relay chains.
+            self.send(
+                edge,
+                Header::StreamEnd(StreamEnd {
+                    key: key.to_string(),
+                    reason: StreamEndReason::NotHere,
+                }),
+            );
+            return;
+        }
+        debug!(key, edge, "edge attached");
+        let mut cursor = Cursor::default();
+        for frame in st.cache.snapshot() {
+            if !self.offer_remote(key, edge, &mut cursor, &frame) {
+                return;
+            }
+        }
+        st.last_activity = Instant::now();
+        st.remotes.insert(edge.to_string(), cursor);
+    }
+
+    /// Membership declared `node` down.
+    pub(crate) fn member_down(&self, node: &NodeId) {
+        let hubs: Vec<(String, Arc<Hub>)> = lock(&self.hubs)
+            .iter()
+            .map(|(k, h)| (k.clone(), h.clone()))
+            .collect();
+        for (key, hub) in hubs {
+            let upstream_failed = {
+                let mut st = hub.lock();
+                st.remotes.remove(&node.name);
+                st.source == Source::Upstream(node.name.clone())
+            };
+            if upstream_failed {
+                self.fail_upstream(&key, &node.name, StreamClosed::OriginLost);
+            }
+        }
+    }
+
+    /// Heartbeats to edges; stall detection of upstreams.
+    fn tick(&self) {
+        let now = Instant::now();
+        let hubs: Vec<(String, Arc<Hub>)> = lock(&self.hubs)
+            .iter()
+            .map(|(k, h)| (k.clone(), h.clone()))
+            .collect();
+        for (key, hub) in hubs {
+            let stalled = {
+                let mut st = hub.lock();
+                match &st.source {
+                    Source::Local => {
+                        if now.duration_since(st.last_activity) >= self.config.heartbeat_interval
+                            && !st.remotes.is_empty()
+                        {
+                            st.last_activity = now;
+                            let hb = StreamHeartbeat {
+                                key: key.clone(),
+                                last_seq: st.last_seq,
+                            };
+                            for node in st.remotes.keys() {
+                                self.send(node, Header::StreamHeartbeat(hb.clone()));
+                            }
+                        }
+                        None
+                    }
+                    Source::Upstream(up)
+                        if now.duration_since(st.last_activity) >= self.config.stall_timeout =>
+                    {
+                        Some(up.clone())
+                    }
+                    Source::Upstream(_) => None,
+                }
+            };
+            if let Some(up) = stalled {
+                info!(key, origin = %up, "upstream stalled");
+                self.stats.stream_stalls.fetch_add(1, Ordering::Relaxed);
+                self.fail_upstream(&key, &up, StreamClosed::OriginLost);
+            }
+        }
+    }
+
+    /// Every stream known here (published, pulled or announced).
+    pub(crate) fn streams(&self) -> Vec<StreamInfo> {
+        let origins = lock(&self.origins).clone();
+        let hubs: Vec<(String, Arc<Hub>)> = lock(&self.hubs)
+            .iter()
+            .map(|(k, h)| (k.clone(), h.clone()))
+            .collect();
+        let mut out: BTreeMap<String, StreamInfo> = BTreeMap::new();
+        for (key, nodes) in &origins {
+            let mut list: Vec<(&String, &u32)> = nodes.iter().collect();
+            list.sort_by(|(a, pa), (b, pb)| pb.cmp(pa).then(a.cmp(b)));
+            out.insert(
+                key.clone(),
+                StreamInfo {
+                    key: key.clone(),
+                    origins: list.into_iter().map(|(n, _)| n.clone()).collect(),
+                    role: "none",
+                    upstream: None,
+                    subscribers: 0,
+                    edges: Vec::new(),
+                },
+            );
+        }
+        for (key, hub) in hubs {
+            let st = hub.lock();
+            let info = out.entry(key.clone()).or_insert_with(|| StreamInfo {
+                key: key.clone(),
+                origins: Vec::new(),
+                role: "none",
+                upstream: None,
+                subscribers: 0,
+                edges: Vec::new(),
+            });
+            match &st.source {
+                Source::Local => {
+                    info.role = "origin";
+                    if !info.origins.contains(&self.local.name) {
+                        info.origins.insert(0, self.local.name.clone());
+                    }
+                }
+                Source::Upstream(up) => {
+                    info.role = "edge";
+                    info.upstream = Some(up.clone());
+                }
+            }
+            info.subscribers = st.subs.len();
+            info.edges = st.remotes.keys().cloned().collect();
+        }
+        out.into_values().collect()
+    }
+}
+
+fn push_item(queue: &SubQueue, item: Item) {
+    // Markers go through even when full: make room by dropping frames.
+    if let Err(Pushed::Full(item)) = queue.queue.try_push(item, false) {
+        queue.queue.clear();
+        let _ = queue.queue.try_push(item, false);
+    }
+}
+
+fn end_sub(queue: &SubQueue, why: StreamClosed) {
+    if let Ok(mut c) = queue.closed.lock() {
+        *c = Some(why);
+    }
+    push_item(queue, Item::End(why));
+    queue.queue.close();
+}
+
+async fn ticker(relay: Weak<Relay>, stop: CancellationToken) {
+    let period = match relay.upgrade() {
+        Some(r) => (r.config.stall_timeout / 4).min(r.config.heartbeat_interval / 2),
+        None => return,
+    }
+    .max(Duration::from_millis(10));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => {
+                if let Some(r) = relay.upgrade() {
+                    let hubs: Vec<Arc<Hub>> = lock(&r.hubs).values().cloned().collect();
+                    for hub in hubs {
+                        for sub in hub.lock().subs.drain(..) {
+                            end_sub(&sub.queue, StreamClosed::Stopped);
+                        }
+                    }
+                }
+                return;
+            }
+            _ = tick.tick() => match relay.upgrade() {
+                Some(r) => r.tick(),
+                None => return,
+            },
+        }
+    }
+}

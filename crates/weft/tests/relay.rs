@@ -1,0 +1,417 @@
+//! Live stream relay across real loopback nodes.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{config, sees_up, wait_for};
+use weft::{
+    Node, NodeConfig, StreamClosed, StreamError, StreamEvent, StreamFrame, StreamPolicy, StreamSubscription,
+};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn tune(c: &mut NodeConfig) {
+    c.relay.linger = Duration::from_millis(300);
+}
+
+async fn cluster(n: usize) -> Vec<Node> {
+    let mut c1 = config("n1", &[]);
+    tune(&mut c1);
+    let first = Node::start(c1).await.expect("n1");
+    let seed = [first.addr()];
+    let mut nodes = vec![first];
+    for i in 2..=n {
+        let mut c = config(&format!("n{i}"), &seed);
+        tune(&mut c);
+        nodes.push(Node::start(c).await.expect("node"));
+    }
+    let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    for node in &nodes {
+        wait_for("all up", LIMIT, || sees_up(node, &names)).await;
+        for b in &names {
+            if *b != node.id().name {
+                wait_for("linked", LIMIT, || node.is_linked(b)).await;
+            }
+        }
+    }
+    nodes
+}
+
+async fn stop(nodes: Vec<Node>) {
+    for n in nodes {
+        n.shutdown(Duration::from_millis(200)).await;
+    }
+}
+
+/// Frame `seq`; a keyframe every `gop` frames.
+fn frame(seq: u64, gop: u64) -> StreamFrame {
+    StreamFrame {
+        seq,
+        timestamp: seq * 40,
+        keyframe: seq.is_multiple_of(gop),
+        config: false,
+        payload: Bytes::from(seq.to_be_bytes().to_vec()),
+    }
+}
+
+async fn next_frame(sub: &StreamSubscription) -> StreamFrame {
+    loop {
+        match tokio::time::timeout(LIMIT, sub.next()).await {
+            Ok(Ok(StreamEvent::Frame(f))) => return f,
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => panic!("stream ended: {e}"),
+            Err(_) => panic!("no frame within {LIMIT:?}"),
+        }
+    }
+}
+
+fn sent_to(n: &Node, peer: &str) -> u64 {
+    n.stats()
+        .peers
+        .get(peer)
+        .map(|p| p.stream_frames_sent)
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_mirrors_origin_with_replay_then_live_and_one_upstream() {
+    let nodes = cluster(3).await;
+    let (origin, edge) = (&nodes[0], &nodes[1]);
+    assert!(matches!(
+        edge.subscribe_stream("live/none"),
+        Err(StreamError::NotFound(_))
+    ));
+    let publisher = origin
+        .publish_stream("live/cam1", StreamPolicy::default())
+        .expect("publish");
+    publisher
+        .send(StreamFrame {
+            seq: 0,
+            timestamp: 0,
+            keyframe: false,
+            config: true,
+            payload: Bytes::from_static(b"codec-header"),
+        })
+        .expect("config");
+    for seq in 1..=25 {
+        publisher.send(frame(seq, 10)).expect("send");
+    }
+    wait_for("edge locates the origin", LIMIT, || {
+        edge.locate_stream("live/cam1").is_some()
+    })
+    .await;
+    assert_eq!(edge.locate_stream("live/cam1").as_deref(), Some("n1"));
+    assert_eq!(
+        origin.locate_stream("live/cam1"),
+        None,
+        "locate never returns the local node"
+    );
+
+    // 50 viewers on the edge: replay buffer (config + GOP from keyframe 20)
+    // then live frames.
+    let subs: Vec<StreamSubscription> = (0..50)
+        .map(|_| edge.subscribe_stream("live/cam1").expect("subscribe"))
+        .collect();
+    for s in &subs {
+        let cfg = next_frame(s).await;
+        assert!(cfg.config, "configuration first");
+        let first = next_frame(s).await;
+        assert_eq!(first.seq, 20, "a late viewer starts at the last keyframe");
+        assert!(first.keyframe);
+        for want in 21..=25 {
+            assert_eq!(next_frame(s).await.seq, want);
+        }
+    }
+    for seq in 26..=60 {
+        publisher.send(frame(seq, 10)).expect("send");
+    }
+    for s in &subs {
+        for want in 26..=60 {
+            assert_eq!(next_frame(s).await.seq, want);
+        }
+    }
+    // One upstream: the origin sent each frame to the edge once (26
+    // replayed + 35 live), whatever the number of viewers.
+    assert_eq!(sent_to(origin, "n2"), 1 + 6 + 35);
+    assert_eq!(edge.stats().stream_pulls, 1);
+    assert_eq!(sent_to(origin, "n3"), 0, "no viewer on n3, nothing sent there");
+    let info = edge.streams();
+    assert_eq!(info[0].role, "edge");
+    assert_eq!(info[0].subscribers, 50);
+
+    // Idle teardown after the last viewer leaves (linger 300 ms).
+    drop(subs);
+    wait_for("edge stops pulling", LIMIT, || edge.stats().stream_teardowns == 1).await;
+    wait_for("origin forgets the edge", LIMIT, || {
+        origin.streams()[0].edges.is_empty()
+    })
+    .await;
+    let before = sent_to(origin, "n2");
+    publisher.send(frame(61, 10)).expect("send");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(sent_to(origin, "n2"), before, "nothing sent after teardown");
+
+    // Withdraw clears the entry everywhere.
+    drop(publisher);
+    wait_for("withdrawn", LIMIT, || edge.locate_stream("live/cam1").is_none()).await;
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gapless_attach_over_10000_frames() {
+    let mut nodes = Vec::new();
+    for (name, seed) in [("n1", None), ("n2", Some(0))] {
+        let seeds: Vec<_> = seed
+            .map(|i: usize| nodes.iter().map(|n: &Node| n.addr()).nth(i))
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut c = config(name, &seeds);
+        // Viewers read after the whole run: room for every frame, so any
+        // gap would be a relay bug, not the lag policy.
+        c.relay.subscriber_frames = 20_000;
+        nodes.push(Node::start(c).await.expect("node"));
+    }
+    for n in &nodes {
+        wait_for("up", LIMIT, || sees_up(n, &["n1", "n2"])).await;
+    }
+    wait_for("linked", LIMIT, || {
+        nodes[0].is_linked("n2") && nodes[1].is_linked("n1")
+    })
+    .await;
+    let (origin, edge) = (nodes[0].clone(), nodes[1].clone());
+    let publisher = origin
+        .publish_stream("live/gapless", StreamPolicy::default())
+        .expect("publish");
+    publisher.send(frame(0, 50)).expect("send");
+    wait_for("located", LIMIT, || edge.locate_stream("live/gapless").is_some()).await;
+    let feeder = tokio::spawn(async move {
+        for seq in 1..10_000u64 {
+            publisher.send(frame(seq, 50)).expect("send");
+            if seq % 100 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        publisher
+    });
+    // Viewers attach while frames flow, on the origin and on the edge.
+    let mut subs = Vec::new();
+    for i in 0..6 {
+        let node = if i % 2 == 0 { &origin } else { &edge };
+        subs.push(node.subscribe_stream("live/gapless").expect("subscribe"));
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let publisher = feeder.await.expect("feeder");
+    for s in &subs {
+        let first = next_frame(s).await;
+        assert!(first.keyframe, "starts at a keyframe");
+        let mut last = first.seq;
+        while last < 9_999 {
+            let f = next_frame(s).await;
+            assert_eq!(f.seq, last + 1, "no gap, no duplicate");
+            last = f.seq;
+        }
+    }
+    assert_eq!(origin.stats().stream_frames_skipped, 0);
+    assert_eq!(edge.stats().stream_frames_skipped, 0);
+    drop(publisher);
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_to_a_standby_origin_then_origin_lost() {
+    let nodes = cluster(3).await;
+    let (primary, standby, edge) = (nodes[0].clone(), nodes[1].clone(), nodes[2].clone());
+    let p1 = primary
+        .publish_stream(
+            "live/ha",
+            StreamPolicy {
+                priority: 200,
+                ..Default::default()
+            },
+        )
+        .expect("primary");
+    let p2 = standby
+        .publish_stream(
+            "live/ha",
+            StreamPolicy {
+                priority: 100,
+                ..Default::default()
+            },
+        )
+        .expect("standby");
+    wait_for("both recorded", LIMIT, || {
+        edge.streams().first().is_some_and(|s| s.origins.len() == 2)
+    })
+    .await;
+    assert_eq!(
+        edge.locate_stream("live/ha").as_deref(),
+        Some("n1"),
+        "highest priority wins"
+    );
+    for seq in 0..5 {
+        p1.send(frame(seq, 5)).expect("send");
+        p2.send(frame(1000 + seq, 5)).expect("send");
+    }
+    let sub = edge.subscribe_stream("live/ha").expect("subscribe");
+    assert_eq!(next_frame(&sub).await.seq, 0);
+
+    // The primary crashes: the edge re-pulls from the standby and the
+    // subscriber continues after a discontinuity marker.
+    primary.abort();
+    p2.send(frame(1005, 5)).expect("send");
+    let mut saw_marker = false;
+    loop {
+        match tokio::time::timeout(LIMIT, sub.next()).await.expect("event") {
+            Ok(StreamEvent::Discontinuity { origin }) => {
+                assert_eq!(origin, "n2");
+                saw_marker = true;
+            }
+            Ok(StreamEvent::Frame(f)) if saw_marker => {
+                assert!(f.seq >= 1000, "frames now come from the standby");
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("subscription ended: {e}"),
+        }
+    }
+    assert_eq!(edge.stats().stream_failovers, 1);
+
+    // The standby finishes too: no origin left, the subscription ends.
+    drop(p2);
+    loop {
+        match tokio::time::timeout(LIMIT, sub.next()).await.expect("event") {
+            Ok(_) => continue,
+            Err(reason) => {
+                assert!(matches!(
+                    reason,
+                    StreamClosed::Finished | StreamClosed::OriginLost
+                ));
+                break;
+            }
+        }
+    }
+    drop(p1);
+    stop(vec![standby, edge]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_origin_ends_viewers_with_origin_lost() {
+    let nodes = cluster(2).await;
+    let (origin, edge) = (nodes[0].clone(), nodes[1].clone());
+    let p = origin
+        .publish_stream("live/solo", StreamPolicy::default())
+        .expect("publish");
+    p.send(frame(0, 5)).expect("send");
+    wait_for("located", LIMIT, || edge.locate_stream("live/solo").is_some()).await;
+    let sub = edge.subscribe_stream("live/solo").expect("subscribe");
+    assert_eq!(next_frame(&sub).await.seq, 0);
+    origin.abort();
+    let end = loop {
+        match tokio::time::timeout(LIMIT, sub.next()).await.expect("event") {
+            Ok(_) => continue,
+            Err(reason) => break reason,
+        }
+    };
+    assert_eq!(end, StreamClosed::OriginLost);
+    wait_for("entry purged", LIMIT, || {
+        edge.locate_stream("live/solo").is_none()
+    })
+    .await;
+    // Waiting for a stream that never comes times out with NotFound.
+    let e = edge
+        .subscribe_stream_wait("live/solo", Duration::from_millis(200))
+        .await;
+    assert!(
+        matches!(e, Err(StreamError::NotFound(_))),
+        "{:?}",
+        e.as_ref().map(|s| s.key().to_string())
+    );
+    drop(p);
+    stop(vec![edge]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_wait_sees_a_later_origin() {
+    let nodes = cluster(2).await;
+    let (origin, edge) = (nodes[0].clone(), nodes[1].clone());
+    let waiter = tokio::spawn(async move { edge.subscribe_stream_wait("live/later", LIMIT).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let p = origin
+        .publish_stream("live/later", StreamPolicy::default())
+        .expect("publish");
+    p.send(frame(0, 5)).expect("send");
+    let sub = waiter.await.expect("join").expect("found");
+    assert_eq!(next_frame(&sub).await.seq, 0);
+    drop(sub);
+    drop(p);
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_viewer_skips_to_the_next_keyframe_others_unaffected() {
+    let mut c = config("n1", &[]);
+    c.relay.subscriber_frames = 16;
+    let node = Node::start(c).await.expect("n1");
+    let p = node
+        .publish_stream("live/lag", StreamPolicy::default())
+        .expect("publish");
+    let slow = node.subscribe_stream("live/lag").expect("slow");
+    let fast = node.subscribe_stream("live/lag").expect("fast");
+    let mut fast_seen = Vec::new();
+    for seq in 0..200u64 {
+        p.send(frame(seq, 20)).expect("send");
+        // The fast viewer keeps up; the slow one reads nothing.
+        while let Ok(Ok(ev)) = tokio::time::timeout(Duration::from_millis(1), fast.next()).await {
+            if let StreamEvent::Frame(f) = ev {
+                fast_seen.push(f.seq);
+            }
+        }
+    }
+    while fast_seen.last() != Some(&199) {
+        if let StreamEvent::Frame(f) = tokio::time::timeout(LIMIT, fast.next())
+            .await
+            .expect("t")
+            .expect("ev")
+        {
+            fast_seen.push(f.seq);
+        }
+    }
+    assert_eq!(
+        fast_seen,
+        (0..200).collect::<Vec<_>>(),
+        "the fast viewer got everything"
+    );
+    // One more GOP starts: the slow viewer resumes there.
+    p.send(frame(200, 20)).expect("send");
+    // The slow one: whatever it kept, then a skip marker, then a keyframe.
+    let mut prev: Option<u64> = None;
+    let mut skips = 0;
+    let mut after_skip = false;
+    while let Ok(Ok(ev)) = tokio::time::timeout(Duration::from_millis(100), slow.next()).await {
+        match ev {
+            StreamEvent::Skipped { frames } => {
+                assert!(frames > 0);
+                skips += 1;
+                after_skip = true;
+            }
+            StreamEvent::Frame(f) => {
+                if after_skip {
+                    assert!(f.keyframe, "resumes at a keyframe, seq {}", f.seq);
+                    after_skip = false;
+                } else if let Some(p) = prev {
+                    assert_eq!(f.seq, p + 1, "no gap inside a run");
+                }
+                prev = Some(f.seq);
+            }
+            StreamEvent::Discontinuity { .. } => panic!("no failover here"),
+        }
+    }
+    assert!(skips >= 1, "the slow viewer was told it skipped");
+    assert!(node.stats().stream_frames_skipped > 0);
+    drop((slow, fast, p));
+    node.shutdown(Duration::from_millis(100)).await;
+}
