@@ -24,6 +24,7 @@ pub mod pid;
 pub mod registry;
 pub mod relay;
 pub mod seal;
+pub mod shard;
 pub mod subject;
 pub mod trie;
 
