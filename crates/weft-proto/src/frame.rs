@@ -29,6 +29,10 @@ pub mod kind {
     pub const GOODBYE: u8 = 18;
     /// Registry message (postcard [`crate::registry::Msg`] in the payload).
     pub const REGISTRY: u8 = 20;
+    /// [`super::RpcRequest`]: a request expecting one reply.
+    pub const RPC_REQUEST: u8 = 24;
+    /// [`super::RpcReply`]: the reply to a request.
+    pub const RPC_REPLY: u8 = 25;
     /// [`super::Data`]: application bytes on a numbered channel.
     pub const DATA: u8 = 64;
     /// [`super::Tell`]: a message to a mailbox by pid.
@@ -259,6 +263,26 @@ pub struct StreamHeartbeat {
     pub last_seq: Option<u64>,
 }
 
+/// A request to a node service (consensus, shard routing); the payload is
+/// the method's request body. Travels in the control class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RpcRequest {
+    /// Caller-chosen id, echoed in the reply.
+    pub id: u64,
+    /// Which method (see `docs/wire.md`).
+    pub method: u8,
+}
+
+/// The reply to an [`RpcRequest`]; the payload is the response body, or a
+/// UTF-8 error message when `ok` is false.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RpcReply {
+    /// The request's id.
+    pub id: u64,
+    /// Whether the method succeeded.
+    pub ok: bool,
+}
+
 /// The header of a frame; the variant fixes the kind byte.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Header {
@@ -300,6 +324,10 @@ pub enum Header {
     StreamEnd(StreamEnd),
     /// See [`StreamHeartbeat`].
     StreamHeartbeat(StreamHeartbeat),
+    /// See [`RpcRequest`].
+    RpcRequest(RpcRequest),
+    /// See [`RpcReply`].
+    RpcReply(RpcReply),
     /// A kind this node does not know. Decoding skips it whole; the link
     /// counts it and carries on (forward compatibility).
     Unknown {
@@ -331,6 +359,8 @@ impl Header {
             Header::StreamUnsubscribe(_) => kind::STREAM_UNSUBSCRIBE,
             Header::StreamEnd(_) => kind::STREAM_END,
             Header::StreamHeartbeat(_) => kind::STREAM_HEARTBEAT,
+            Header::RpcRequest(_) => kind::RPC_REQUEST,
+            Header::RpcReply(_) => kind::RPC_REPLY,
             Header::Unknown { kind } => *kind,
         }
     }
@@ -362,6 +392,8 @@ impl Header {
             Header::StreamUnsubscribe(_) => "stream_unsubscribe",
             Header::StreamEnd(_) => "stream_end",
             Header::StreamHeartbeat(_) => "stream_heartbeat",
+            Header::RpcRequest(_) => "rpc_request",
+            Header::RpcReply(_) => "rpc_reply",
             Header::Unknown { .. } => "unknown",
         }
     }

@@ -40,6 +40,8 @@ pub mod table {
     /// Stream origins: key = stream key, value = postcard
     /// [`crate::relay::OriginAnnounce`].
     pub const ORIGINS: u16 = 4;
+    /// Consensus identity: key `id`, value = postcard `u64` Raft node id.
+    pub const RAFT: u16 = 5;
 }
 
 /// Identifies one entry of one node.
@@ -546,6 +548,11 @@ impl Registry {
                 .iter()
                 .map(move |(k, val)| (NodeId::new(name.clone(), v.incarnation), k, val))
         })
+    }
+
+    /// The value of `key` owned by the node named `name`, if held.
+    pub fn remote_value(&self, name: &str, key: &EntryKey) -> Option<&Bytes> {
+        self.views.get(name)?.entries.get(key)
     }
 
     /// Number of remote entries held.

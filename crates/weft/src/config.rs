@@ -183,6 +183,45 @@ impl Default for RelayConfig {
     }
 }
 
+/// Sharded routing and its consensus group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardConfig {
+    /// Number of shards, fixed when the cluster's first map commits.
+    pub count: u32,
+    /// Size of the voter set (the first members by name at bootstrap).
+    pub voters: usize,
+    /// A voter down this long is replaced by an up learner.
+    pub voter_replace_after: Duration,
+    /// Wait this long after start before bootstrapping a new group.
+    pub bootstrap_delay: Duration,
+    /// How often the leader checks voters and balance.
+    pub duty_interval: Duration,
+    /// Total time a `route` may take, retries included.
+    pub route_timeout: Duration,
+    /// Raft heartbeat interval.
+    pub raft_heartbeat: Duration,
+    /// Raft election timeout, lower bound.
+    pub raft_election_min: Duration,
+    /// Raft election timeout, upper bound.
+    pub raft_election_max: Duration,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        Self {
+            count: 64,
+            voters: 3,
+            voter_replace_after: Duration::from_secs(10),
+            bootstrap_delay: Duration::from_secs(1),
+            duty_interval: Duration::from_millis(250),
+            route_timeout: Duration::from_secs(15),
+            raft_heartbeat: Duration::from_millis(150),
+            raft_election_min: Duration::from_millis(600),
+            raft_election_max: Duration::from_millis(1200),
+        }
+    }
+}
+
 /// Everything a node needs to start.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -214,6 +253,8 @@ pub struct NodeConfig {
     pub messaging: MessagingConfig,
     /// Stream relay tuning.
     pub relay: RelayConfig,
+    /// Sharded routing.
+    pub shards: ShardConfig,
     /// Seed for the node's random choices (nonces, jitter, SWIM); set in
     /// simulations for reproducible runs, drawn from the OS otherwise.
     pub rng_seed: Option<u64>,
@@ -236,6 +277,7 @@ impl NodeConfig {
             membership: MembershipConfig::default(),
             messaging: MessagingConfig::default(),
             relay: RelayConfig::default(),
+            shards: ShardConfig::default(),
             rng_seed: None,
         }
     }
@@ -269,6 +311,16 @@ impl NodeConfig {
         }
         if self.relay.subscriber_frames == 0 || self.relay.subscriber_bytes == 0 {
             return Err(ConfigError::Relay("subscriber queue bounds must be positive"));
+        }
+        if self.shards.count == 0 || self.shards.voters == 0 {
+            return Err(ConfigError::Shards("count and voters must be positive"));
+        }
+        if self.shards.raft_election_min <= self.shards.raft_heartbeat
+            || self.shards.raft_election_max <= self.shards.raft_election_min
+        {
+            return Err(ConfigError::Shards(
+                "need raft_heartbeat < raft_election_min < raft_election_max",
+            ));
         }
         if let Some(tls) = &self.tls {
             for p in [&tls.cert, &tls.key, &tls.ca] {

@@ -25,6 +25,9 @@ pub enum ConfigError {
     /// Inconsistent messaging settings.
     #[error("messaging: {0}")]
     Messaging(&'static str),
+    /// Inconsistent shard settings.
+    #[error("shards: {0}")]
+    Shards(&'static str),
     /// Inconsistent relay settings.
     #[error("relay: {0}")]
     Relay(&'static str),
@@ -53,6 +56,10 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The consensus state under the data directory cannot be used
+    /// (corrupt, or from another cluster or node).
+    #[error("shard consensus state: {0}")]
+    Raft(#[from] crate::shards::store::StoreError),
     /// The data directory could not be used.
     #[error("data directory {path}: {source}")]
     DataDir {

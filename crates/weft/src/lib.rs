@@ -36,10 +36,14 @@ pub mod queue;
 mod registry;
 pub mod relay;
 mod router;
+mod rpc;
+pub mod shards;
 pub mod stats;
 
 pub use channel::{ChannelReceiver, Delivery};
-pub use config::{LinkConfig, MembershipConfig, MessagingConfig, NodeConfig, RelayConfig, Secret, TlsConfig};
+pub use config::{
+    LinkConfig, MembershipConfig, MessagingConfig, NodeConfig, RelayConfig, Secret, ShardConfig, TlsConfig,
+};
 pub use directory::GroupEvent;
 pub use error::{ConfigError, SendError, StartError};
 pub use membership::{MemberInfo, MemberState, MembershipEvent};
@@ -53,7 +57,9 @@ pub use relay::StreamInfo;
 pub use relay::stream::{
     StreamClosed, StreamError, StreamEvent, StreamPolicy, StreamPublisher, StreamSubscription,
 };
+pub use shards::{RouteAck, RouteError, ShardHandler};
 pub use weft_proto;
 pub use weft_proto::NodeId;
 pub use weft_proto::Pid;
 pub use weft_proto::relay::StreamFrame;
+pub use weft_proto::shard::ShardMap;

@@ -30,7 +30,11 @@ use crate::registry::RegistryService;
 use crate::relay::stream::{StreamError, StreamPolicy, StreamPublisher, StreamSubscription};
 use crate::relay::{Relay, StreamInfo};
 use crate::router::{Router, Services};
+use crate::rpc::Rpc;
+use crate::shards::service::{Shards, ShardsParams};
+use crate::shards::{RouteAck, RouteError, ShardHandler};
 use crate::stats::{Stats, StatsSnapshot};
+use weft_proto::shard::ShardMap;
 
 /// A running weft node. Cheap to clone; the node stops when
 /// [`Node::shutdown`] is called or the last handle is dropped.
@@ -52,6 +56,7 @@ struct NodeInner {
     registry: Arc<RegistryService>,
     pubsub: Arc<PubSub>,
     relay: Arc<Relay>,
+    shards: Arc<Shards>,
     shutdown: CancellationToken,
 }
 
@@ -220,6 +225,7 @@ impl Node {
             rng_seed: seed ^ 0x6c69_6e6b,
             shutdown: shutdown.clone(),
         });
+        let member_table = Arc::new(std::sync::RwLock::new(crate::membership::MemberTable::default()));
         let directory = Arc::new(Directory::new());
         let registry = Arc::new(RegistryService::new(
             id.clone(),
@@ -251,12 +257,15 @@ impl Node {
             shutdown.clone(),
         );
         registry.set_relay(&relay);
+        let rpc = Arc::new(Rpc::new(links.clone(), stats.clone()));
         // Services exist before any connection can deliver a frame.
         let _ = router.services.set(Services {
             registry: registry.clone(),
             messaging: messaging.clone(),
             pubsub: pubsub.clone(),
             relay: relay.clone(),
+            rpc: rpc.clone(),
+            shards: std::sync::OnceLock::new(),
         });
         tokio::spawn(links.clone().accept_loop(listener));
         tokio::spawn(anti_entropy(
@@ -264,7 +273,30 @@ impl Node {
             config.messaging.anti_entropy_interval,
             shutdown.clone(),
         ));
+        let shards = Shards::start(ShardsParams {
+            local: id.clone(),
+            cluster: config.cluster.clone(),
+            data_dir: config.data_dir.clone(),
+            rpc,
+            stats: stats.clone(),
+            members: member_table.clone(),
+            registry: registry.clone(),
+            config: config.shards.clone(),
+            stop: shutdown.clone(),
+        })
+        .await;
+        let shards = match shards {
+            Ok(s) => s,
+            Err(e) => {
+                shutdown.cancel();
+                return Err(e.into());
+            }
+        };
+        if let Some(services) = router.services.get() {
+            let _ = services.shards.set(shards.clone());
+        }
         let membership = membership::start(membership::MembershipParams {
+            table: member_table,
             local: SwimId {
                 name: id.name.clone(),
                 incarnation,
@@ -296,6 +328,7 @@ impl Node {
                 registry,
                 pubsub,
                 relay,
+                shards,
                 shutdown,
             }),
         })
@@ -614,6 +647,41 @@ impl Node {
     /// Every stream known here, with origins and this node's role.
     pub fn streams(&self) -> Vec<StreamInfo> {
         self.inner.relay.streams()
+    }
+
+    /// Registers the handler of this node's shards (see [`ShardHandler`]).
+    /// Until one is registered, events for this node's shards are refused
+    /// as not ready and their senders retry.
+    pub fn set_shard_handler(&self, handler: Arc<dyn ShardHandler>) {
+        self.inner.shards.set_handler(handler);
+    }
+
+    /// The committed shard map (epoch 0 before the first commit).
+    pub fn shard_map(&self) -> ShardMap {
+        self.inner.shards.map()
+    }
+
+    /// Watches committed shard maps.
+    pub fn watch_shard_map(&self) -> tokio::sync::watch::Receiver<ShardMap> {
+        self.inner.shards.watch()
+    }
+
+    /// The node currently leading the shard map group, if known.
+    pub fn shard_leader(&self) -> Option<String> {
+        self.inner.shards.leader()
+    }
+
+    /// The voters of the shard map group.
+    pub fn shard_voters(&self) -> Vec<String> {
+        self.inner.shards.voters()
+    }
+
+    /// Routes `event` to the owner of `key`'s shard (FNV-1a of the key,
+    /// modulo the shard count) and returns once the owner acknowledged it.
+    /// Retries across map changes within `shards.route_timeout`.
+    /// Sequential calls for one key are delivered in order.
+    pub async fn route(&self, key: &[u8], event: Bytes) -> Result<RouteAck, RouteError> {
+        self.inner.shards.route(key, event).await
     }
 
     /// Resolves when the node has stopped.

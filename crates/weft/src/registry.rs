@@ -150,6 +150,15 @@ impl RegistryService {
         }
     }
 
+    /// The value of `key` owned by node `name`, if held here.
+    pub(crate) fn remote_value(&self, name: &str, key: &EntryKey) -> Option<Bytes> {
+        self.reg
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remote_value(name, key)
+            .cloned()
+    }
+
     /// Number of remote entries held (for sizing reports).
     pub(crate) fn remote_len(&self) -> usize {
         self.reg.lock().unwrap_or_else(|p| p.into_inner()).remote_len()

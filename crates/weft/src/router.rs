@@ -11,6 +11,8 @@ use crate::messaging::Messaging;
 use crate::pubsub::PubSub;
 use crate::registry::RegistryService;
 use crate::relay::Relay;
+use crate::rpc::Rpc;
+use crate::shards::service::Shards;
 use crate::stats::Stats;
 
 /// The services a router feeds; set once at node start, before any
@@ -20,6 +22,8 @@ pub(crate) struct Services {
     pub messaging: Arc<Messaging>,
     pub pubsub: Arc<PubSub>,
     pub relay: Arc<Relay>,
+    pub rpc: Arc<Rpc>,
+    pub shards: OnceLock<Arc<Shards>>,
 }
 
 /// The node's [`FrameHandler`].
@@ -51,6 +55,7 @@ impl FrameHandler for Router {
             | Header::StreamUnsubscribe(_)
             | Header::StreamEnd(_)
             | Header::StreamHeartbeat(_) => s.relay.on_frame(from, frame),
+            Header::RpcRequest(_) | Header::RpcReply(_) => s.rpc.on_frame(from, frame),
             _ => self.stats.frames_dropped.inc("unhandled_kind"),
         }
     }
@@ -72,6 +77,10 @@ impl FrameHandler for Router {
             s.registry.member_down(peer);
             s.messaging.member_down(peer);
             s.relay.member_down(peer);
+            s.rpc.member_down(peer);
+            if let Some(shards) = s.shards.get() {
+                shards.member_down(peer);
+            }
         }
     }
 }

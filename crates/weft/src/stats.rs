@@ -97,6 +97,15 @@ pub struct Stats {
     pub stream_failovers: AtomicU64,
     /// Upstreams declared stalled.
     pub stream_stalls: AtomicU64,
+    /// Shard map changes committed by this node's proposals.
+    pub shard_proposals_committed: AtomicU64,
+    /// Shard map proposals that failed, by reason (`not_leader`,
+    /// `conflict`, `error`).
+    pub shard_proposals_failed: Labelled,
+    /// Routed events this node accepted as owner.
+    pub routed_events_accepted: AtomicU64,
+    /// Route attempts after the first (stale map, moved shard, owner down).
+    pub route_retries: AtomicU64,
     /// Membership datagrams sent and received.
     pub datagrams_sent: AtomicU64,
     /// Membership datagrams received and accepted.
@@ -162,6 +171,14 @@ pub struct StatsSnapshot {
     pub stream_failovers: u64,
     /// Upstreams declared stalled.
     pub stream_stalls: u64,
+    /// Shard map changes committed by this node's proposals.
+    pub shard_proposals_committed: u64,
+    /// Shard map proposals that failed, by reason.
+    pub shard_proposals_failed: BTreeMap<String, u64>,
+    /// Routed events accepted as owner.
+    pub routed_events_accepted: u64,
+    /// Route retries.
+    pub route_retries: u64,
     /// Membership datagrams sent.
     pub datagrams_sent: u64,
     /// Membership datagrams accepted.
@@ -225,6 +242,10 @@ impl Stats {
             stream_teardowns: r(&self.stream_teardowns),
             stream_failovers: r(&self.stream_failovers),
             stream_stalls: r(&self.stream_stalls),
+            shard_proposals_committed: r(&self.shard_proposals_committed),
+            shard_proposals_failed: self.shard_proposals_failed.snapshot(),
+            routed_events_accepted: r(&self.routed_events_accepted),
+            route_retries: r(&self.route_retries),
             datagrams_sent: r(&self.datagrams_sent),
             datagrams_received: r(&self.datagrams_received),
             unknown_frames: r(&self.unknown_frames),

@@ -230,7 +230,9 @@ fn on_frame(frame: Frame, p: &ConnParams) -> Option<CloseReason> {
         | Header::StreamData(_)
         | Header::StreamUnsubscribe(_)
         | Header::StreamEnd(_)
-        | Header::StreamHeartbeat(_) => {
+        | Header::StreamHeartbeat(_)
+        | Header::RpcRequest(_)
+        | Header::RpcReply(_) => {
             p.handler.on_frame(&p.peer, frame);
             None
         }

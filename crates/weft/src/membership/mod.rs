@@ -56,6 +56,7 @@ pub(crate) struct Membership {
 
 /// Inputs to [`start`].
 pub(crate) struct MembershipParams {
+    pub table: Arc<RwLock<MemberTable>>,
     pub local: SwimId,
     pub cluster: String,
     pub secret: Vec<u8>,
@@ -98,7 +99,7 @@ fn foca_config(m: &MembershipConfig) -> foca::Config {
 pub(crate) fn start(p: MembershipParams) -> Membership {
     let (events, _) = broadcast::channel(4096);
     let (commands, cmd_rx) = mpsc::channel(16);
-    let table = Arc::new(RwLock::new(MemberTable::default()));
+    let table = p.table.clone();
     let handle = Membership {
         table: table.clone(),
         events: events.clone(),

@@ -1,0 +1,187 @@
+//! Request/response between node services over the links (control lane).
+//!
+//! Consensus and shard routing need "send a request to node X and wait for
+//! its answer". A request carries an id and a method number; the receiver
+//! runs the registered handler (in its own task, so a slow method never
+//! blocks the link reader) and sends one reply with the same id. A request
+//! to a node that goes down fails at once; one that gets no reply fails
+//! after its timeout.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use tracing::debug;
+use weft_proto::frame::{Header, RpcReply, RpcRequest};
+use weft_proto::{Frame, NodeId};
+
+use crate::link::Links;
+use crate::stats::Stats;
+
+/// Why a request got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RpcError {
+    /// The request could not be sent (unknown or down node, full queue).
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// No reply within the timeout.
+    #[error("timed out")]
+    Timeout,
+    /// The remote method failed with this message.
+    #[error("remote error: {0}")]
+    Remote(String),
+}
+
+/// What a method handler returns.
+pub(crate) type RpcFuture = Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send>>;
+
+/// Serves requests of one node.
+pub(crate) trait RpcHandler: Send + Sync + 'static {
+    /// Handles `method` from `from`.
+    fn handle(&self, from: NodeId, method: u8, payload: Bytes) -> RpcFuture;
+}
+
+struct Pending {
+    node: String,
+    tx: oneshot::Sender<Result<Bytes, RpcError>>,
+}
+
+/// The RPC endpoint of one node.
+pub(crate) struct Rpc {
+    links: Links,
+    stats: Arc<Stats>,
+    pending: Mutex<HashMap<u64, Pending>>,
+    next: AtomicU64,
+    handler: OnceLock<Arc<dyn RpcHandler>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Rpc {
+    pub(crate) fn new(links: Links, stats: Arc<Stats>) -> Self {
+        Self {
+            links,
+            stats,
+            pending: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            handler: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn set_handler(&self, handler: Arc<dyn RpcHandler>) {
+        let _ = self.handler.set(handler);
+    }
+
+    /// Sends `payload` to `method` on `node` and waits for the reply.
+    pub(crate) async fn call(
+        &self,
+        node: &str,
+        method: u8,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, RpcError> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(
+            id,
+            Pending {
+                node: node.to_string(),
+                tx,
+            },
+        );
+        let frame = Frame {
+            header: Header::RpcRequest(RpcRequest { id, method }),
+            payload,
+        };
+        if let Err(e) = self.links.try_send(node, &frame) {
+            lock(&self.pending).remove(&id);
+            return Err(RpcError::Unreachable(e.to_string()));
+        }
+        let result = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(RpcError::Unreachable(format!("{node} went away"))),
+            Err(_) => Err(RpcError::Timeout),
+        };
+        lock(&self.pending).remove(&id);
+        result
+    }
+
+    /// Handles an RPC frame from `from`.
+    pub(crate) fn on_frame(&self, from: &NodeId, frame: Frame) {
+        match frame.header {
+            Header::RpcRequest(req) => {
+                let Some(handler) = self.handler.get().cloned() else {
+                    self.reply(&from.name, req.id, Err("no rpc handler".into()));
+                    return;
+                };
+                let fut = handler.handle(from.clone(), req.method, frame.payload);
+                let links = self.links.clone();
+                let stats = self.stats.clone();
+                let to = from.name.clone();
+                tokio::spawn(async move {
+                    let result = fut.await;
+                    send_reply(&links, &stats, &to, req.id, result);
+                });
+            }
+            Header::RpcReply(rep) => {
+                let result = if rep.ok {
+                    Ok(frame.payload)
+                } else {
+                    Err(RpcError::Remote(
+                        String::from_utf8_lossy(&frame.payload).to_string(),
+                    ))
+                };
+                match lock(&self.pending).remove(&rep.id) {
+                    Some(p) => {
+                        let _ = p.tx.send(result);
+                    }
+                    None => self.stats.frames_dropped.inc("late_rpc_reply"),
+                }
+            }
+            _ => self.stats.frames_dropped.inc("unhandled_kind"),
+        }
+    }
+
+    fn reply(&self, to: &str, id: u64, result: Result<Bytes, String>) {
+        send_reply(&self.links, &self.stats, to, id, result);
+    }
+
+    /// Membership declared `node` down: its pending requests fail now.
+    pub(crate) fn member_down(&self, node: &NodeId) {
+        let failed: Vec<Pending> = {
+            let mut p = lock(&self.pending);
+            let ids: Vec<u64> = p
+                .iter()
+                .filter(|(_, v)| v.node == node.name)
+                .map(|(k, _)| *k)
+                .collect();
+            ids.into_iter().filter_map(|id| p.remove(&id)).collect()
+        };
+        for p in failed {
+            let _ =
+                p.tx.send(Err(RpcError::Unreachable(format!("{} is down", node.name))));
+        }
+    }
+}
+
+fn send_reply(links: &Links, stats: &Stats, to: &str, id: u64, result: Result<Bytes, String>) {
+    let (ok, payload) = match result {
+        Ok(b) => (true, b),
+        Err(e) => (false, Bytes::from(e)),
+    };
+    let frame = Frame {
+        header: Header::RpcReply(RpcReply { id, ok }),
+        payload,
+    };
+    if let Err(e) = links.try_send(to, &frame) {
+        debug!(peer = to, error = %e, "rpc reply not queued");
+        stats.frames_dropped.inc("rpc_reply_not_queued");
+    }
+}

@@ -1,0 +1,802 @@
+//! The shard service: runs the Raft group that commits the shard map,
+//! keeps the voter set healthy, proposes rebalances, hands shards over and
+//! routes keyed events to their owners.
+//!
+//! Rules it keeps:
+//! - No node's view changes before a commit: the map a node routes with is
+//!   always the state machine's, published only by `apply`.
+//! - At most one node accepts events for a shard at an epoch: an old owner
+//!   stops accepting when it applies the new map (then releases the shard
+//!   and tells the new owner); the new owner accepts only after that
+//!   release, or once membership declared the old owner down.
+//! - Routing retries against a newer map (stale sender, moved shard, owner
+//!   down) until the total timeout, then returns a typed error.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::async_runtime::WatchReceiver;
+use openraft::{BasicNode, ChangeMembers, Raft, ServerState};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use weft_proto::NodeId;
+use weft_proto::registry::{EntryKey, table};
+use weft_proto::shard::{ShardMap, plan};
+
+use super::network::{Network, SnapshotRpc, method};
+use super::store::{LogStore, StateMachine, StoreError};
+use super::types::{ShardCommand, ShardResponse, TypeConfig, raft_id};
+use crate::config::ShardConfig;
+use crate::membership::{MemberState, MemberTable};
+use crate::registry::RegistryService;
+use crate::rpc::{Rpc, RpcError, RpcFuture, RpcHandler};
+use crate::stats::Stats;
+
+type ShardRaft = Raft<TypeConfig, StateMachine>;
+
+/// Receives the events of the shards this node owns.
+///
+/// Contract: `on_event` runs on a runtime task and must not block for
+/// long; the sender gets its acknowledgement when it returns (so delivery
+/// is at least once: a retry after a lost acknowledgement delivers again).
+/// `shard_acquired` is called before the first event of a shard,
+/// `shard_released` after its last one.
+pub trait ShardHandler: Send + Sync + 'static {
+    /// This node now owns `shard` (at `epoch`).
+    fn shard_acquired(&self, _shard: u32, _epoch: u64) {}
+    /// This node no longer owns `shard` (from `epoch` on).
+    fn shard_released(&self, _shard: u32, _epoch: u64) {}
+    /// An event routed to `shard`.
+    fn on_event(&self, shard: u32, key: &[u8], event: Bytes);
+}
+
+/// Why a routed event was not acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// No committed map assigns the key's shard yet.
+    #[error("no committed shard map assigns shard {0}")]
+    Unassigned(u32),
+    /// The owner did not acknowledge within the total timeout (retries
+    /// included); the last reason is given.
+    #[error("not acknowledged within the timeout: {0}")]
+    Timeout(String),
+}
+
+/// Outcome of a successful route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteAck {
+    /// The key's shard.
+    pub shard: u32,
+    /// The map epoch the owner accepted it at.
+    pub epoch: u64,
+    /// Attempts it took (1 when nothing moved).
+    pub attempts: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RouteRequest {
+    shard: u32,
+    epoch: u64,
+    key: Vec<u8>,
+    event: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+enum RouteReply {
+    Accepted { epoch: u64 },
+    Stale { epoch: u64 },
+    NotReady,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Released {
+    shard: u32,
+    epoch: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Own {
+    /// Accepting events.
+    Active,
+    /// Waiting for the previous owner to release it.
+    Pending,
+}
+
+#[derive(Default)]
+struct Ownership {
+    /// Shards this node owns in the applied map, and whether active.
+    shards: BTreeMap<u32, (Own, Option<String>)>,
+    /// Releases received ahead of our map: (shard, epoch).
+    early_releases: BTreeSet<(u32, u64)>,
+    /// The map the ownership reflects.
+    epoch: u64,
+}
+
+/// The shard service of one node.
+pub(crate) struct Shards {
+    local: NodeId,
+    raft: ShardRaft,
+    rpc: Arc<Rpc>,
+    stats: Arc<Stats>,
+    members: Arc<RwLock<MemberTable>>,
+    registry: Arc<RegistryService>,
+    config: ShardConfig,
+    map_rx: watch::Receiver<ShardMap>,
+    handler: RwLock<Option<Arc<dyn ShardHandler>>>,
+    ownership: Mutex<Ownership>,
+    voter_down_since: Mutex<HashMap<u64, Instant>>,
+    started: Instant,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Inputs to [`Shards::start`].
+pub(crate) struct ShardsParams {
+    pub local: NodeId,
+    pub cluster: String,
+    pub data_dir: Option<std::path::PathBuf>,
+    pub rpc: Arc<Rpc>,
+    pub stats: Arc<Stats>,
+    pub members: Arc<RwLock<MemberTable>>,
+    pub registry: Arc<RegistryService>,
+    pub config: ShardConfig,
+    pub stop: CancellationToken,
+}
+
+impl Shards {
+    /// Opens storage and starts the Raft node and the duty loop.
+    pub(crate) async fn start(p: ShardsParams) -> Result<Arc<Self>, StoreError> {
+        let (map_tx, map_rx) = watch::channel(ShardMap::default());
+        let map_tx = Arc::new(map_tx);
+        // With a data dir the Raft identity is the name (the log survives
+        // restarts); without one every run is a new Raft member.
+        let (raft_node, log, sm) = match &p.data_dir {
+            Some(dir) => {
+                let dir = dir.join("raft");
+                let (log, snapshot) = LogStore::open(&dir, &p.cluster, &p.local.name)?;
+                (
+                    raft_id(&p.local.name),
+                    log,
+                    StateMachine::new(Some(dir), snapshot, map_tx),
+                )
+            }
+            None => (
+                raft_id(&format!("{}#{}", p.local.name, p.local.incarnation)),
+                LogStore::in_memory(),
+                StateMachine::new(None, None, map_tx),
+            ),
+        };
+        let c = &p.config;
+        let config = openraft::Config {
+            cluster_name: p.cluster.clone(),
+            heartbeat_interval: c.raft_heartbeat.as_millis() as u64,
+            election_timeout_min: c.raft_election_min.as_millis() as u64,
+            election_timeout_max: c.raft_election_max.as_millis() as u64,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StoreError::Corrupt {
+            path: "raft config".into(),
+            detail: e.to_string(),
+        })?;
+        let network = Network {
+            rpc: p.rpc.clone(),
+            timeout: Duration::from_secs(2),
+        };
+        let raft = Raft::new(raft_node, Arc::new(config), network, log, sm)
+            .await
+            .map_err(|e| StoreError::Corrupt {
+                path: "raft".into(),
+                detail: e.to_string(),
+            })?;
+        let shards = Arc::new(Shards {
+            local: p.local,
+            raft,
+            rpc: p.rpc.clone(),
+            stats: p.stats,
+            members: p.members,
+            registry: p.registry.clone(),
+            config: p.config,
+            map_rx,
+            handler: RwLock::new(None),
+            ownership: Mutex::new(Ownership::default()),
+            voter_down_since: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+        });
+        let id = postcard::to_allocvec(shards.raft.node_id()).unwrap_or_default();
+        p.registry
+            .put_many(vec![(EntryKey::new(table::RAFT, "id"), Bytes::from(id))]);
+        p.rpc.set_handler(Arc::new(ShardsRpc {
+            shards: Arc::downgrade(&shards),
+        }));
+        tokio::spawn(duty_loop(Arc::downgrade(&shards), p.stop.clone()));
+        tokio::spawn(map_loop(Arc::downgrade(&shards), p.stop.clone()));
+        let raft = shards.raft.clone();
+        tokio::spawn(async move {
+            p.stop.cancelled().await;
+            let _ = raft.shutdown().await;
+        });
+        Ok(shards)
+    }
+
+    /// The committed map (epoch 0: none yet).
+    pub(crate) fn map(&self) -> ShardMap {
+        self.map_rx.borrow().clone()
+    }
+
+    /// Watches committed maps.
+    pub(crate) fn watch(&self) -> watch::Receiver<ShardMap> {
+        self.map_rx.clone()
+    }
+
+    pub(crate) fn set_handler(&self, handler: Arc<dyn ShardHandler>) {
+        let acquired: Vec<(u32, u64)> = {
+            let own = lock(&self.ownership);
+            own.shards
+                .iter()
+                .filter(|(_, (o, _))| *o == Own::Active)
+                .map(|(s, _)| (*s, own.epoch))
+                .collect()
+        };
+        for (s, e) in acquired {
+            handler.shard_acquired(s, e);
+        }
+        *self.handler.write().unwrap_or_else(|p| p.into_inner()) = Some(handler);
+    }
+
+    fn handler(&self) -> Option<Arc<dyn ShardHandler>> {
+        self.handler.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Up members by name (this node included).
+    fn live(&self) -> BTreeSet<String> {
+        let table = self.members.read().unwrap_or_else(|p| p.into_inner());
+        let mut live: BTreeSet<String> = table
+            .list()
+            .into_iter()
+            .filter(|m| m.state != MemberState::Down)
+            .map(|m| m.name)
+            .collect();
+        live.insert(self.local.name.clone());
+        live
+    }
+
+    fn name_up(&self, name: &str) -> bool {
+        name == self.local.name
+            || self
+                .members
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(name)
+                .is_some_and(|m| m.state != MemberState::Down)
+    }
+
+    /// Whether this node is the Raft leader.
+    pub(crate) fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow_watched().state == ServerState::Leader
+    }
+
+    /// The current leader's node name, if known.
+    pub(crate) fn leader(&self) -> Option<String> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let leader = m.current_leader?;
+        m.membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n: &BasicNode| n.addr.clone())
+    }
+
+    /// Voter names of the current Raft membership.
+    pub(crate) fn voters(&self) -> Vec<String> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        let mut v: Vec<String> = membership
+            .voter_ids()
+            .filter_map(|id| membership.get_node(&id).map(|n: &BasicNode| n.addr.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// One round of leader duties (or bootstrap).
+    async fn duties(&self) {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let initialized = membership.voter_ids().next().is_some();
+        let live = self.live();
+        if !initialized {
+            // The smallest up member bootstraps once membership had time
+            // to converge, with the first `voters` members as voters.
+            let smallest = live.iter().next().is_some_and(|n| *n == self.local.name);
+            if smallest && self.started.elapsed() >= self.config.bootstrap_delay && metrics.current_term == 0
+            {
+                let chosen: Vec<&String> = live.iter().take(self.config.voters.max(1)).collect();
+                let nodes: BTreeMap<u64, BasicNode> = chosen
+                    .iter()
+                    .filter_map(|n| {
+                        self.raft_id_of(n)
+                            .map(|id| (id, BasicNode { addr: (*n).clone() }))
+                    })
+                    .collect();
+                if nodes.len() < chosen.len() {
+                    return; // an id is not known yet
+                }
+                info!(voters = ?nodes.values().map(|n| n.addr.clone()).collect::<Vec<_>>(), "bootstrapping the shard map group");
+                if let Err(e) = self.raft.initialize(nodes).await {
+                    debug!(error = %e, "raft initialize");
+                }
+            }
+            return;
+        }
+        if metrics.state != ServerState::Leader {
+            return;
+        }
+        // Every up member learns the log.
+        let known: BTreeSet<String> = membership.nodes().map(|(_, n)| n.addr.clone()).collect();
+        for name in &live {
+            if !known.contains(name) {
+                let Some(id) = self.raft_id_of(name) else { continue };
+                info!(node = %name, "adding learner");
+                if let Err(e) = self
+                    .raft
+                    .add_learner(id, BasicNode { addr: name.clone() }, false)
+                    .await
+                {
+                    debug!(error = %e, "add learner");
+                }
+            }
+        }
+        // Replace voters down for too long; top the voter set up.
+        let now = Instant::now();
+        let voters: Vec<(u64, String)> = membership
+            .voter_ids()
+            .filter_map(|id| membership.get_node(&id).map(|n| (id, n.addr.clone())))
+            .collect();
+        let mut dead = BTreeSet::new();
+        {
+            let mut since = lock(&self.voter_down_since);
+            for (id, name) in &voters {
+                if self.name_up(name) {
+                    since.remove(id);
+                } else if now.duration_since(*since.entry(*id).or_insert(now))
+                    >= self.config.voter_replace_after
+                {
+                    dead.insert(*id);
+                }
+            }
+        }
+        let alive_voters = voters.len() - dead.len();
+        let want = self.config.voters.max(1).min(live.len());
+        let mut add = BTreeSet::new();
+        if alive_voters < want {
+            let mut learners: Vec<(String, u64)> = membership
+                .learner_ids()
+                .filter_map(|id| membership.get_node(&id).map(|n| (n.addr.clone(), id)))
+                .filter(|(n, _)| self.name_up(n))
+                .collect();
+            learners.sort();
+            add = learners
+                .into_iter()
+                .take(want - alive_voters)
+                .map(|(_, id)| id)
+                .collect();
+        }
+        if !add.is_empty() || !dead.is_empty() {
+            let mut batch = Vec::new();
+            if !add.is_empty() {
+                batch.push(ChangeMembers::AddVoterIds(add.clone()));
+            }
+            if !dead.is_empty() {
+                batch.push(ChangeMembers::RemoveVoters(dead.clone()));
+            }
+            info!(add = ?add, remove = ?dead, "changing the voter set");
+            if let Err(e) = self
+                .raft
+                .change_membership(ChangeMembers::Batch(batch), false)
+                .await
+            {
+                debug!(error = %e, "change membership");
+            }
+        }
+        // Rebalance to the live set.
+        let current = self.map();
+        let base = if current.epoch == 0 {
+            ShardMap::new(self.config.count)
+        } else {
+            current.clone()
+        };
+        let next = plan(&base, &live);
+        if current.epoch == 0 || next.owners != current.owners {
+            let moves = base.moves_to(&next).len();
+            info!(epoch = current.epoch, moves, "proposing a rebalance");
+            self.propose(ShardCommand::SetOwners {
+                expected_epoch: current.epoch,
+                owners: next.owners,
+            })
+            .await;
+        }
+    }
+
+    /// The Raft id `name` advertises in the registry (ours directly).
+    fn raft_id_of(&self, name: &str) -> Option<u64> {
+        if name == self.local.name {
+            return Some(*self.raft.node_id());
+        }
+        let v = self
+            .registry
+            .remote_value(name, &EntryKey::new(table::RAFT, "id"))?;
+        postcard::from_bytes(&v).ok()
+    }
+
+    /// Proposes `cmd`, forwarding to the leader when needed. Failures are
+    /// counted; nothing changes anywhere unless it commits.
+    pub(crate) async fn propose(&self, cmd: ShardCommand) -> bool {
+        let result = if self.is_leader() {
+            self.raft
+                .client_write(cmd)
+                .await
+                .map(|r| r.data)
+                .map_err(|e| e.to_string())
+        } else if let Some(leader) = self.leader() {
+            let body = serde_json::to_vec(&cmd).unwrap_or_default();
+            match self
+                .rpc
+                .call(
+                    &leader,
+                    method::PROPOSE,
+                    Bytes::from(body),
+                    Duration::from_secs(5),
+                )
+                .await
+            {
+                Ok(b) => serde_json::from_slice::<ShardResponse>(&b).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        } else {
+            Err("no leader".into())
+        };
+        match result {
+            Ok(ShardResponse::Applied { epoch }) => {
+                info!(epoch, "shard map committed");
+                self.stats
+                    .shard_proposals_committed
+                    .fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Ok(other) => {
+                debug!(response = ?other, "proposal not applied");
+                self.stats.shard_proposals_failed.inc("conflict");
+                false
+            }
+            Err(e) => {
+                debug!(error = %e, "proposal failed");
+                self.stats.shard_proposals_failed.inc(if e.contains("leader") {
+                    "not_leader"
+                } else {
+                    "error"
+                });
+                false
+            }
+        }
+    }
+
+    /// A new map was committed: release and acquire shards.
+    fn on_map(&self, old: &ShardMap, new: &ShardMap) {
+        let me = self.local.name.as_str();
+        let handler = self.handler();
+        let mut released = Vec::new();
+        let mut acquired = Vec::new();
+        {
+            let mut own = lock(&self.ownership);
+            own.epoch = new.epoch;
+            for s in 0..new.shard_count() {
+                let was = old.owner(s);
+                let now = new.owner(s);
+                if was == Some(me) && now != Some(me) {
+                    if own.shards.remove(&s).is_some_and(|(o, _)| o == Own::Active) {
+                        released.push((s, now.map(str::to_string)));
+                    }
+                } else if now == Some(me) && !own.shards.contains_key(&s) {
+                    let prev = was.map(str::to_string);
+                    let free = prev.as_deref().is_none_or(|p| !self.name_up(p))
+                        || own.early_releases.remove(&(s, new.epoch));
+                    if free {
+                        own.shards.insert(s, (Own::Active, prev));
+                        acquired.push(s);
+                    } else {
+                        own.shards.insert(s, (Own::Pending, prev));
+                    }
+                }
+            }
+        }
+        for (s, to) in released {
+            if let Some(h) = &handler {
+                h.shard_released(s, new.epoch);
+            }
+            if let Some(to) = to {
+                let body = serde_json::to_vec(&Released {
+                    shard: s,
+                    epoch: new.epoch,
+                })
+                .unwrap_or_default();
+                let rpc = self.rpc.clone();
+                tokio::spawn(async move {
+                    let _ = rpc
+                        .call(&to, method::RELEASED, Bytes::from(body), Duration::from_secs(5))
+                        .await;
+                });
+            }
+        }
+        if let Some(h) = &handler {
+            for s in acquired {
+                h.shard_acquired(s, new.epoch);
+            }
+        }
+    }
+
+    fn on_released(&self, shard: u32, epoch: u64) {
+        let acquired = {
+            let mut own = lock(&self.ownership);
+            let current = own.epoch;
+            match own.shards.get_mut(&shard) {
+                Some((o @ Own::Pending, _)) if current == epoch => {
+                    *o = Own::Active;
+                    true
+                }
+                Some(_) => false,
+                None => {
+                    own.early_releases.insert((shard, epoch));
+                    false
+                }
+            }
+        };
+        if acquired && let Some(h) = self.handler() {
+            h.shard_acquired(shard, epoch);
+        }
+    }
+
+    /// Membership declared `node` down: shards waiting for its release are
+    /// free now.
+    pub(crate) fn member_down(&self, node: &NodeId) {
+        let mut freed = Vec::new();
+        {
+            let mut own = lock(&self.ownership);
+            let epoch = own.epoch;
+            for (s, (o, prev)) in own.shards.iter_mut() {
+                if *o == Own::Pending && prev.as_deref() == Some(node.name.as_str()) {
+                    *o = Own::Active;
+                    freed.push((*s, epoch));
+                }
+            }
+        }
+        if let Some(h) = self.handler() {
+            for (s, e) in freed {
+                h.shard_acquired(s, e);
+            }
+        }
+    }
+
+    /// Owner side of a routed event.
+    async fn accept(&self, req: RouteRequest) -> RouteReply {
+        // A sender ahead of us: give our map a moment to catch up.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut rx = self.watch();
+        while rx.borrow().epoch < req.epoch && Instant::now() < deadline {
+            let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
+        }
+        let map = self.map();
+        if map.owner(req.shard) != Some(self.local.name.as_str()) {
+            return RouteReply::Stale { epoch: map.epoch };
+        }
+        let active = lock(&self.ownership)
+            .shards
+            .get(&req.shard)
+            .is_some_and(|(o, _)| *o == Own::Active);
+        let Some(handler) = self.handler() else {
+            return RouteReply::NotReady;
+        };
+        if !active {
+            return RouteReply::NotReady;
+        }
+        handler.on_event(req.shard, &req.key, Bytes::from(req.event));
+        self.stats.routed_events_accepted.fetch_add(1, Ordering::Relaxed);
+        RouteReply::Accepted { epoch: map.epoch }
+    }
+
+    /// Routes `event` to the owner of `key`'s shard and waits for its
+    /// acknowledgement, retrying across map changes until the timeout.
+    pub(crate) async fn route(&self, key: &[u8], event: Bytes) -> Result<RouteAck, RouteError> {
+        let deadline = Instant::now() + self.config.route_timeout;
+        let mut rx = self.watch();
+        let mut attempts = 0u32;
+        let mut last = String::from("no committed map yet");
+        loop {
+            if Instant::now() >= deadline {
+                return Err(RouteError::Timeout(last));
+            }
+            let map = rx.borrow_and_update().clone();
+            if map.epoch == 0 {
+                let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
+                continue;
+            }
+            let (shard, owner) = map.owner_of_key(key);
+            let Some(owner) = owner.map(str::to_string) else {
+                last = format!("shard {shard} unassigned");
+                let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
+                if Instant::now() >= deadline {
+                    return Err(RouteError::Unassigned(shard));
+                }
+                continue;
+            };
+            attempts += 1;
+            if attempts > 1 {
+                self.stats.route_retries.fetch_add(1, Ordering::Relaxed);
+            }
+            let req = RouteRequest {
+                shard,
+                epoch: map.epoch,
+                key: key.to_vec(),
+                event: event.to_vec(),
+            };
+            let reply = if owner == self.local.name {
+                Ok(self.accept(req).await)
+            } else {
+                let body = postcard::to_allocvec(&req).unwrap_or_default();
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self
+                    .rpc
+                    .call(&owner, method::ROUTE, Bytes::from(body), left)
+                    .await
+                {
+                    Ok(b) => {
+                        postcard::from_bytes::<RouteReply>(&b).map_err(|e| RpcError::Remote(e.to_string()))
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            match reply {
+                Ok(RouteReply::Accepted { epoch }) => {
+                    return Ok(RouteAck {
+                        shard,
+                        epoch,
+                        attempts,
+                    });
+                }
+                Ok(RouteReply::Stale { epoch }) => {
+                    last = format!("{owner} is at epoch {epoch}");
+                    // Refresh: wait until our map reaches the owner's epoch.
+                    while rx.borrow().epoch < epoch && Instant::now() < deadline {
+                        let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
+                    }
+                    if rx.borrow().epoch == map.epoch {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                Ok(RouteReply::NotReady) => {
+                    last = format!("{owner} has not acquired shard {shard} yet");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => {
+                    // Owner unreachable or down: wait for the rebalance.
+                    last = format!("{owner}: {e}");
+                    let wait = Instant::now() + Duration::from_millis(250);
+                    let _ = tokio::time::timeout_at(wait.min(deadline), rx.changed()).await;
+                }
+            }
+        }
+    }
+}
+
+async fn duty_loop(shards: Weak<Shards>, stop: CancellationToken) {
+    let every = match shards.upgrade() {
+        Some(s) => s.config.duty_interval,
+        None => return,
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => match shards.upgrade() {
+                Some(s) => s.duties().await,
+                None => return,
+            },
+        }
+    }
+}
+
+async fn map_loop(shards: Weak<Shards>, stop: CancellationToken) {
+    let (mut rx, mut old) = match shards.upgrade() {
+        Some(s) => {
+            let rx = s.watch();
+            (rx, ShardMap::default())
+        }
+        None => return,
+    };
+    loop {
+        let new = rx.borrow_and_update().clone();
+        if new != old {
+            match shards.upgrade() {
+                Some(s) => s.on_map(&old, &new),
+                None => return,
+            }
+            old = new;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = rx.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+struct ShardsRpc {
+    shards: Weak<Shards>,
+}
+
+fn json<T: Serialize>(v: &T) -> Result<Bytes, String> {
+    serde_json::to_vec(v).map(Bytes::from).map_err(|e| e.to_string())
+}
+
+impl RpcHandler for ShardsRpc {
+    fn handle(&self, _from: NodeId, m: u8, payload: Bytes) -> RpcFuture {
+        let shards = self.shards.clone();
+        Box::pin(async move {
+            let s = shards.upgrade().ok_or("shutting down")?;
+            match m {
+                method::APPEND => {
+                    let req = serde_json::from_slice(&payload).map_err(|e| e.to_string())?;
+                    json(&s.raft.append_entries(req).await.map_err(|e| e.to_string())?)
+                }
+                method::VOTE => {
+                    let req = serde_json::from_slice(&payload).map_err(|e| e.to_string())?;
+                    json(&s.raft.vote(req).await.map_err(|e| e.to_string())?)
+                }
+                method::SNAPSHOT => {
+                    let req: SnapshotRpc = serde_json::from_slice(&payload).map_err(|e| e.to_string())?;
+                    let snap = openraft::Snapshot {
+                        meta: req.meta,
+                        snapshot: req.data,
+                    };
+                    json(
+                        &s.raft
+                            .install_full_snapshot(req.vote, snap)
+                            .await
+                            .map_err(|e| e.to_string())?,
+                    )
+                }
+                method::ROUTE => {
+                    let req: RouteRequest = postcard::from_bytes(&payload).map_err(|e| e.to_string())?;
+                    let reply = s.accept(req).await;
+                    postcard::to_allocvec(&reply)
+                        .map(Bytes::from)
+                        .map_err(|e| e.to_string())
+                }
+                method::RELEASED => {
+                    let r: Released = serde_json::from_slice(&payload).map_err(|e| e.to_string())?;
+                    s.on_released(r.shard, r.epoch);
+                    Ok(Bytes::new())
+                }
+                method::PROPOSE => {
+                    let cmd: ShardCommand = serde_json::from_slice(&payload).map_err(|e| e.to_string())?;
+                    if !s.is_leader() {
+                        return Err("not the leader".into());
+                    }
+                    let r = s.raft.client_write(cmd).await.map_err(|e| e.to_string())?;
+                    json(&r.data)
+                }
+                other => {
+                    warn!(method = other, "unknown rpc method");
+                    Err(format!("unknown method {other}"))
+                }
+            }
+        })
+    }
+}
