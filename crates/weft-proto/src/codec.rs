@@ -157,6 +157,8 @@ fn encode_head(header: &Header, payload_len: usize, max_frame: usize) -> Result<
         Header::StreamData(h) => put_header(&mut head, h)?,
         Header::StreamEnd(h) => put_header(&mut head, h)?,
         Header::StreamHeartbeat(h) => put_header(&mut head, h)?,
+        Header::RpcRequest(h) => put_header(&mut head, h)?,
+        Header::RpcReply(h) => put_header(&mut head, h)?,
         Header::Welcome | Header::Registry | Header::Unknown { .. } => head.put_u16(0),
     }
     let len = head.len() - 4 + payload_len;
