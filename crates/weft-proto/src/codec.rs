@@ -396,6 +396,7 @@ mod tests {
                     timestamp: 280,
                     keyframe: true,
                     config: false,
+                    skipped: 0,
                 }),
                 payload: Bytes::from_static(b"frame"),
             },

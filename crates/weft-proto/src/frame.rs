@@ -233,6 +233,9 @@ pub struct StreamData {
     pub keyframe: bool,
     /// Configuration frame (codec headers).
     pub config: bool,
+    /// Frames the origin skipped for this edge just before this one (the
+    /// edge's link was full); the edge reports them to its viewers.
+    pub skipped: u64,
 }
 
 /// Why a stream ended for the receiver.

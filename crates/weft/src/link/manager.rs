@@ -309,6 +309,11 @@ impl Links {
         self.inner.handler.on_member_down(node);
     }
 
+    /// Whether membership declared `peer` down (unknown peers are not).
+    pub fn is_down(&self, peer: &str) -> bool {
+        self.peers().get(peer).is_some_and(|p| p.state().down)
+    }
+
     /// The incarnation known for `peer`, if any.
     pub fn peer_incarnation(&self, peer: &str) -> Option<u64> {
         let p = self.peers().get(peer).cloned()?;

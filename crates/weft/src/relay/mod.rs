@@ -66,6 +66,9 @@ struct HubState {
     last_activity: Instant,
     /// Ended (no source left): being removed; never attach to it.
     dead: bool,
+    /// Bumped each time the last local subscriber leaves, so only the
+    /// latest linger timer may tear the pull down.
+    idle_gen: u64,
 }
 
 struct Hub {
@@ -115,7 +118,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn data_frame(key: &str, f: &StreamFrame) -> Frame {
+fn data_frame(key: &str, f: &StreamFrame, skipped: u64) -> Frame {
     Frame {
         header: Header::StreamData(StreamData {
             key: key.to_string(),
@@ -123,6 +126,7 @@ fn data_frame(key: &str, f: &StreamFrame) -> Frame {
             timestamp: f.timestamp,
             keyframe: f.keyframe,
             config: f.config,
+            skipped,
         }),
         payload: f.payload.clone(),
     }
@@ -166,7 +170,7 @@ impl Relay {
             &self.local.name,
             nodes
                 .iter()
-                .filter(|(n, _)| Some(n.as_str()) != exclude)
+                .filter(|(n, _)| Some(n.as_str()) != exclude && !self.links.is_down(n))
                 .map(|(n, p)| (n.as_str(), *p)),
         )
         .map(str::to_string)
@@ -253,6 +257,7 @@ impl Relay {
                         last_seq: None,
                         last_activity: Instant::now(),
                         dead: false,
+                        idle_gen: 0,
                     }),
                 }),
             );
@@ -320,8 +325,12 @@ impl Relay {
                 self.stats.stream_frames_skipped.fetch_add(1, Ordering::Relaxed);
                 true
             }
-            Admit::Deliver | Admit::ResumeAfterSkip { .. } => {
-                match self.links.try_send(node, &data_frame(key, frame)) {
+            admit @ (Admit::Deliver | Admit::ResumeAfterSkip { .. }) => {
+                let skipped = match admit {
+                    Admit::ResumeAfterSkip { skipped } => skipped,
+                    _ => 0,
+                };
+                match self.links.try_send(node, &data_frame(key, frame, skipped)) {
                     Ok(()) => {
                         self.stats
                             .peer(node)
@@ -442,6 +451,7 @@ impl Relay {
                         last_seq: None,
                         last_activity: Instant::now(),
                         dead: false,
+                        idle_gen: 0,
                     }),
                 });
                 hubs.insert(key.to_string(), hub.clone());
@@ -503,9 +513,14 @@ impl Relay {
         let edge_idle = {
             let mut st = hub.lock();
             st.subs.retain(|s| s.id != id);
-            st.subs.is_empty() && matches!(st.source, Source::Upstream(_))
+            if st.subs.is_empty() && matches!(st.source, Source::Upstream(_)) {
+                st.idle_gen += 1;
+                Some(st.idle_gen)
+            } else {
+                None
+            }
         };
-        if edge_idle {
+        if let Some(generation) = edge_idle {
             // Keep pulling for a while: a viewer coming back starts at once.
             let me = self.me.clone();
             let key = key.to_string();
@@ -513,16 +528,19 @@ impl Relay {
             self.runtime.spawn(async move {
                 tokio::time::sleep(linger).await;
                 if let Some(relay) = me.upgrade() {
-                    relay.teardown_if_idle(&key);
+                    relay.teardown_if_idle(&key, generation);
                 }
             });
         }
     }
 
-    fn teardown_if_idle(&self, key: &str) {
+    fn teardown_if_idle(&self, key: &str, generation: u64) {
         let mut hubs = lock(&self.hubs);
         let Some(hub) = hubs.get(key).cloned() else { return };
         let st = hub.lock();
+        if st.idle_gen != generation {
+            return; // a viewer came and went since: a later timer decides
+        }
         if let (true, Source::Upstream(up)) = (st.subs.is_empty(), &st.source) {
             info!(key, upstream = %up, "no subscriber left; stopping the pull");
             self.send(up, Header::StreamUnsubscribe(StreamKey { key: key.to_string() }));
@@ -630,6 +648,15 @@ impl Relay {
                 };
                 if st.last_seq.is_some_and(|l| f.seq <= l) {
                     return; // re-pull overlap
+                }
+                if d.skipped > 0 {
+                    // The origin skipped frames for this edge: every viewer
+                    // here missed them too, and is told so.
+                    for sub in &mut st.subs {
+                        sub.cursor.discontinuity();
+                        push_item(&sub.queue, Item::Event(StreamEvent::Skipped { frames: d.skipped }));
+                    }
+                    st.cache.clear();
                 }
                 self.ingest(&d.key, &mut st, f);
             }

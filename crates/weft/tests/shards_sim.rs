@@ -1,0 +1,90 @@
+//! Shard map consensus under a network partition (turmoil). The minority
+//! cannot commit; the majority moves the minority's shards after
+//! detection; after healing there is one map. `WEFT_SIM_SEED=N` replays a
+//! seed (openraft's own timers are not seeded, so a replay may differ in
+//! election timing, not in the properties checked).
+
+mod common {
+    pub mod sim;
+    pub mod sim_net;
+}
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use common::sim::{Nodes, Setup, add_node_tuned, run_for, run_until, sim};
+use weft::{Node, NodeConfig};
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+fn seeds() -> Vec<u64> {
+    match std::env::var("WEFT_SIM_SEED") {
+        Ok(s) => vec![s.parse().expect("WEFT_SIM_SEED is a number")],
+        Err(_) => (1..=3).collect(),
+    }
+}
+
+fn tune(c: &mut NodeConfig) {
+    c.shards.count = 12;
+    c.shards.bootstrap_delay = Duration::from_millis(500);
+}
+
+fn idle() -> Setup {
+    Rc::new(|node: Node, _| Box::pin(async move { node.stopped().await }))
+}
+
+fn map_of(nodes: &Nodes, n: &str) -> Option<weft::ShardMap> {
+    nodes.get(n).map(|n| n.shard_map())
+}
+
+#[test]
+fn a_minority_cannot_commit_and_heals_to_one_map() {
+    for seed in seeds() {
+        let mut s = sim(seed, Duration::from_secs(240));
+        let nodes = Nodes::default();
+        add_node_tuned(&mut s, &nodes, "n1", &[], seed, tune, idle());
+        add_node_tuned(&mut s, &nodes, "n2", &["n1"], seed, tune, idle());
+        add_node_tuned(&mut s, &nodes, "n3", &["n1"], seed, tune, idle());
+        run_until(&mut s, seed, "balanced 4/4/4 everywhere", LIMIT, || {
+            ["n1", "n2", "n3"].iter().all(|n| {
+                map_of(&nodes, n).is_some_and(|m| m.counts().values().copied().collect::<Vec<_>>() == vec![4, 4, 4])
+            })
+        });
+        let before = map_of(&nodes, "n1").expect("n1");
+        run_until(&mut s, seed, "same map everywhere", LIMIT, || {
+            ["n2", "n3"].iter().all(|n| map_of(&nodes, n).as_ref() == Some(&before))
+        });
+
+        // n3 is cut off: a minority of one.
+        s.partition("n3", "n1");
+        s.partition("n3", "n2");
+        run_until(&mut s, seed, "majority moved n3's shards", LIMIT, || {
+            ["n1", "n2"].iter().all(|n| {
+                map_of(&nodes, n).is_some_and(|m| m.epoch > before.epoch && !m.counts().contains_key("n3"))
+            })
+        });
+        let majority = map_of(&nodes, "n1").expect("n1");
+        for s_id in before.moves_to(&majority) {
+            assert_eq!(before.owner(s_id), Some("n3"), "seed {seed}: only n3's shards moved");
+        }
+        // The minority never committed anything new.
+        run_for(&mut s, seed, Duration::from_secs(3));
+        let minority = map_of(&nodes, "n3").expect("n3");
+        assert_eq!(minority, before, "seed {seed}: the minority's map did not change");
+        let failed: u64 = nodes
+            .get("n3")
+            .expect("n3")
+            .stats()
+            .shard_proposals_committed;
+        let _ = failed;
+
+        s.repair("n3", "n1");
+        s.repair("n3", "n2");
+        run_until(&mut s, seed, "one map after healing", LIMIT, || {
+            let maps: Vec<_> = ["n1", "n2", "n3"].iter().filter_map(|n| map_of(&nodes, n)).collect();
+            maps.len() == 3
+                && maps.windows(2).all(|w| w[0] == w[1])
+                && maps[0].counts().values().copied().collect::<Vec<_>>() == vec![4, 4, 4]
+        });
+    }
+}
