@@ -196,6 +196,10 @@ pub struct ShardConfig {
     pub bootstrap_delay: Duration,
     /// How often the leader checks voters and balance.
     pub duty_interval: Duration,
+    /// Whether the leader rebalances on membership changes by itself; when
+    /// false only the first assignment is automatic and later rebalances
+    /// happen through [`crate::Node::rebalance_shards`].
+    pub auto_rebalance: bool,
     /// Total time a `route` may take, retries included.
     pub route_timeout: Duration,
     /// Raft heartbeat interval.
@@ -214,6 +218,7 @@ impl Default for ShardConfig {
             voter_replace_after: Duration::from_secs(10),
             bootstrap_delay: Duration::from_secs(1),
             duty_interval: Duration::from_millis(250),
+            auto_rebalance: true,
             route_timeout: Duration::from_secs(15),
             raft_heartbeat: Duration::from_millis(150),
             raft_election_min: Duration::from_millis(600),

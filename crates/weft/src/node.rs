@@ -666,6 +666,14 @@ impl Node {
         self.inner.shards.watch()
     }
 
+    /// Plans a rebalance to the live members and proposes it at once
+    /// (forwarded to the leader from a follower). `true` when a new map
+    /// committed; a failed proposal changes no node's map and is counted
+    /// in `shard_proposals_failed`.
+    pub async fn rebalance_shards(&self) -> bool {
+        self.inner.shards.rebalance_now().await
+    }
+
     /// The node currently leading the shard map group, if known.
     pub fn shard_leader(&self) -> Option<String> {
         self.inner.shards.leader()

@@ -271,3 +271,43 @@ async fn a_restarted_voter_recovers_its_log_from_disk_and_bad_dirs_are_refused()
     assert!(err.to_string().contains("log.jsonl"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_rebalance_is_forwarded_to_the_leader() {
+    let mut nodes = Vec::new();
+    for (i, name) in ["n1", "n2", "n3", "n4"].iter().enumerate() {
+        let seeds: Vec<_> = nodes.first().map(|n: &Node| n.addr()).into_iter().collect();
+        let mut c = config(name, &seeds);
+        tune(&mut c, 9);
+        c.shards.auto_rebalance = false;
+        let n = Node::start(c).await.expect("start");
+        n.set_shard_handler(Arc::new(Recorder::default()));
+        nodes.push(n);
+        if i == 2 {
+            for n in &nodes {
+                wait_for("3 up", LIMIT, || sees_up(n, &["n1", "n2", "n3"])).await;
+            }
+            wait_for("first map", LIMIT, || {
+                nodes.iter().all(|n| n.shard_map().counts().len() == 3)
+            })
+            .await;
+        }
+    }
+    for n in &nodes {
+        wait_for("4 up", LIMIT, || sees_up(n, &["n1", "n2", "n3", "n4"])).await;
+    }
+    let before = nodes[0].shard_map();
+    assert!(!before.counts().contains_key("n4"), "no automatic rebalance");
+    wait_for("a leader", LIMIT, || nodes[0].shard_leader().is_some()).await;
+    let leader = nodes[0].shard_leader().expect("leader");
+    let follower = nodes.iter().find(|n| n.id().name != leader).expect("follower");
+    assert!(follower.rebalance_shards().await, "forwarded proposal committed");
+    wait_for("everyone sees it", LIMIT, || {
+        nodes.iter().all(|n| n.shard_map().counts().get("n4") == Some(&2))
+    })
+    .await;
+    assert_eq!(before.moves_to(&nodes[0].shard_map()).len(), 2);
+    for n in nodes {
+        n.shutdown(Duration::from_millis(200)).await;
+    }
+}

@@ -47,12 +47,15 @@ fn a_minority_cannot_commit_and_heals_to_one_map() {
         add_node_tuned(&mut s, &nodes, "n3", &["n1"], seed, tune, idle());
         run_until(&mut s, seed, "balanced 4/4/4 everywhere", LIMIT, || {
             ["n1", "n2", "n3"].iter().all(|n| {
-                map_of(&nodes, n).is_some_and(|m| m.counts().values().copied().collect::<Vec<_>>() == vec![4, 4, 4])
+                map_of(&nodes, n)
+                    .is_some_and(|m| m.counts().values().copied().collect::<Vec<_>>() == vec![4, 4, 4])
             })
         });
         let before = map_of(&nodes, "n1").expect("n1");
         run_until(&mut s, seed, "same map everywhere", LIMIT, || {
-            ["n2", "n3"].iter().all(|n| map_of(&nodes, n).as_ref() == Some(&before))
+            ["n2", "n3"]
+                .iter()
+                .all(|n| map_of(&nodes, n).as_ref() == Some(&before))
         });
 
         // n3 is cut off: a minority of one.
@@ -65,23 +68,47 @@ fn a_minority_cannot_commit_and_heals_to_one_map() {
         });
         let majority = map_of(&nodes, "n1").expect("n1");
         for s_id in before.moves_to(&majority) {
-            assert_eq!(before.owner(s_id), Some("n3"), "seed {seed}: only n3's shards moved");
+            assert_eq!(
+                before.owner(s_id),
+                Some("n3"),
+                "seed {seed}: only n3's shards moved"
+            );
         }
         // The minority never committed anything new.
         run_for(&mut s, seed, Duration::from_secs(3));
         let minority = map_of(&nodes, "n3").expect("n3");
         assert_eq!(minority, before, "seed {seed}: the minority's map did not change");
-        let failed: u64 = nodes
+        // A proposal from the minority fails, is counted, and changes
+        // no map anywhere.
+        let n3 = nodes.get("n3").expect("n3");
+        let outcome = std::rc::Rc::new(std::cell::Cell::new(None));
+        let seen = outcome.clone();
+        s.client("n3-proposer", async move {
+            seen.set(Some(n3.rebalance_shards().await));
+            Ok(())
+        });
+        run_until(&mut s, seed, "minority proposal answered", LIMIT, || {
+            outcome.get().is_some()
+        });
+        assert_eq!(outcome.get(), Some(false), "seed {seed}: the minority committed");
+        let failures: u64 = nodes
             .get("n3")
             .expect("n3")
             .stats()
-            .shard_proposals_committed;
-        let _ = failed;
+            .shard_proposals_failed
+            .values()
+            .sum();
+        assert!(failures >= 1, "seed {seed}: failed proposal not counted");
+        assert_eq!(map_of(&nodes, "n3").expect("n3"), before, "seed {seed}");
+        assert_eq!(map_of(&nodes, "n1").expect("n1"), majority, "seed {seed}");
 
         s.repair("n3", "n1");
         s.repair("n3", "n2");
         run_until(&mut s, seed, "one map after healing", LIMIT, || {
-            let maps: Vec<_> = ["n1", "n2", "n3"].iter().filter_map(|n| map_of(&nodes, n)).collect();
+            let maps: Vec<_> = ["n1", "n2", "n3"]
+                .iter()
+                .filter_map(|n| map_of(&nodes, n))
+                .collect();
             maps.len() == 3
                 && maps.windows(2).all(|w| w[0] == w[1])
                 && maps[0].counts().values().copied().collect::<Vec<_>>() == vec![4, 4, 4]

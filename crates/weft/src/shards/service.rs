@@ -414,7 +414,8 @@ impl Shards {
             current.clone()
         };
         let next = plan(&base, &live);
-        if current.epoch == 0 || next.owners != current.owners {
+        let wanted = current.epoch == 0 || (self.config.auto_rebalance && next.owners != current.owners);
+        if wanted {
             let moves = base.moves_to(&next).len();
             info!(epoch = current.epoch, moves, "proposing a rebalance");
             self.propose(ShardCommand::SetOwners {
@@ -426,6 +427,27 @@ impl Shards {
     }
 
     /// The Raft id `name` advertises in the registry (ours directly).
+    /// Plans a rebalance to the live members and proposes it now (through
+    /// the leader if this node is a follower). Returns whether a new map
+    /// committed (`false` also when the map was already balanced).
+    pub(crate) async fn rebalance_now(&self) -> bool {
+        let current = self.map();
+        let base = if current.epoch == 0 {
+            ShardMap::new(self.config.count)
+        } else {
+            current.clone()
+        };
+        let next = plan(&base, &self.live());
+        if current.epoch != 0 && next.owners == current.owners {
+            return false;
+        }
+        self.propose(ShardCommand::SetOwners {
+            expected_epoch: current.epoch,
+            owners: next.owners,
+        })
+        .await
+    }
+
     fn raft_id_of(&self, name: &str) -> Option<u64> {
         if name == self.local.name {
             return Some(*self.raft.node_id());
