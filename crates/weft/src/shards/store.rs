@@ -219,7 +219,7 @@ impl RaftLogReader<C> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
-        Ok(self.inner.lock().await.vote.clone())
+        Ok(self.inner.lock().await.vote)
     }
 }
 
@@ -233,9 +233,9 @@ impl RaftLogStorage<C> for LogStore {
             .values()
             .next_back()
             .map(|e| e.log_id())
-            .or(inner.purged.clone());
+            .or(inner.purged);
         Ok(LogState {
-            last_purged_log_id: inner.purged.clone(),
+            last_purged_log_id: inner.purged,
             last_log_id: last,
         })
     }
@@ -247,7 +247,7 @@ impl RaftLogStorage<C> for LogStore {
     async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
         let mut inner = self.inner.lock().await;
         inner.save("vote.json", vote)?;
-        inner.vote = Some(vote.clone());
+        inner.vote = Some(*vote);
         Ok(())
     }
 
@@ -259,7 +259,7 @@ impl RaftLogStorage<C> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
-        Ok(self.inner.lock().await.committed.clone())
+        Ok(self.inner.lock().await.committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
@@ -300,7 +300,7 @@ impl RaftLogStorage<C> for LogStore {
         for k in keys {
             inner.log.remove(&k);
         }
-        inner.save("purged.json", &Some(log_id.clone()))?;
+        inner.save("purged.json", &Some(log_id))?;
         inner.purged = Some(log_id);
         inner.rewrite_log()
     }
@@ -380,7 +380,7 @@ impl RaftSnapshotBuilder<C> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, SnapshotData>, io::Error> {
         let mut inner = self.inner.lock().await;
         let meta = openraft::SnapshotMeta {
-            last_log_id: inner.data.last_applied.clone(),
+            last_log_id: inner.data.last_applied,
             last_membership: inner.data.membership.clone(),
         };
         let data = inner.data.clone();
@@ -398,7 +398,7 @@ impl RaftStateMachine<C> for StateMachine {
 
     async fn applied_state(&mut self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
         let inner = self.inner.lock().await;
-        Ok((inner.data.last_applied.clone(), inner.data.membership.clone()))
+        Ok((inner.data.last_applied, inner.data.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
