@@ -79,10 +79,12 @@ pub struct ClusterView {
     pub node: NodeView,
     /// Every known member, this node first.
     pub members: Vec<MemberView>,
-    /// Shard ownership (no shards yet: epoch 0, count 0).
+    /// The committed shard map (epoch 0 before the first commit).
     pub shards: ShardsView,
-    /// Relayed streams (none yet).
-    pub streams: Vec<serde_json::Value>,
+    /// Streams known to this node: origins, role, subscribers, edges.
+    pub streams: Vec<StreamView>,
+    /// Process groups and their member counts.
+    pub groups: BTreeMap<String, usize>,
     /// Peer links.
     pub links: Vec<LinkView>,
 }
@@ -122,6 +124,27 @@ pub struct ShardsView {
     pub count: u32,
     /// Shards owned per node name.
     pub owners: BTreeMap<String, u32>,
+    /// The node leading the shard map group, if known.
+    pub leader: Option<String>,
+    /// Voters of the shard map group.
+    pub voters: Vec<String>,
+}
+
+/// One stream in [`ClusterView`].
+#[derive(Debug, Serialize)]
+pub struct StreamView {
+    /// Stream key.
+    pub key: String,
+    /// The origin edges pull from (first of `origins`).
+    pub origin: Option<String>,
+    /// Every node announcing it, best first.
+    pub origins: Vec<String>,
+    /// This node's role: `origin`, `edge` or `none`.
+    pub role: &'static str,
+    /// Local subscribers.
+    pub subscribers: usize,
+    /// Edges pulling from this node.
+    pub edges: Vec<String>,
 }
 
 /// One peer link in [`ClusterView`].
@@ -168,12 +191,29 @@ pub fn cluster_view(node: &Node) -> ClusterView {
                 state: state_name(m.state),
             })
             .collect(),
-        shards: ShardsView {
-            epoch: 0,
-            count: 0,
-            owners: BTreeMap::new(),
+        shards: {
+            let map = node.shard_map();
+            ShardsView {
+                epoch: map.epoch,
+                count: map.shard_count(),
+                owners: map.counts().into_iter().map(|(k, v)| (k, v as u32)).collect(),
+                leader: node.shard_leader(),
+                voters: node.shard_voters(),
+            }
         },
-        streams: Vec::new(),
+        streams: node
+            .streams()
+            .into_iter()
+            .map(|s| StreamView {
+                origin: s.origins.first().cloned(),
+                key: s.key,
+                origins: s.origins,
+                role: s.role,
+                subscribers: s.subscribers,
+                edges: s.edges,
+            })
+            .collect(),
+        groups: node.groups().list().into_iter().collect(),
         links: node
             .links()
             .into_iter()

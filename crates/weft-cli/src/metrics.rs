@@ -15,6 +15,107 @@ enum Kind {
 /// Every metric family weft exports: name, kind, help text.
 const FAMILIES: &[(&str, Kind, &str)] = &[
     (
+        "weft_registry_rejected_total",
+        Kind::Counter,
+        "Registry messages or entries refused, by reason.",
+    ),
+    (
+        "weft_messages_delivered_total",
+        Kind::Counter,
+        "Messages delivered into local mailboxes.",
+    ),
+    (
+        "weft_publishes_sent_total",
+        Kind::Counter,
+        "Pub/sub publish frames sent to a peer.",
+    ),
+    (
+        "weft_publishes_received_total",
+        Kind::Counter,
+        "Pub/sub publish frames received from a peer.",
+    ),
+    (
+        "weft_stream_frames_sent_total",
+        Kind::Counter,
+        "Stream frames sent to an edge peer.",
+    ),
+    (
+        "weft_stream_frames_received_total",
+        Kind::Counter,
+        "Stream frames received from the upstream origin.",
+    ),
+    (
+        "weft_stream_frames_published_total",
+        Kind::Counter,
+        "Stream frames published by local publishers.",
+    ),
+    (
+        "weft_stream_gop_truncated_total",
+        Kind::Counter,
+        "Stream frames dropped from replay buffers by their bounds.",
+    ),
+    (
+        "weft_stream_frames_skipped_total",
+        Kind::Counter,
+        "Stream frames skipped by the lag policy.",
+    ),
+    (
+        "weft_stream_pulls_total",
+        Kind::Counter,
+        "Streams this node started pulling as an edge.",
+    ),
+    (
+        "weft_stream_teardowns_total",
+        Kind::Counter,
+        "Edge pulls stopped after the last subscriber left.",
+    ),
+    (
+        "weft_stream_failovers_total",
+        Kind::Counter,
+        "Switches of an edge to another origin.",
+    ),
+    (
+        "weft_stream_stalls_total",
+        Kind::Counter,
+        "Upstream origins declared stalled.",
+    ),
+    (
+        "weft_shard_proposals_committed_total",
+        Kind::Counter,
+        "Shard map changes committed by this node's proposals.",
+    ),
+    (
+        "weft_shard_proposals_failed_total",
+        Kind::Counter,
+        "Shard map proposals that failed, by reason.",
+    ),
+    (
+        "weft_routed_events_accepted_total",
+        Kind::Counter,
+        "Routed events this node accepted as shard owner.",
+    ),
+    (
+        "weft_route_retries_total",
+        Kind::Counter,
+        "Route attempts after the first.",
+    ),
+    (
+        "weft_shard_epoch",
+        Kind::Gauge,
+        "Epoch of the committed shard map.",
+    ),
+    (
+        "weft_shards_owned",
+        Kind::Gauge,
+        "Shards owned per node in the committed map.",
+    ),
+    ("weft_mailboxes", Kind::Gauge, "Local mailboxes."),
+    (
+        "weft_streams",
+        Kind::Gauge,
+        "Streams known to this node, by role.",
+    ),
+    (
         "weft_links_up_total",
         Kind::Counter,
         "Links that completed a handshake.",
@@ -136,7 +237,40 @@ pub fn record(node: &Node) {
         counter!("weft_link_frames_received_total", "peer" => peer.clone()).absolute(t.frames_received);
         counter!("weft_link_bytes_received_total", "peer" => peer.clone()).absolute(t.bytes_received);
     }
+    counter!("weft_messages_delivered_total").absolute(s.messages_delivered);
+    counter!("weft_stream_frames_published_total").absolute(s.stream_frames_published);
+    counter!("weft_stream_gop_truncated_total").absolute(s.stream_gop_truncated);
+    counter!("weft_stream_frames_skipped_total").absolute(s.stream_frames_skipped);
+    counter!("weft_stream_pulls_total").absolute(s.stream_pulls);
+    counter!("weft_stream_teardowns_total").absolute(s.stream_teardowns);
+    counter!("weft_stream_failovers_total").absolute(s.stream_failovers);
+    counter!("weft_stream_stalls_total").absolute(s.stream_stalls);
+    counter!("weft_shard_proposals_committed_total").absolute(s.shard_proposals_committed);
+    counter!("weft_routed_events_accepted_total").absolute(s.routed_events_accepted);
+    counter!("weft_route_retries_total").absolute(s.route_retries);
+    for (peer, t) in &s.peers {
+        counter!("weft_publishes_sent_total", "peer" => peer.clone()).absolute(t.publishes_sent);
+        counter!("weft_publishes_received_total", "peer" => peer.clone()).absolute(t.publishes_received);
+        counter!("weft_stream_frames_sent_total", "peer" => peer.clone()).absolute(t.stream_frames_sent);
+        counter!("weft_stream_frames_received_total", "peer" => peer.clone())
+            .absolute(t.stream_frames_received);
+    }
+    let map = node.shard_map();
+    gauge!("weft_shard_epoch").set(map.epoch as f64);
+    for (owner, n) in map.counts() {
+        gauge!("weft_shards_owned", "node" => owner).set(n as f64);
+    }
+    gauge!("weft_mailboxes").set(node.mailbox_count() as f64);
+    let mut roles: std::collections::BTreeMap<&'static str, f64> = std::collections::BTreeMap::new();
+    for st in node.streams() {
+        *roles.entry(st.role).or_default() += 1.0;
+    }
+    for (role, n) in roles {
+        gauge!("weft_streams", "role" => role).set(n);
+    }
     let by_reason = [
+        ("weft_registry_rejected_total", &s.registry_rejected),
+        ("weft_shard_proposals_failed_total", &s.shard_proposals_failed),
         ("weft_handshake_failures_total", &s.handshake_failures),
         ("weft_frames_dropped_total", &s.frames_dropped),
         ("weft_link_errors_total", &s.link_errors),

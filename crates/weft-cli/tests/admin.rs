@@ -63,11 +63,23 @@ fn health_cluster_metrics_and_errors() {
         }
     }
     assert_eq!(members[1]["addr"], format!("127.0.0.1:{p2}"));
-    assert_eq!(
-        view["shards"],
-        serde_json::json!({"epoch": 0, "count": 0, "owners": {}})
-    );
+    for key in ["epoch", "count", "owners"] {
+        assert!(
+            !view["shards"][key].is_null(),
+            "shards without {key}: {}",
+            view["shards"]
+        );
+    }
     assert_eq!(view["streams"], serde_json::json!([]));
+    // The shard map commits: 64 shards over the two nodes.
+    wait_for("a committed shard map", || {
+        common::cluster(h1).is_some_and(|v| {
+            let s = &v["shards"];
+            s["epoch"].as_u64().unwrap_or(0) >= 1
+                && s["count"] == 64
+                && s["owners"]["a"].as_u64().unwrap_or(0) + s["owners"]["b"].as_u64().unwrap_or(0) == 64
+        })
+    });
 
     // Per-peer series exist once traffic has flowed.
     wait_for("per-peer metrics for b", || {
