@@ -654,7 +654,10 @@ impl Relay {
                     // here missed them too, and is told so.
                     for sub in &mut st.subs {
                         sub.cursor.discontinuity();
-                        push_item(&sub.queue, Item::Event(StreamEvent::Skipped { frames: d.skipped }));
+                        push_item(
+                            &sub.queue,
+                            Item::Event(StreamEvent::Skipped { frames: d.skipped }),
+                        );
                     }
                     st.cache.clear();
                 }
