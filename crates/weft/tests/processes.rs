@@ -103,6 +103,40 @@ impl Proc {
         self.expect(key)
     }
 
+    /// The next line holding `a` or `b`.
+    fn expect_either(&mut self, a: &str, b: &str) -> serde_json::Value {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let v = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {a:?} or {b:?} line within {LIMIT:?}"));
+            if let Some(text) = v.get("got").and_then(|t| t.as_str()) {
+                self.got.push(text.to_string());
+            }
+            if v.get(a).is_some() || v.get(b).is_some() {
+                return v;
+            }
+        }
+    }
+
+    /// Calls `target`'s echo until it answers (a node that just started
+    /// may not know the target yet).
+    fn call_until_reply(&mut self, target: &str, text: &str) -> serde_json::Value {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            writeln!(self.stdin, "call {target} {text}").expect("write command");
+            self.stdin.flush().expect("flush");
+            let v = self.expect_either("reply", "error");
+            if v.get("reply").is_some() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "no reply from {target}: last {v}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn members(&mut self) -> Vec<String> {
         let v = self.command("members", "members");
         v["members"]
@@ -181,7 +215,7 @@ fn groups_and_calls_across_processes_with_kill_and_restart() {
     n4.wait_members("backfill", |m| m.len() == 7);
 
     // Request/reply across processes.
-    let v = n1.command("call n3 ping", "reply");
+    let v = n1.call_until_reply("n3", "ping");
     assert_eq!(v["reply"], "ping");
 
     // kill -9 n3: its members disappear everywhere, survivors still get
@@ -201,7 +235,7 @@ fn groups_and_calls_across_processes_with_kill_and_restart() {
 
     // Restart n3 (new incarnation) with no members: nothing comes back.
     let mut n3 = Proc::start("n3", p3, Some(p1), &secret, 0);
-    let v = n3.command("call n1 back", "reply");
+    let v = n3.call_until_reply("n1", "back");
     assert_eq!(v["reply"], "back");
     for n in [&mut n1, &mut n2, &mut n4, &mut n3] {
         let m = n.wait_members("no resurrection", |m| m.len() == 5);
