@@ -130,6 +130,10 @@ pub(crate) struct Shards {
     map_rx: watch::Receiver<ShardMap>,
     handler: RwLock<Option<Arc<dyn ShardHandler>>>,
     ownership: Mutex<Ownership>,
+    /// Readers: event deliveries (check ownership → `on_event`). Writer:
+    /// ownership changes with their callbacks. So a handler never sees an
+    /// event outside its `shard_acquired`/`shard_released` bracket.
+    gate: RwLock<()>,
     voter_down_since: Mutex<HashMap<u64, Instant>>,
     started: Instant,
 }
@@ -208,6 +212,7 @@ impl Shards {
             map_rx,
             handler: RwLock::new(None),
             ownership: Mutex::new(Ownership::default()),
+            gate: RwLock::new(()),
             voter_down_since: Mutex::new(HashMap::new()),
             started: Instant::now(),
         });
@@ -238,6 +243,7 @@ impl Shards {
     }
 
     pub(crate) fn set_handler(&self, handler: Arc<dyn ShardHandler>) {
+        let _gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
         let acquired: Vec<(u32, u64)> = {
             let own = lock(&self.ownership);
             own.shards
@@ -426,7 +432,6 @@ impl Shards {
         }
     }
 
-    /// The Raft id `name` advertises in the registry (ours directly).
     /// Plans a rebalance to the live members and proposes it now (through
     /// the leader if this node is a follower). Returns whether a new map
     /// committed (`false` also when the map was already balanced).
@@ -448,6 +453,7 @@ impl Shards {
         .await
     }
 
+    /// The Raft id `name` advertises in the registry (ours directly).
     fn raft_id_of(&self, name: &str) -> Option<u64> {
         if name == self.local.name {
             return Some(*self.raft.node_id());
@@ -512,6 +518,7 @@ impl Shards {
 
     /// A new map was committed: release and acquire shards.
     fn on_map(&self, old: &ShardMap, new: &ShardMap) {
+        let _gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
         let me = self.local.name.as_str();
         let handler = self.handler();
         let mut released = Vec::new();
@@ -565,6 +572,7 @@ impl Shards {
     }
 
     fn on_released(&self, shard: u32, epoch: u64) {
+        let _gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
         let acquired = {
             let mut own = lock(&self.ownership);
             let current = own.epoch;
@@ -588,6 +596,7 @@ impl Shards {
     /// Membership declared `node` down: shards waiting for its release are
     /// free now.
     pub(crate) fn member_down(&self, node: &NodeId) {
+        let _gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
         let mut freed = Vec::new();
         {
             let mut own = lock(&self.ownership);
@@ -614,6 +623,7 @@ impl Shards {
         while rx.borrow().epoch < req.epoch && Instant::now() < deadline {
             let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
         }
+        let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let map = self.map();
         if map.owner(req.shard) != Some(self.local.name.as_str()) {
             return RouteReply::Stale { epoch: map.epoch };

@@ -1,0 +1,577 @@
+//! Sharded keyed routing across real OS processes on loopback: the
+//! `shard_node` example runs as separate processes, each with its own data
+//! directory, is killed with SIGKILL mid-load and restarted.
+//! (`cargo test` builds examples before running tests.)
+//!
+//! An acknowledgement from `shard_node` means the event's line was written
+//! and fsynced to the owner's `events.log` before the ack went out, so the
+//! files of all nodes (the killed one's included) are the record of what
+//! was delivered.
+//!
+//! Every wait is bounded (a safety net against hangs, not a timing
+//! assertion).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, TryRecvError, channel};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use weft::weft_proto::shard::shard_of;
+
+/// Bound on every command reply and convergence wait.
+const LIMIT: Duration = Duration::from_secs(60);
+/// Bound on a whole load (10,000 sequential fsynced events).
+const LOAD_LIMIT: Duration = Duration::from_secs(300);
+const SHARDS: u32 = 12;
+/// The example's default number of distinct keys in a load.
+const KEYS: u64 = 200;
+
+fn example() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let path = dir.join("examples").join("shard_node");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p weft --examples` (cargo test builds it)",
+        path.display()
+    );
+    path
+}
+
+/// A directory (or file) for one test, removed on drop.
+struct Temp(PathBuf);
+
+impl Temp {
+    fn new(test: &str, what: &str) -> Temp {
+        let path = std::env::temp_dir().join(format!("weft-shardproc-{}-{test}-{what}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        let _ = std::fs::remove_file(&path);
+        Temp(path)
+    }
+
+    fn secret(test: &str) -> Temp {
+        let t = Temp::new(test, "secret");
+        std::fs::write(&t.0, b"shard-process-test-secret-0123").expect("secret");
+        t
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create copy");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy file");
+        }
+    }
+}
+
+/// A committed map as one node reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct MapView {
+    epoch: u64,
+    owners: BTreeMap<String, u64>,
+    assignment: Vec<Option<String>>,
+}
+
+/// One `shard_node` process; killed and reaped on drop (also on panic).
+struct Proc {
+    name: String,
+    addr: String,
+    stderr_path: PathBuf,
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<Value>,
+    replies: VecDeque<Value>,
+    /// Acknowledged event indices per load prefix.
+    acked: BTreeMap<String, BTreeSet<u64>>,
+    load_errors: Vec<Value>,
+    load_done: HashMap<String, Value>,
+    /// `(shard, epoch)` of every `acquired` line.
+    acquired: Vec<(u32, u64)>,
+}
+
+impl Proc {
+    fn start(name: &str, data_dir: &Path, join: Option<&str>, secret: &Temp) -> Proc {
+        // The process's stderr (panics; logs with RUST_LOG) goes to a file
+        // in its data dir, shown when a wait on it fails.
+        std::fs::create_dir_all(data_dir).expect("data dir");
+        let stderr_path = data_dir.join("stderr.log");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stderr_path)
+            .expect("stderr file");
+        let mut cmd = Command::new(example());
+        cmd.args(["--name", name, "--listen", "127.0.0.1:0"])
+            .args(["--secret-file", &secret.path().display().to_string()])
+            .args(["--data-dir", &data_dir.display().to_string()])
+            .args(["--shards", &SHARDS.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        if let Some(seed) = join {
+            cmd.args(["--join", seed]);
+        }
+        let mut child = cmd.spawn().expect("spawn shard_node");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str(&line)
+                    && tx.send(v).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let mut p = Proc {
+            name: name.to_string(),
+            addr: String::new(),
+            stderr_path,
+            child,
+            stdin,
+            lines: rx,
+            replies: VecDeque::new(),
+            acked: BTreeMap::new(),
+            load_errors: Vec::new(),
+            load_done: HashMap::new(),
+            acquired: Vec::new(),
+        };
+        let ready = p.reply("ready", LIMIT);
+        p.addr = ready["addr"].as_str().expect("addr").to_string();
+        p
+    }
+
+    /// Files one output line: events apart, command replies in order.
+    fn file(&mut self, v: Value) {
+        let load = || v["load"].as_str().unwrap_or_default().to_string();
+        if v.get("load_done").is_some() {
+            self.load_done.insert(load(), v);
+        } else if let Some(i) = v["acked"].as_u64() {
+            self.acked.entry(load()).or_default().insert(i);
+        } else if v.get("load_error").is_some() {
+            self.load_errors.push(v);
+        } else if let Some(s) = v["acquired"].as_u64() {
+            self.acquired.push((s as u32, v["epoch"].as_u64().unwrap_or(0)));
+        } else if v.get("released").is_none() {
+            self.replies.push_back(v);
+        }
+    }
+
+    /// Reads one line from the process (waiting until `deadline`).
+    fn pump(&mut self, deadline: Instant, what: &str) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.lines.recv_timeout(left) {
+            Ok(v) => self.file(v),
+            Err(e) => {
+                let log = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                let acked: BTreeMap<&String, usize> = self.acked.iter().map(|(l, s)| (l, s.len())).collect();
+                panic!(
+                    "{}: no {what} ({e:?}); acked {acked:?}, load errors {:?}; stderr tail:\n{}",
+                    self.name,
+                    &self.load_errors[..self.load_errors.len().min(5)],
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            }
+        }
+    }
+
+    /// Files every line already printed, without waiting.
+    fn drain(&mut self) {
+        loop {
+            match self.lines.try_recv() {
+                Ok(v) => self.file(v),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+            }
+        }
+    }
+
+    /// The next command reply, which must hold `key`.
+    fn reply(&mut self, key: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(v) = self.replies.pop_front() {
+                assert!(
+                    v.get(key).is_some(),
+                    "{}: expected a {key:?} reply, got {v}",
+                    self.name
+                );
+                return v;
+            }
+            self.pump(deadline, key);
+        }
+    }
+
+    fn command(&mut self, line: &str, key: &str) -> Value {
+        writeln!(self.stdin, "{line}").expect("write command");
+        self.stdin.flush().expect("flush");
+        self.reply(key, LIMIT)
+    }
+
+    fn map(&mut self) -> MapView {
+        let v = self.command("map", "epoch");
+        MapView {
+            epoch: v["epoch"].as_u64().expect("epoch"),
+            owners: serde_json::from_value(v["owners"].clone()).expect("owners"),
+            assignment: serde_json::from_value(v["assignment"].clone()).expect("assignment"),
+        }
+    }
+
+    fn acked_count(&self, load: &str) -> usize {
+        self.acked.get(load).map_or(0, BTreeSet::len)
+    }
+
+    /// Waits for the summary line of load `prefix`.
+    fn wait_load(&mut self, prefix: &str) -> Value {
+        let deadline = Instant::now() + LOAD_LIMIT;
+        loop {
+            if let Some(v) = self.load_done.get(prefix) {
+                return v.clone();
+            }
+            self.pump(deadline, &format!("end of load {prefix}"));
+        }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls every node's map until all report the same epoch with exactly
+/// `owners` owning nodes and `accept` holds; returns that map.
+fn converge(procs: &mut [&mut Proc], owners: usize, accept: impl Fn(&MapView) -> bool) -> MapView {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let maps: Vec<MapView> = procs.iter_mut().map(|p| p.map()).collect();
+        let first = &maps[0];
+        if first.epoch > 0 && first.owners.len() == owners && maps.iter().all(|m| m == first) && accept(first)
+        {
+            return first.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "maps did not converge to {owners} owners within {LIMIT:?}: {maps:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts a process that must refuse to start; returns its stderr.
+fn refused(name: &str, data_dir: &Path, secret: &Temp, extra: &[&str]) -> String {
+    let mut child = Command::new(example())
+        .args(["--name", name, "--listen", "127.0.0.1:0"])
+        .args(["--secret-file", &secret.path().display().to_string()])
+        .args(["--data-dir", &data_dir.display().to_string()])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn shard_node");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name} on {} did not refuse to start", data_dir.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = reader.join().expect("stderr reader");
+    assert!(!status.success(), "{name} exited successfully: {err}");
+    err
+}
+
+/// One line of an `events.log`.
+struct Logged {
+    shard: u32,
+    key: String,
+    load: String,
+    index: u64,
+}
+
+/// Reads a node's event log. A line that does not parse is allowed only
+/// at the very end of the file (a write cut short by SIGKILL, never
+/// acknowledged).
+fn read_events(path: &Path) -> Vec<Logged> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let lines: Vec<&str> = text.split_terminator('\n').collect();
+    let mut out = Vec::new();
+    for (n, line) in lines.iter().enumerate() {
+        let v: Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(e) if n + 1 == lines.len() && !text.ends_with('\n') => {
+                eprintln!("{}: torn last line ignored: {e}", path.display());
+                break;
+            }
+            Err(e) => panic!("{} line {}: {e}: {line}", path.display(), n + 1),
+        };
+        let payload = v["payload"].as_str().expect("payload");
+        let (load, index) = payload.rsplit_once('-').expect("PREFIX-i payload");
+        out.push(Logged {
+            shard: v["shard"].as_u64().expect("shard") as u32,
+            key: v["key"].as_str().expect("key").to_string(),
+            load: load.to_string(),
+            index: index.parse().expect("index"),
+        });
+    }
+    out
+}
+
+#[test]
+fn no_acknowledged_event_is_lost_when_a_node_is_killed_mid_load() {
+    const A_EVENTS: u64 = 10_000;
+    const B_EVENTS: u64 = 5_000;
+    const KILL_AFTER: usize = 3_000;
+    let test = "kill";
+    let secret = Temp::secret(test);
+    let dirs: Vec<Temp> = ["n1", "n2", "n3"].iter().map(|n| Temp::new(test, n)).collect();
+    let mut a = Proc::start("n1", dirs[0].path(), None, &secret);
+    let seed = a.addr.clone();
+    let mut b = Proc::start("n2", dirs[1].path(), Some(&seed), &secret);
+    let mut c = Proc::start("n3", dirs[2].path(), Some(&seed), &secret);
+    let before = converge(&mut [&mut a, &mut b, &mut c], 3, |_| true);
+    let victim_shards: BTreeSet<u32> = (0..SHARDS)
+        .filter(|s| before.assignment[*s as usize].as_deref() == Some("n3"))
+        .collect();
+    assert!(!victim_shards.is_empty(), "{before:?}");
+
+    // Two sequential loads, from n1 and n2; n3 owns a third of the shards.
+    a.command(&format!("load {A_EVENTS} a"), "load_started");
+    b.command(&format!("load {B_EVENTS} b"), "load_started");
+    let deadline = Instant::now() + LOAD_LIMIT;
+    while a.acked_count("a") < KILL_AFTER {
+        a.pump(deadline, "3,000 acknowledgements");
+    }
+    c.kill9();
+    b.drain();
+    eprintln!(
+        "n3 killed after {} acks of load a and {} of load b",
+        a.acked_count("a"),
+        b.acked_count("b")
+    );
+
+    // Both loads finish; every event was acknowledged (the retries after
+    // the rebalance fit in the route timeout).
+    let done_a = a.wait_load("a");
+    let done_b = b.wait_load("b");
+    assert_eq!(done_a["errors"], 0, "{done_a} {:?}", a.load_errors);
+    assert_eq!(done_b["errors"], 0, "{done_b} {:?}", b.load_errors);
+    assert_eq!(done_a["acknowledged"], A_EVENTS, "{done_a}");
+    assert_eq!(done_b["acknowledged"], B_EVENTS, "{done_b}");
+    assert_eq!(a.acked_count("a") as u64, A_EVENTS);
+    assert_eq!(b.acked_count("b") as u64, B_EVENTS);
+
+    // The survivors committed a map without n3; n3's shards moved (only
+    // they) and were acquired by their new owners after the kill.
+    let after = converge(&mut [&mut a, &mut b], 2, |m| {
+        m.epoch > before.epoch && !m.owners.contains_key("n3")
+    });
+    for s in 0..SHARDS {
+        let (was, now) = (&before.assignment[s as usize], &after.assignment[s as usize]);
+        if victim_shards.contains(&s) {
+            let owner = now.as_deref().expect("reassigned");
+            let p = if owner == "n1" { &a } else { &b };
+            assert!(
+                p.acquired.iter().any(|(sh, e)| *sh == s && *e > before.epoch),
+                "{owner} never acquired shard {s} after the kill: {:?}",
+                p.acquired
+            );
+        } else {
+            assert_eq!(was, now, "shard {s} moved but its owner is alive");
+        }
+    }
+
+    // Read every node's events.log, the killed node's included.
+    let mut seen: BTreeMap<(String, u64), usize> = BTreeMap::new();
+    let mut per_node = Vec::new();
+    for (dir, name) in dirs.iter().zip(["n1", "n2", "n3"]) {
+        let events = read_events(&dir.path().join("events.log"));
+        per_node.push((name, events.len()));
+        // Per-key order of a sequential load holds within each file
+        // (a retried duplicate may repeat an index, never go back).
+        let mut last: HashMap<(String, String), u64> = HashMap::new();
+        for e in &events {
+            assert_eq!(
+                e.shard,
+                shard_of(e.key.as_bytes(), SHARDS),
+                "{name}: shard of {}",
+                e.key
+            );
+            assert_eq!(
+                e.key,
+                format!("k{}", e.index % KEYS),
+                "{name}: key of {}-{}",
+                e.load,
+                e.index
+            );
+            let bound = match e.load.as_str() {
+                "a" => A_EVENTS,
+                "b" => B_EVENTS,
+                other => panic!("{name}: unknown load {other}"),
+            };
+            assert!(e.index < bound, "{name}: event {}-{} never sent", e.load, e.index);
+            if let Some(prev) = last.insert((e.load.clone(), e.key.clone()), e.index) {
+                assert!(
+                    e.index >= prev,
+                    "{name}: {} {}-{} after {}-{prev}",
+                    e.key,
+                    e.load,
+                    e.index,
+                    e.load
+                );
+            }
+            *seen.entry((e.load.clone(), e.index)).or_default() += 1;
+        }
+    }
+    let victim_events = per_node[2].1;
+    assert!(victim_events > 0, "the killed node's log is empty: {per_node:?}");
+
+    // Every acknowledged event is in some log at least once.
+    let mut lost = Vec::new();
+    let mut acknowledged = 0;
+    for (load, p) in [("a", &a), ("b", &b)] {
+        for i in &p.acked[load] {
+            acknowledged += 1;
+            if !seen.contains_key(&(load.to_string(), *i)) {
+                lost.push(format!("{load}-{i}"));
+            }
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged events lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(20)]
+    );
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    eprintln!(
+        "{acknowledged} acknowledged, 0 lost, {duplicates} duplicates, \
+         {} logged but unacknowledged; lines per node {per_node:?}; epoch {} -> {}",
+        seen.len() - acknowledged,
+        before.epoch,
+        after.epoch
+    );
+}
+
+#[test]
+fn a_restarted_voter_recovers_its_log_and_foreign_dirs_are_refused() {
+    let test = "restart";
+    let secret = Temp::secret(test);
+    let dirs: Vec<Temp> = ["n1", "n2", "n3"].iter().map(|n| Temp::new(test, n)).collect();
+    let copies: Vec<Temp> = ["other-cluster", "other-name", "corrupt"]
+        .iter()
+        .map(|n| Temp::new(test, n))
+        .collect();
+    let mut n1 = Proc::start("n1", dirs[0].path(), None, &secret);
+    let seed = n1.addr.clone();
+    let mut n2 = Proc::start("n2", dirs[1].path(), Some(&seed), &secret);
+    let mut n3 = Proc::start("n3", dirs[2].path(), Some(&seed), &secret);
+    converge(&mut [&mut n1, &mut n2, &mut n3], 3, |_| true);
+    let v = n1.command("voters", "voters");
+    assert_eq!(v["voters"], serde_json::json!(["n1", "n2", "n3"]), "{v}");
+    for k in 0..20 {
+        let v = n1.command(&format!("route user-{k} hello {k}"), "ack");
+        assert!(v["ack"]["epoch"].as_u64() > Some(0), "{v}");
+    }
+
+    // kill -9 the voter n3; the survivors commit a map without it.
+    let crashed = n3.map();
+    n3.kill9();
+    drop(n3);
+    let moved = converge(&mut [&mut n1, &mut n2], 2, |m| {
+        m.epoch > crashed.epoch && !m.owners.contains_key("n3")
+    });
+
+    // Restarted alone (no seed, so nobody can tell it anything), n3 serves
+    // the map it had committed from its own log: at least the epoch it
+    // had, and not the one committed after it died.
+    let mut alone = Proc::start("n3", dirs[2].path(), None, &secret);
+    let deadline = Instant::now() + LIMIT;
+    let recovered = loop {
+        let m = alone.map();
+        if m.epoch >= crashed.epoch {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "n3 did not recover epoch {} from its log: {m:?}",
+            crashed.epoch
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(recovered.epoch < moved.epoch, "{recovered:?} vs {moved:?}");
+    if recovered.epoch == crashed.epoch {
+        assert_eq!(recovered, crashed);
+    }
+    alone.kill9();
+    drop(alone);
+
+    // Copies of n3's directory for the refusals below (taken while no
+    // process uses it).
+    for c in &copies {
+        copy_dir(dirs[2].path(), c.path());
+    }
+
+    // Restarted with a seed, n3 rejoins and the map converges to three
+    // owners again, one map everywhere.
+    let mut n3 = Proc::start("n3", dirs[2].path(), Some(&seed), &secret);
+    let rejoined = converge(&mut [&mut n1, &mut n2, &mut n3], 3, |m| m.epoch > moved.epoch);
+    eprintln!(
+        "epochs: before crash {}, after rebalance {}, recovered {}, rejoined {}",
+        crashed.epoch, moved.epoch, recovered.epoch, rejoined.epoch
+    );
+    let v = n3.command("route after-rejoin hello", "ack");
+    assert!(v["ack"]["epoch"].as_u64() >= Some(rejoined.epoch), "{v}");
+
+    // Another cluster's directory: refused, naming the file.
+    let err = refused("n3", copies[0].path(), &secret, &["--cluster", "other"]);
+    assert!(
+        err.contains("meta.json") && err.contains("belongs to cluster"),
+        "{err}"
+    );
+    // Another node's directory: refused, naming the file.
+    let err = refused("n9", copies[1].path(), &secret, &[]);
+    assert!(err.contains("meta.json") && err.contains("\"n3\""), "{err}");
+    // A corrupt log: refused, naming the file.
+    std::fs::write(copies[2].path().join("raft").join("log.jsonl"), b"{not json\n").expect("corrupt");
+    let err = refused("n3", copies[2].path(), &secret, &[]);
+    assert!(err.contains("log.jsonl"), "{err}");
+}
