@@ -22,6 +22,52 @@ pub enum Command {
     Node(NodeArgs),
     /// Start a local cluster of N nodes as child processes on 127.0.0.1.
     Up(UpArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// NATS front end: throughput and request/reply latency of a 3-node
+    /// weft cluster, side by side with a 3-node nats-server cluster.
+    Nats(BenchNatsArgs),
+}
+
+/// Flags of `weft bench nats`.
+#[derive(Debug, Args)]
+pub struct BenchNatsArgs {
+    /// Client URLs of a running 3-node weft cluster, comma-separated
+    /// (publisher and requester on the first) instead of starting one.
+    #[arg(long, value_delimiter = ',', value_name = "URL")]
+    pub urls: Vec<String>,
+    /// Also start a 3-node nats-server cluster and run the same load on it.
+    #[arg(long)]
+    pub nats_server: bool,
+    /// The nats-server binary [default: nats-server on PATH].
+    #[arg(long, value_name = "PATH")]
+    pub nats_server_bin: Option<PathBuf>,
+    /// Seconds each measurement publishes (0.2-60).
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    pub duration: f64,
+    /// Most messages in flight: published but not yet received by the
+    /// slowest subscriber.
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    pub window: u64,
+    /// Most bytes in flight (bounds the window for large messages).
+    #[arg(long, value_name = "BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub window_bytes: u64,
+    /// First port of the local clusters: weft uses BASE..BASE+23,
+    /// nats-server BASE+30..BASE+43.
+    #[arg(long, value_name = "PORT", default_value_t = 27400, value_parser = clap::value_parser!(u16).range(1024..=65000))]
+    pub base_port: u16,
+    /// The weft binary for the local cluster [default: this executable].
+    #[arg(long, value_name = "PATH")]
+    pub bin: Option<PathBuf>,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `weft node`. Every flag overrides the same key of `--config`.
@@ -48,7 +94,7 @@ pub struct NodeArgs {
     /// File holding the cluster secret (at least 16 bytes, surrounding whitespace trimmed).
     #[arg(long, value_name = "PATH")]
     pub secret_file: Option<PathBuf>,
-    /// NATS protocol client address (accepted and validated; not served yet).
+    /// NATS protocol client address: existing NATS clients connect here (auth and limits: [nats] in --config).
     #[arg(long, value_name = "HOST:PORT")]
     pub client: Option<String>,
     /// Admin HTTP address (/healthz, /api/v1/cluster, /metrics); off when not given.

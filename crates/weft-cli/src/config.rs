@@ -9,6 +9,7 @@ use anyhow::{Context, anyhow};
 use serde::Deserialize;
 use weft::config::DEFAULT_PORT;
 use weft::{LinkConfig, MembershipConfig, NodeConfig, Secret, TlsConfig};
+use weft_nats::{Auth, NatsConfig};
 
 use crate::addr;
 use crate::cli::NodeArgs;
@@ -30,7 +31,7 @@ pub struct FileConfig {
     pub join: Option<Vec<String>>,
     /// Secret file path (relative to the configuration file).
     pub secret_file: Option<PathBuf>,
-    /// NATS client address (not served yet).
+    /// NATS client address (`HOST:PORT`).
     pub client: Option<String>,
     /// Admin HTTP address.
     pub http: Option<String>,
@@ -42,6 +43,41 @@ pub struct FileConfig {
     pub link: Option<LinkFile>,
     /// Membership timing.
     pub membership: Option<MembershipFile>,
+    /// NATS front end: authentication and limits.
+    pub nats: Option<NatsFile>,
+}
+
+/// The `[nats]` table (durations in milliseconds, sizes in bytes). Used
+/// when a client address is given (`--client` or `client`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsFile {
+    /// Token clients must send (`auth_token`); not with `user`.
+    pub token: Option<String>,
+    /// User name clients must send; needs `password`.
+    pub user: Option<String>,
+    /// Password for `user`.
+    pub password: Option<String>,
+    /// `HOST:PORT` other nodes' clients are told (`connect_urls`).
+    pub advertise: Option<String>,
+    /// [`NatsConfig::max_payload`].
+    pub max_payload: Option<usize>,
+    /// [`NatsConfig::max_pending`].
+    pub max_pending: Option<usize>,
+    /// [`NatsConfig::max_control_line`].
+    pub max_control_line: Option<usize>,
+    /// [`NatsConfig::ping_interval`].
+    pub ping_interval_ms: Option<u64>,
+    /// [`NatsConfig::max_pings_out`].
+    pub max_pings_out: Option<u32>,
+    /// [`NatsConfig::write_deadline`].
+    pub write_deadline_ms: Option<u64>,
+    /// [`NatsConfig::auth_timeout`].
+    pub auth_timeout_ms: Option<u64>,
+    /// [`NatsConfig::max_subscriptions`].
+    pub max_subscriptions: Option<usize>,
+    /// [`NatsConfig::max_connections`].
+    pub max_connections: Option<usize>,
 }
 
 /// The `[tls]` table.
@@ -146,8 +182,8 @@ fn line_of(text: &str, offset: usize) -> usize {
 pub struct Settings {
     /// The node's configuration.
     pub node: NodeConfig,
-    /// NATS client address, if given (not served yet).
-    pub client: Option<SocketAddr>,
+    /// The NATS front end's configuration, when a client address is given.
+    pub nats: Option<NatsConfig>,
     /// Admin HTTP address, if given.
     pub http: Option<SocketAddr>,
     /// Whether the secret was generated because no secret file was given.
@@ -229,9 +265,13 @@ impl Settings {
             apply_membership(&mut node.membership, m);
         }
         node.validate()?;
+        let nats = match client {
+            Some(addr) => Some(nats_config(addr, file.nats.unwrap_or_default())?),
+            None => None,
+        };
         Ok(Settings {
             node,
-            client,
+            nats,
             http,
             secret_generated,
         })
@@ -260,6 +300,31 @@ fn apply_membership(c: &mut MembershipConfig, f: MembershipFile) {
     set(&mut c.gossip_interval, f.gossip_interval_ms.map(ms));
     set(&mut c.seed_announce_interval, f.seed_announce_interval_ms.map(ms));
     set(&mut c.remove_down_after, f.remove_down_after_ms.map(ms));
+}
+
+/// The NATS front end's configuration from the `[nats]` table.
+fn nats_config(listen: SocketAddr, f: NatsFile) -> anyhow::Result<NatsConfig> {
+    let ms = Duration::from_millis;
+    let mut c = NatsConfig::new(listen);
+    c.auth = match (f.token, f.user, f.password) {
+        (None, None, None) => Auth::None,
+        (Some(token), None, None) if !token.is_empty() => Auth::Token(token),
+        (None, Some(user), Some(password)) if !user.is_empty() => Auth::UserPassword { user, password },
+        (Some(_), _, _) => anyhow::bail!("[nats]: give either a non-empty token or user and password"),
+        _ => anyhow::bail!("[nats]: user and password go together (user non-empty)"),
+    };
+    c.advertise = f.advertise;
+    set(&mut c.max_payload, f.max_payload);
+    set(&mut c.max_pending, f.max_pending);
+    set(&mut c.max_control_line, f.max_control_line);
+    set(&mut c.ping_interval, f.ping_interval_ms.map(ms));
+    set(&mut c.max_pings_out, f.max_pings_out);
+    set(&mut c.write_deadline, f.write_deadline_ms.map(ms));
+    set(&mut c.auth_timeout, f.auth_timeout_ms.map(ms));
+    set(&mut c.max_subscriptions, f.max_subscriptions);
+    set(&mut c.max_connections, f.max_connections);
+    c.validate().map_err(|e| anyhow!("[nats]: {e}"))?;
+    Ok(c)
 }
 
 fn set<T>(field: &mut T, value: Option<T>) {
@@ -338,6 +403,10 @@ max_frame = 65536
 [membership]
 probe_period_ms = 500
 indirect_probes = 2
+[nats]
+token = "t0k"
+max_payload = 65536
+ping_interval_ms = 5000
 "#,
         )
         .unwrap();
@@ -357,7 +426,11 @@ indirect_probes = 2
         assert_eq!(s.node.membership.probe_period, Duration::from_millis(500));
         assert_eq!(s.node.membership.indirect_probes, 2);
         assert_eq!(s.http, Some("127.0.0.1:9100".parse().unwrap()));
-        assert_eq!(s.client, Some("127.0.0.1:4222".parse().unwrap()));
+        let nats = s.nats.expect("nats configured");
+        assert_eq!(nats.listen, "127.0.0.1:4222".parse().unwrap());
+        assert_eq!(nats.auth, Auth::Token("t0k".into()));
+        assert_eq!(nats.max_payload, 65536);
+        assert_eq!(nats.ping_interval, Duration::from_millis(5000));
         assert!(!s.secret_generated);
     }
 
@@ -371,6 +444,19 @@ indirect_probes = 2
             ("listen = 5\n", "line 1"),
             ("listen = \"nope\"\n", "listen address"),
             ("name = \"bad name\"\n", "node name"),
+            (
+                "client = \"127.0.0.1:4222\"\n[nats]\ntokn = \"x\"\n",
+                "unknown field",
+            ),
+            ("client = \"127.0.0.1:4222\"\n[nats]\nuser = \"a\"\n", "[nats]"),
+            (
+                "client = \"127.0.0.1:4222\"\n[nats]\ntoken = \"a\"\nuser = \"b\"\npassword = \"c\"\n",
+                "[nats]",
+            ),
+            (
+                "client = \"127.0.0.1:4222\"\n[nats]\nmax_payload = 0\n",
+                "max_payload",
+            ),
         ] {
             std::fs::write(&cfg, text).unwrap();
             let mut a = args();

@@ -4,10 +4,12 @@
 
 mod addr;
 mod admin;
+mod bench;
 mod cli;
 mod config;
 mod error;
 mod metrics;
+mod nats_metrics;
 mod node_cmd;
 mod probe;
 mod secret;
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Node(args) => node_cmd::run(args).await,
             Command::Up(args) => up::run(args).await,
+            Command::Bench(cli::BenchCommand::Nats(args)) => bench::run_nats(args).await,
         }
     });
     // Do not wait for stray blocking tasks (name lookups, stdin).
@@ -51,7 +54,7 @@ fn main() -> ExitCode {
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 use weft::{Node, StartError};
+use weft_nats::{NatsError, NatsServer};
 
 use crate::admin::{self, AdminState};
 use crate::cli::NodeArgs;
@@ -18,6 +19,8 @@ use crate::signals::StopSignals;
 
 /// How long the node drains its send queues on shutdown.
 const DRAIN: Duration = Duration::from_secs(2);
+/// How long NATS clients get to receive what is queued for them.
+const NATS_GRACE: Duration = Duration::from_secs(1);
 /// How long the admin server may take to finish open requests.
 const ADMIN_GRACE: Duration = Duration::from_secs(2);
 
@@ -35,9 +38,6 @@ pub async fn run(args: NodeArgs) -> Result<()> {
         }
         warn!("no secret file given: using a random secret, so no other node can join this one");
     }
-    if let Some(client) = settings.client {
-        warn!(%client, "the NATS client port is not served yet (a later release adds it); ignoring --client");
-    }
     let admin_listener = match settings.http {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -49,6 +49,20 @@ pub async fn run(args: NodeArgs) -> Result<()> {
     };
     let metrics = crate::metrics::install().or_runtime()?;
     let node = Node::start(settings.node).await.map_err(start_failure)?;
+    let (nats, nats_metrics) = match settings.nats {
+        Some(cfg) => match NatsServer::start(node.clone(), cfg).await {
+            Ok(server) => {
+                let copier = crate::nats_metrics::spawn(server.stats_handle());
+                info!(client = %server.local_addr(), "NATS clients: nats://{}", server.local_addr());
+                (Some(server), Some(copier))
+            }
+            Err(e) => {
+                node.shutdown(DRAIN).await;
+                return Err(nats_failure(e));
+            }
+        },
+        None => (None, None),
+    };
 
     let serving = Arc::new(AtomicBool::new(true));
     let (stop_admin, admin_stopped) = oneshot::channel::<()>();
@@ -100,6 +114,12 @@ pub async fn run(args: NodeArgs) -> Result<()> {
     };
 
     serving.store(false, Ordering::Release);
+    if let Some(nats) = nats {
+        nats.shutdown(NATS_GRACE).await;
+    }
+    if let Some(copier) = nats_metrics {
+        copier.abort();
+    }
     node.shutdown(DRAIN).await;
     let _ = stop_admin.send(());
     if let Some(mut task) = admin_task
@@ -109,6 +129,16 @@ pub async fn run(args: NodeArgs) -> Result<()> {
     }
     info!("stopped");
     outcome
+}
+
+/// A NATS front end that cannot start is a configuration problem too.
+fn nats_failure(e: NatsError) -> Failure {
+    match &e {
+        NatsError::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => {
+            Failure::config(anyhow!("{e} (is another server using this client port?)"))
+        }
+        _ => Failure::config(e),
+    }
 }
 
 /// Start errors are all about the configuration or the environment

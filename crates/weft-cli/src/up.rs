@@ -260,7 +260,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     );
     for p in &plans {
         println!(
-            "  {:<4} cluster {}  client nats://{} (not served yet)  admin http://{}",
+            "  {:<4} cluster {}  client nats://{}  admin http://{}",
             p.name,
             p.cluster_addr(),
             p.client_addr(),

@@ -1,0 +1,378 @@
+//! One client connection: the reader (parse, authenticate, publish,
+//! subscribe, keepalive), the writer ([`outbound`]) and one forwarder per
+//! subscription ([`subs`]).
+//!
+//! Ownership: the reader task owns the parser, the CONNECT options and
+//! the ping state; the subscription table is shared with the forwarders
+//! (which retire themselves at their `max`); the outbound buffer is shared
+//! by everyone and written by the writer task only.
+
+mod outbound;
+mod subs;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+use weft::{PubMsg, PubSubError};
+
+use crate::echo;
+use crate::proto::json::ConnectOptions;
+use crate::proto::{ClientOp, Parser, encode, headers};
+use crate::server::Ctx;
+use crate::stats;
+use outbound::Outbound;
+use subs::{ClientView, SubHandle, SubState, Subs};
+
+/// Read buffer: at least this much room before each read.
+const READ_ROOM: usize = 32 * 1024;
+/// After an error, unread input is drained this long (so that closing
+/// does not reset the connection before the client read the `-ERR`).
+const DRAIN_AFTER_ERROR: Duration = Duration::from_millis(200);
+
+/// Whether the reader goes on.
+enum Flow {
+    Continue,
+    Stop,
+}
+
+struct Client {
+    ctx: Arc<Ctx>,
+    cid: u64,
+    out: Arc<Outbound>,
+    parser: Parser,
+    opts: ConnectOptions,
+    authenticated: bool,
+    subs: Arc<Subs>,
+    view: Arc<ClientView>,
+    pings_out: u32,
+    /// The reader's copy of the echo-suppression tag (hot path: no lock).
+    own_tag: Option<String>,
+    /// Set when the reader stopped on an error it answered.
+    errored: bool,
+}
+
+/// Serves one accepted connection until it closes or `token` is
+/// cancelled.
+pub(crate) async fn run(
+    ctx: Arc<Ctx>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    cid: u64,
+    token: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, wr) = stream.into_split();
+    let out = Arc::new(Outbound::new(ctx.config.max_pending, token, ctx.stats.clone()));
+    out.send(&ctx.info_line(cid, peer));
+    let writer = out.spawn_writer(wr, ctx.config.write_deadline);
+    let mut client = Client {
+        parser: Parser::new(ctx.config.limits()),
+        authenticated: !ctx.config.auth.required(),
+        subs: Arc::new(Subs::new(ctx.stats.clone())),
+        view: Arc::new(ClientView {
+            headers: AtomicBool::new(false),
+            own_tag: std::sync::Mutex::new(None),
+        }),
+        ctx,
+        cid,
+        out,
+        opts: ConnectOptions::default(),
+        pings_out: 0,
+        own_tag: None,
+        errored: false,
+    };
+    client.read_loop(&mut rd).await;
+    client.subs.clear();
+    client.out.close();
+    let _ = writer.await;
+    if client.errored {
+        drain(&mut rd).await;
+    }
+    debug!(cid, %peer, "client closed");
+}
+
+async fn drain(rd: &mut OwnedReadHalf) {
+    let mut scratch = vec![0u8; 16 * 1024];
+    let deadline = Instant::now() + DRAIN_AFTER_ERROR;
+    let mut total = 0usize;
+    while total < 1024 * 1024 {
+        match tokio::time::timeout_at(deadline, rd.read(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => total += n,
+            _ => return,
+        }
+    }
+}
+
+impl Client {
+    async fn read_loop(&mut self, rd: &mut OwnedReadHalf) {
+        let token = self.out.token.clone();
+        let every = self.ctx.config.ping_interval;
+        let mut ping = tokio::time::interval_at(Instant::now() + every, every);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let auth_deadline = tokio::time::sleep(self.ctx.config.auth_timeout);
+        tokio::pin!(auth_deadline);
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        loop {
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => return,
+                _ = &mut auth_deadline, if !self.authenticated => {
+                    stats::add(&self.ctx.stats.auth_failures, 1);
+                    self.fail("Authentication Timeout");
+                    return;
+                }
+                // Until it authenticates, the auth timeout watches a client.
+                _ = ping.tick(), if self.authenticated => {
+                    if self.pings_out + 1 > self.ctx.config.max_pings_out {
+                        stats::add(&self.ctx.stats.stale_connections, 1);
+                        self.fail("Stale Connection");
+                        return;
+                    }
+                    self.pings_out += 1;
+                    self.out.send(encode::PING);
+                }
+                r = rd.read_buf(&mut buf) => match r {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) => {
+                        debug!(cid = self.cid, error = %e, "client read failed");
+                        return;
+                    }
+                },
+            }
+            if let Flow::Stop = self.parse_all(&mut buf).await {
+                return;
+            }
+            if buf.capacity() - buf.len() < READ_ROOM {
+                buf.reserve(2 * READ_ROOM);
+            }
+        }
+    }
+
+    async fn parse_all(&mut self, buf: &mut BytesMut) -> Flow {
+        let (mut msgs, mut bytes) = (0u64, 0u64);
+        let flow = loop {
+            match self.parser.parse(buf) {
+                Ok(Some(op)) => {
+                    if let ClientOp::Pub { payload, .. } = &op {
+                        msgs += 1;
+                        bytes += payload.len() as u64;
+                    } else if let ClientOp::HPub { payload, headers, .. } = &op {
+                        msgs += 1;
+                        bytes += (payload.len() + headers.len()) as u64;
+                    }
+                    if let Flow::Stop = self.handle(op).await {
+                        break Flow::Stop;
+                    }
+                }
+                Ok(None) => break Flow::Continue,
+                Err(e) => {
+                    debug!(cid = self.cid, error = %e, "protocol error");
+                    stats::add(&self.ctx.stats.protocol_errors, 1);
+                    self.fail(e.nats_message());
+                    break Flow::Stop;
+                }
+            }
+        };
+        stats::add(&self.ctx.stats.msgs_in, msgs);
+        stats::add(&self.ctx.stats.bytes_in, bytes);
+        flow
+    }
+
+    /// Sends `-ERR '<text>'` and closes.
+    fn fail(&mut self, text: &str) {
+        self.errored = true;
+        self.out.close_with_error(text);
+    }
+
+    fn ok(&self) {
+        if self.opts.verbose {
+            self.out.send(encode::OK);
+        }
+    }
+
+    async fn handle(&mut self, op: ClientOp) -> Flow {
+        if !self.authenticated && !matches!(op, ClientOp::Connect(_)) {
+            stats::add(&self.ctx.stats.auth_failures, 1);
+            self.fail("Authorization Violation");
+            return Flow::Stop;
+        }
+        match op {
+            ClientOp::Connect(json) => return self.connect(&json),
+            ClientOp::Pub {
+                subject,
+                reply,
+                payload,
+            } => self.publish(subject, reply, None, payload).await,
+            ClientOp::HPub {
+                subject,
+                reply,
+                headers,
+                payload,
+            } => self.publish(subject, reply, Some(headers), payload).await,
+            ClientOp::Sub { subject, queue, sid } => self.subscribe(&subject, queue.as_deref(), sid),
+            ClientOp::Unsub { sid, max } => {
+                match max {
+                    None => {
+                        self.subs.remove(&sid);
+                    }
+                    Some(max) => self.subs.set_max(&sid, max),
+                }
+                self.ok();
+            }
+            ClientOp::Ping => self.out.send(encode::PONG),
+            ClientOp::Pong => self.pings_out = 0,
+        }
+        Flow::Continue
+    }
+
+    fn connect(&mut self, json: &[u8]) -> Flow {
+        let opts = match ConnectOptions::parse(json) {
+            Ok(o) => o,
+            Err(e) => {
+                debug!(cid = self.cid, error = %e, "bad CONNECT");
+                stats::add(&self.ctx.stats.protocol_errors, 1);
+                self.fail("Unknown Protocol Operation");
+                return Flow::Stop;
+            }
+        };
+        if !self.ctx.config.auth.accepts(&opts) {
+            debug!(cid = self.cid, user = ?opts.user, "authorization violation");
+            stats::add(&self.ctx.stats.auth_failures, 1);
+            self.fail("Authorization Violation");
+            return Flow::Stop;
+        }
+        if opts.no_responders && !opts.headers {
+            stats::add(&self.ctx.stats.protocol_errors, 1);
+            self.fail("No Responders Requires Headers Support");
+            return Flow::Stop;
+        }
+        self.authenticated = true;
+        self.view.headers.store(opts.headers, Ordering::Relaxed);
+        self.own_tag = (!opts.echo).then(|| echo::tag(&self.ctx.server_id, self.cid));
+        *self.view.own_tag.lock().unwrap_or_else(|p| p.into_inner()) = self.own_tag.clone();
+        debug!(cid = self.cid, name = ?opts.name, lang = ?opts.lang, version = ?opts.version, "client connected");
+        self.opts = opts;
+        self.ok();
+        Flow::Continue
+    }
+
+    fn dropped(&self) {
+        stats::add(&self.ctx.stats.msgs_dropped, 1);
+    }
+
+    fn invalid_publish(&self) {
+        self.dropped();
+        if self.opts.pedantic {
+            self.out.send(b"-ERR 'Invalid Publish Subject'\r\n");
+        }
+    }
+
+    async fn publish(&mut self, subject: Bytes, reply: Option<Bytes>, hdr: Option<Bytes>, payload: Bytes) {
+        let Ok(subject) = std::str::from_utf8(&subject) else {
+            return self.invalid_publish();
+        };
+        let reply = match reply.as_deref().map(std::str::from_utf8) {
+            None => None,
+            Some(Ok(r)) => Some(r.to_string()),
+            Some(Err(_)) => return self.invalid_publish(),
+        };
+        let mut headers = match hdr.as_deref().map(headers::parse) {
+            None => Vec::new(),
+            Some(Ok(h)) => h,
+            Some(Err(e)) => {
+                debug!(cid = self.cid, error = %e, "publish with a malformed header block dropped");
+                self.dropped();
+                if self.opts.pedantic {
+                    self.out.send(b"-ERR 'Invalid Header'\r\n");
+                }
+                return;
+            }
+        };
+        if let Some(tag) = &self.own_tag {
+            headers.push((echo::KEY.to_string(), echo::value(tag, hdr.is_some())));
+        }
+        if let Some(r) = &reply
+            && self.opts.no_responders
+            && self.opts.headers
+            && weft::weft_proto::subject::validate_subject(subject).is_ok()
+            && !self.ctx.node.has_interest(subject)
+        {
+            if let Some(state) = self.subs.first_matching(r) {
+                subs::deliver_no_responders(r.as_bytes(), &state, &self.out, &self.ctx.stats);
+            }
+            return self.ok();
+        }
+        let msg = PubMsg {
+            subject: subject.to_string(),
+            reply,
+            headers,
+            payload,
+        };
+        match self.ctx.node.publish_msg(msg).await {
+            Ok(()) => self.ok(),
+            Err(PubSubError::Subject(e)) => {
+                debug!(cid = self.cid, error = %e, "publish refused");
+                self.invalid_publish();
+            }
+            Err(e) => {
+                debug!(cid = self.cid, error = %e, "publish failed");
+                self.dropped();
+            }
+        }
+    }
+
+    fn subscribe(&mut self, subject: &[u8], queue: Option<&[u8]>, sid: Bytes) {
+        if self.subs.contains(&sid) {
+            // nats-server ignores a SUB that reuses a live sid.
+            return self.ok();
+        }
+        if self.subs.len() >= self.ctx.config.max_subscriptions {
+            self.out.send(b"-ERR 'Maximum Subscriptions Exceeded'\r\n");
+            return;
+        }
+        let pattern = std::str::from_utf8(subject).ok();
+        let queue = match queue.map(std::str::from_utf8) {
+            None => Ok(None),
+            Some(Ok(q)) => Ok(Some(q)),
+            Some(Err(_)) => Err(()),
+        };
+        let sub = match (pattern, queue) {
+            (Some(p), Ok(q)) => self
+                .ctx
+                .node
+                .subscribe_with_capacity(p, q, self.ctx.config.subscription_bytes)
+                .ok(),
+            _ => None,
+        };
+        let Some(sub) = sub else {
+            self.out.send(b"-ERR 'Invalid Subject'\r\n");
+            return;
+        };
+        let sub = Arc::new(sub);
+        let state = Arc::new(SubState {
+            sid,
+            active: AtomicBool::new(true),
+            delivered: Default::default(),
+            max: u64::MAX.into(),
+        });
+        let task = tokio::spawn(subs::forward(
+            sub.clone(),
+            state.clone(),
+            self.out.clone(),
+            self.view.clone(),
+            self.subs.clone(),
+        ));
+        self.subs.insert(SubHandle { sub, state, task });
+        self.ok();
+    }
+}
