@@ -1,0 +1,480 @@
+//! Figures for messaging, pub/sub and the stream relay, measured on
+//! loopback with in-process nodes in one run:
+//!
+//! - remote tell msgs/s (16 B, 1 KiB) and call latency p50/p99;
+//! - group publish to 3 nodes × 100 members; bytes per membership entry;
+//! - cross-node pub→sub msgs/s (16 B, 1 KiB), fan-out to two nodes; bytes
+//!   per subscription;
+//! - stream fan-out to 1/16/256/4096 local viewers; origin→edge relay
+//!   frames/s and MB/s (1 KiB, 64 KiB).
+//!
+//! `cargo bench -p weft --bench capabilities [-- --json]`. Every loop is
+//! bounded in count and time; every figure is checked for exact delivery.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use weft::{Message, Node, NodeConfig, Secret, StreamEvent, StreamFrame, StreamPolicy};
+
+const BUDGET: Duration = Duration::from_millis(1500);
+
+fn config(name: &str, seeds: &[std::net::SocketAddr]) -> NodeConfig {
+    let mut c = NodeConfig::new(name, Secret::new(b"bench-secret-0123456789".to_vec()));
+    c.listen = "127.0.0.1:0".parse().expect("addr");
+    c.join = seeds.to_vec();
+    c.cluster = "bench".into();
+    c.messaging.mailbox_bytes = 256 << 20;
+    c.messaging.subscription_bytes = 256 << 20;
+    c.relay.subscriber_frames = 1 << 20;
+    c.relay.subscriber_bytes = 1 << 30;
+    c
+}
+
+async fn cluster(n: usize) -> Vec<Node> {
+    let first = Node::start(config("n1", &[])).await.expect("n1");
+    let seed = [first.addr()];
+    let mut nodes = vec![first];
+    for i in 2..=n {
+        nodes.push(Node::start(config(&format!("n{i}"), &seed)).await.expect("node"));
+    }
+    let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = nodes
+            .iter()
+            .all(|a| names.iter().all(|b| *b == a.id().name || a.is_linked(b)));
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cluster did not form");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    nodes
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+struct Row {
+    name: String,
+    value: f64,
+    unit: &'static str,
+}
+
+/// Adds a figure and prints it at once (a later failure keeps it).
+fn push(rows: &mut Vec<Row>, name: String, value: f64, unit: &'static str) {
+    eprintln!("{name:<55} {value:>14.1} {unit}");
+    rows.push(Row { name, value, unit });
+}
+
+async fn remote_tell(rows: &mut Vec<Row>, nodes: &[Node], size: usize) {
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let inbox = b.spawn_mailbox_with_capacity(1 << 30);
+    let pid = inbox.pid().clone();
+    let payload = Bytes::from(vec![7u8; size]);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < BUDGET && sent < 5_000_000 {
+        for _ in 0..256 {
+            a.send(&pid, Message::new("b", payload.clone()))
+                .await
+                .expect("send");
+        }
+        sent += 256;
+    }
+    let mut got = 0u64;
+    while got < sent {
+        let env = tokio::time::timeout(Duration::from_secs(30), inbox.recv())
+            .await
+            .expect("delivery")
+            .expect("open");
+        assert_eq!(env.message.payload.len(), size);
+        got += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    push(
+        rows,
+        format!("remote tell {size} B"),
+        sent as f64 / secs,
+        "msgs/s",
+    );
+}
+
+async fn call_latency(rows: &mut Vec<Row>, nodes: &[Node]) {
+    let (a, b) = (nodes[0].clone(), &nodes[1]);
+    let echo = b.spawn_mailbox();
+    let pid = echo.pid().clone();
+    let server = tokio::spawn(async move {
+        while let Some(env) = echo.recv().await {
+            let m = env.message.clone();
+            let _ = echo.reply(&env, m).await;
+        }
+    });
+    let mut h = Histogram::<u64>::new(3).expect("histogram");
+    let start = Instant::now();
+    let mut n = 0;
+    while start.elapsed() < BUDGET && n < 20_000 {
+        let t = Instant::now();
+        a.call(
+            &pid,
+            Message::new("q", Bytes::from_static(b"ping")),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("reply");
+        h.record(t.elapsed().as_micros() as u64).expect("record");
+        n += 1;
+    }
+    server.abort();
+    push(
+        rows,
+        "call p50".to_string(),
+        h.value_at_quantile(0.5) as f64,
+        "µs",
+    );
+    push(
+        rows,
+        "call p99".to_string(),
+        h.value_at_quantile(0.99) as f64,
+        "µs",
+    );
+}
+
+async fn group_publish(rows: &mut Vec<Row>, nodes: &[Node]) {
+    let mut boxes = Vec::new();
+    for n in nodes {
+        for _ in 0..100 {
+            let m = n.spawn_mailbox_with_capacity(64 << 20);
+            n.groups().join("bench", m.pid()).expect("join");
+            boxes.push(m);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while nodes[0].groups().members("bench").len() < 300 {
+        assert!(Instant::now() < deadline, "group did not converge");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let start = Instant::now();
+    let mut published = 0u64;
+    while start.elapsed() < BUDGET && published < 20_000 {
+        nodes[0]
+            .groups()
+            .publish(
+                "bench",
+                Message::new("g", Bytes::from_static(b"0123456789abcdef")),
+            )
+            .await
+            .expect("publish");
+        published += 1;
+    }
+    let want = published as usize;
+    for m in &boxes {
+        for _ in 0..want {
+            tokio::time::timeout(Duration::from_secs(30), m.recv())
+                .await
+                .expect("delivered")
+                .expect("open");
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    push(
+        rows,
+        "group publish 3×100 members".to_string(),
+        (published * 300) as f64 / secs,
+        "deliveries/s",
+    );
+    // Memory per membership entry: 20,000 memberships on n2, seen on n1.
+    let before = rss_bytes();
+    let extra: Vec<_> = (0..20_000)
+        .map(|_| nodes[1].spawn_mailbox_with_capacity(1024))
+        .collect();
+    for (i, m) in extra.iter().enumerate() {
+        nodes[1]
+            .groups()
+            .join(&format!("mem{}", i % 100), m.pid())
+            .expect("join");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while nodes[0].registry_remote_entries() < 20_000 {
+        assert!(Instant::now() < deadline, "memberships did not propagate");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let grown = rss_bytes().saturating_sub(before);
+    push(
+        rows,
+        "memory per membership (owner mailbox + both views)".to_string(),
+        grown as f64 / 20_000.0,
+        "bytes",
+    );
+}
+
+async fn pubsub_throughput(rows: &mut Vec<Row>, nodes: &[Node], size: usize, fanout: bool) {
+    let a = &nodes[0];
+    let subj = format!("bench.{size}.{fanout}");
+    let mut subs = vec![nodes[1].subscribe(&subj).expect("sub")];
+    if fanout {
+        subs.push(nodes[2].subscribe(&subj).expect("sub"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(nodes[0].remote_interest().get("n2").copied().unwrap_or(0) >= 2
+        && (!fanout || nodes[0].remote_interest().get("n3").copied().unwrap_or(0) >= 2))
+    {
+        assert!(Instant::now() < deadline, "interest did not propagate");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let payload = Bytes::from(vec![1u8; size]);
+    // Subscribers consume while the publisher runs: a sustainable rate.
+    let counters: Vec<std::sync::Arc<std::sync::atomic::AtomicU64>> = subs
+        .iter()
+        .map(|_| std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)))
+        .collect();
+    let mut readers = Vec::new();
+    for (s, c) in subs.into_iter().zip(counters.iter().cloned()) {
+        readers.push(tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(4096);
+            loop {
+                match tokio::time::timeout(Duration::from_secs(5), s.next()).await {
+                    Ok(Some(m)) => {
+                        assert_eq!(m.payload.len(), size);
+                        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let n = s.drain_into(&mut batch);
+                        c.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                        batch.clear();
+                    }
+                    _ => return s.dropped(),
+                }
+            }
+        }));
+    }
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < BUDGET && sent < 3_000_000 {
+        for _ in 0..256 {
+            a.publish(&subj, vec![], payload.clone()).await.expect("publish");
+        }
+        sent += 256;
+        // Stay within a window of the slowest subscriber: nothing dropped.
+        while counters
+            .iter()
+            .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+            .min()
+            .unwrap_or(0)
+            + 20_000
+            < sent
+        {
+            tokio::task::yield_now().await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counters
+        .iter()
+        .any(|c| c.load(std::sync::atomic::Ordering::Relaxed) < sent)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not every message arrived: {:?} of {sent}, dropped {:?}",
+            counters
+                .iter()
+                .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+                .collect::<Vec<_>>(),
+            nodes.iter().map(|n| n.stats().frames_dropped).collect::<Vec<_>>()
+        );
+        tokio::task::yield_now().await;
+    }
+    for c in &counters {
+        assert_eq!(c.load(std::sync::atomic::Ordering::Relaxed), sent, "exact count");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    for r in readers {
+        r.abort();
+    }
+    eprintln!("pub→sub {size} B fanout={fanout}: {sent} msgs in {secs:.2} s");
+    push(
+        rows,
+        format!("pub→sub {size} B{}", if fanout { " fan-out B+C" } else { " A→B" }),
+        sent as f64 / secs,
+        "msgs/s",
+    );
+}
+
+async fn subscription_memory(rows: &mut Vec<Row>, nodes: &[Node]) {
+    let before = rss_bytes();
+    let subs: Vec<_> = (0..100_000)
+        .map(|i| {
+            nodes[1]
+                .subscribe_with_capacity(&format!("m.{}.{i}", i % 100), None, 1024)
+                .expect("sub")
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while nodes[0].remote_interest().get("n2").copied().unwrap_or(0) < 100_000 {
+        assert!(Instant::now() < deadline, "interest did not propagate");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let grown = rss_bytes().saturating_sub(before);
+    push(
+        rows,
+        "memory per subscription (local + remote interest)".to_string(),
+        grown as f64 / 100_000.0,
+        "bytes",
+    );
+    drop(subs);
+}
+
+async fn stream_fanout(rows: &mut Vec<Row>, node: &Node, viewers: usize) {
+    let key = format!("fan/{viewers}");
+    let p = node
+        .publish_stream(&key, StreamPolicy::default())
+        .expect("publish");
+    let subs: Vec<_> = (0..viewers)
+        .map(|_| node.subscribe_stream(&key).expect("sub"))
+        .collect();
+    let frames: u64 = (2_000_000 / viewers as u64).clamp(200, 100_000);
+    let payload = Bytes::from(vec![3u8; 1024]);
+    let start = Instant::now();
+    for seq in 0..frames {
+        p.send(StreamFrame {
+            seq,
+            timestamp: seq,
+            keyframe: seq.is_multiple_of(50),
+            config: false,
+            payload: payload.clone(),
+        })
+        .expect("send");
+    }
+    for s in &subs {
+        for _ in 0..frames {
+            match s.next().await {
+                Ok(StreamEvent::Frame(_)) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(node.stats().stream_frames_skipped, 0);
+    push(
+        rows,
+        format!("stream fan-out to {viewers} viewers (1 KiB)"),
+        (frames * viewers as u64) as f64 / secs,
+        "frames delivered/s",
+    );
+}
+
+async fn relay_throughput(rows: &mut Vec<Row>, nodes: &[Node], size: usize) {
+    let key = format!("relay/{size}");
+    let p = nodes[0]
+        .publish_stream(&key, StreamPolicy::default())
+        .expect("publish");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while nodes[1].locate_stream(&key).is_none() {
+        assert!(Instant::now() < deadline, "origin not located");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sub = nodes[1].subscribe_stream(&key).expect("sub");
+    let frames: u64 = if size >= 65536 { 20_000 } else { 200_000 };
+    let payload = Bytes::from(vec![5u8; size]);
+    let start = Instant::now();
+    let mut seq = 0u64;
+    let mut received = 0u64;
+    while seq < frames && start.elapsed() < BUDGET * 2 {
+        for _ in 0..64 {
+            p.send(StreamFrame {
+                seq,
+                timestamp: seq,
+                keyframe: seq.is_multiple_of(50),
+                config: false,
+                payload: payload.clone(),
+            })
+            .expect("send");
+            seq += 1;
+        }
+        // Keep the edge close behind (no skip): at most ~2 MiB in flight,
+        // well inside the link's 8 MiB queue.
+        let window = (2 * 1024 * 1024 / size as u64).max(16);
+        while received + window < seq {
+            if let Ok(StreamEvent::Frame(_)) = sub.next().await {
+                received += 1;
+            }
+        }
+    }
+    while received < seq {
+        match tokio::time::timeout(Duration::from_secs(30), sub.next())
+            .await
+            .expect("frame")
+        {
+            Ok(StreamEvent::Frame(_)) => received += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(nodes[0].stats().stream_frames_skipped, 0, "no skip");
+    push(
+        rows,
+        format!("origin→edge relay {size} B"),
+        seq as f64 / secs,
+        "frames/s",
+    );
+    push(
+        rows,
+        format!("origin→edge relay {size} B"),
+        (seq * size as u64) as f64 / secs / 1e6,
+        "MB/s",
+    );
+    drop(sub);
+    drop(p);
+}
+
+fn main() {
+    let json = std::env::args().any(|a| a == "--json");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let rows = rt.block_on(async {
+        let mut rows = Vec::new();
+        let nodes = cluster(3).await;
+        remote_tell(&mut rows, &nodes, 16).await;
+        remote_tell(&mut rows, &nodes, 1024).await;
+        call_latency(&mut rows, &nodes).await;
+        group_publish(&mut rows, &nodes).await;
+        pubsub_throughput(&mut rows, &nodes, 16, false).await;
+        pubsub_throughput(&mut rows, &nodes, 1024, false).await;
+        pubsub_throughput(&mut rows, &nodes, 16, true).await;
+        pubsub_throughput(&mut rows, &nodes, 1024, true).await;
+        subscription_memory(&mut rows, &nodes).await;
+        for v in [1, 16, 256, 4096] {
+            stream_fanout(&mut rows, &nodes[2], v).await;
+        }
+        relay_throughput(&mut rows, &nodes, 1024).await;
+        relay_throughput(&mut rows, &nodes, 65536).await;
+        for n in nodes {
+            n.shutdown(Duration::from_millis(100)).await;
+        }
+        rows
+    });
+    if json {
+        let items: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "{{\"name\":{:?},\"value\":{:.1},\"unit\":{:?}}}",
+                    r.name, r.value, r.unit
+                )
+            })
+            .collect();
+        println!("[{}]", items.join(","));
+    } else {
+        for r in &rows {
+            println!("{:<55} {:>14.1} {}", r.name, r.value, r.unit);
+        }
+    }
+}
