@@ -103,12 +103,65 @@ pub fn decode_preamble(src: &mut BytesMut) -> Result<Option<u8>, FrameError> {
     Ok(Some(version))
 }
 
+/// Bytes a [`FrameHead`] holds inline (prefix plus header). Heads up to
+/// this size (every data-class frame with short names and subjects) are
+/// encoded on the stack without a heap allocation.
+pub const INLINE_HEAD: usize = 62;
+
+/// The head of an encoded frame: length prefix, kind, header length and
+/// header. Small heads live inline; a head longer than [`INLINE_HEAD`]
+/// bytes is kept on the heap. Dereferences to its bytes.
+#[derive(Clone)]
+pub enum FrameHead {
+    /// A head of at most [`INLINE_HEAD`] bytes, stored in place.
+    Inline {
+        /// Bytes used at the front of `buf`.
+        len: u8,
+        /// The head bytes (only `..len` are meaningful).
+        buf: [u8; INLINE_HEAD],
+    },
+    /// A longer head.
+    Heap(Bytes),
+}
+
+impl std::ops::Deref for FrameHead {
+    type Target = [u8];
+
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            FrameHead::Inline { len, buf } => &buf[..usize::from(*len)],
+            FrameHead::Heap(b) => b,
+        }
+    }
+}
+
+impl AsRef<[u8]> for FrameHead {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl std::fmt::Debug for FrameHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("FrameHead").field(&&**self).finish()
+    }
+}
+
+impl PartialEq for FrameHead {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for FrameHead {}
+
 /// A frame encoded for sending: a small head (prefix and header) and the
 /// payload, kept apart so a large payload is written without being copied.
 #[derive(Clone, Debug)]
 pub struct EncodedFrame {
     /// Length prefix, kind, header length and header.
-    pub head: Bytes,
+    pub head: FrameHead,
     /// The payload, unchanged.
     pub payload: Bytes,
     /// Whether the frame belongs to the control class.
@@ -117,67 +170,111 @@ pub struct EncodedFrame {
 
 impl EncodedFrame {
     /// Total bytes this frame occupies on the wire.
+    #[inline]
     pub fn wire_len(&self) -> usize {
         self.head.len() + self.payload.len()
     }
 }
 
-fn put_header<T: Serialize>(dst: &mut BytesMut, value: &T) -> Result<(), FrameError> {
-    let start = dst.len();
-    dst.put_u16(0);
-    let mut writer = dst.writer();
-    postcard::to_io(value, &mut writer).map_err(|e| FrameError::BadHeader {
-        kind: "outgoing",
-        detail: e.to_string(),
-    })?;
-    let dst = writer.into_inner();
-    let hlen = dst.len() - start - 2;
-    let hlen16 = u16::try_from(hlen).map_err(|_| FrameError::HeaderTooLarge(hlen))?;
-    dst[start..start + 2].copy_from_slice(&hlen16.to_be_bytes());
-    Ok(())
-}
-
-fn encode_head(header: &Header, payload_len: usize, max_frame: usize) -> Result<BytesMut, FrameError> {
-    let mut head = BytesMut::with_capacity(32);
-    head.put_u32(0);
-    head.put_u8(header.kind());
-    match header {
-        Header::Hello(h) => put_header(&mut head, h)?,
-        Header::Auth(h) => put_header(&mut head, h)?,
-        Header::Reject(h) => put_header(&mut head, h)?,
-        Header::Ping(h) | Header::Pong(h) => put_header(&mut head, h)?,
-        Header::Goodbye(h) => put_header(&mut head, h)?,
-        Header::Data(h) => put_header(&mut head, h)?,
-        Header::Tell(h) => put_header(&mut head, h)?,
-        Header::TellNamed(h) => put_header(&mut head, h)?,
-        Header::Reply(h) => put_header(&mut head, h)?,
-        Header::GroupPublish(h) => put_header(&mut head, h)?,
-        Header::Publish(h) => put_header(&mut head, h)?,
-        Header::StreamSubscribe(h) | Header::StreamUnsubscribe(h) => put_header(&mut head, h)?,
-        Header::StreamData(h) => put_header(&mut head, h)?,
-        Header::StreamEnd(h) => put_header(&mut head, h)?,
-        Header::StreamHeartbeat(h) => put_header(&mut head, h)?,
-        Header::RpcRequest(h) => put_header(&mut head, h)?,
-        Header::RpcReply(h) => put_header(&mut head, h)?,
-        Header::Welcome | Header::Registry | Header::Unknown { .. } => head.put_u16(0),
-    }
-    let len = head.len() - 4 + payload_len;
+/// The length prefix for a frame with `hlen` header bytes, checked
+/// against `max_frame`.
+fn frame_len(hlen: usize, payload_len: usize, max_frame: usize) -> Result<[u8; 4], FrameError> {
+    let len = 3 + hlen + payload_len;
     if len > max_frame {
         return Err(FrameError::Oversized { len, max: max_frame });
     }
     let len32 = u32::try_from(len).map_err(|_| FrameError::Oversized { len, max: max_frame })?;
-    head[..4].copy_from_slice(&len32.to_be_bytes());
-    Ok(head)
+    Ok(len32.to_be_bytes())
+}
+
+fn outgoing_error(e: postcard::Error) -> FrameError {
+    FrameError::BadHeader {
+        kind: "outgoing",
+        detail: e.to_string(),
+    }
+}
+
+/// Encodes the head of a frame of kind `kind` whose header is `value`:
+/// on the stack when it fits [`INLINE_HEAD`], else on the heap.
+fn head_of<T: Serialize + ?Sized>(
+    kind: u8,
+    value: &T,
+    payload_len: usize,
+    max_frame: usize,
+) -> Result<FrameHead, FrameError> {
+    let mut buf = [0u8; INLINE_HEAD];
+    match postcard::to_slice(value, &mut buf[FRAME_PREFIX_LEN..]) {
+        Ok(used) => {
+            let hlen = used.len();
+            buf[..4].copy_from_slice(&frame_len(hlen, payload_len, max_frame)?);
+            buf[4] = kind;
+            // hlen < INLINE_HEAD, so it fits both u16 and u8 below.
+            buf[5..7].copy_from_slice(&(hlen as u16).to_be_bytes());
+            Ok(FrameHead::Inline {
+                len: (FRAME_PREFIX_LEN + hlen) as u8,
+                buf,
+            })
+        }
+        Err(postcard::Error::SerializeBufferFull) => {
+            let mut head = vec![0u8; FRAME_PREFIX_LEN];
+            head = postcard::to_extend(value, head).map_err(outgoing_error)?;
+            let hlen = head.len() - FRAME_PREFIX_LEN;
+            let hlen16 = u16::try_from(hlen).map_err(|_| FrameError::HeaderTooLarge(hlen))?;
+            head[..4].copy_from_slice(&frame_len(hlen, payload_len, max_frame)?);
+            head[4] = kind;
+            head[5..7].copy_from_slice(&hlen16.to_be_bytes());
+            Ok(FrameHead::Heap(Bytes::from(head)))
+        }
+        Err(e) => Err(outgoing_error(e)),
+    }
+}
+
+fn encode_head(header: &Header, payload_len: usize, max_frame: usize) -> Result<FrameHead, FrameError> {
+    let k = header.kind();
+    match header {
+        Header::Hello(h) => head_of(k, h, payload_len, max_frame),
+        Header::Auth(h) => head_of(k, h, payload_len, max_frame),
+        Header::Reject(h) => head_of(k, h, payload_len, max_frame),
+        Header::Ping(h) | Header::Pong(h) => head_of(k, h, payload_len, max_frame),
+        Header::Goodbye(h) => head_of(k, h, payload_len, max_frame),
+        Header::Data(h) => head_of(k, h, payload_len, max_frame),
+        Header::Tell(h) => head_of(k, h, payload_len, max_frame),
+        Header::TellNamed(h) => head_of(k, h, payload_len, max_frame),
+        Header::Reply(h) => head_of(k, h, payload_len, max_frame),
+        Header::GroupPublish(h) => head_of(k, h, payload_len, max_frame),
+        Header::Publish(h) => head_of(k, h, payload_len, max_frame),
+        Header::StreamSubscribe(h) | Header::StreamUnsubscribe(h) => head_of(k, h, payload_len, max_frame),
+        Header::StreamData(h) => head_of(k, h, payload_len, max_frame),
+        Header::StreamEnd(h) => head_of(k, h, payload_len, max_frame),
+        Header::StreamHeartbeat(h) => head_of(k, h, payload_len, max_frame),
+        Header::RpcRequest(h) => head_of(k, h, payload_len, max_frame),
+        Header::RpcReply(h) => head_of(k, h, payload_len, max_frame),
+        // No header fields: postcard writes nothing for `()`.
+        Header::Welcome | Header::Registry | Header::Unknown { .. } => {
+            head_of(k, &(), payload_len, max_frame)
+        }
+    }
 }
 
 impl Frame {
     /// Encodes this frame for sending, refusing it if it would exceed
-    /// `max_frame` bytes. The payload is shared, not copied.
+    /// `max_frame` bytes. The payload is shared, not copied; a small head
+    /// is built without a heap allocation.
     pub fn encode(&self, max_frame: usize) -> Result<EncodedFrame, FrameError> {
         let head = encode_head(&self.header, self.payload.len(), max_frame)?;
         Ok(EncodedFrame {
-            head: head.freeze(),
+            head,
             payload: self.payload.clone(),
+            control: self.header.is_control(),
+        })
+    }
+
+    /// Like [`Frame::encode`] but moves the payload instead of sharing it.
+    pub fn into_encoded(self, max_frame: usize) -> Result<EncodedFrame, FrameError> {
+        let head = encode_head(&self.header, self.payload.len(), max_frame)?;
+        Ok(EncodedFrame {
+            head,
+            payload: self.payload,
             control: self.header.is_control(),
         })
     }
@@ -254,9 +351,8 @@ impl FrameDecoder {
             return Err(FrameError::Malformed("header length runs past the frame"));
         }
         let mut frame = src.split_to(4 + len);
-        frame.advance(FRAME_PREFIX_LEN);
-        let header_bytes = frame.split_to(hlen);
-        let header = decode_header(kind_byte, &header_bytes)?;
+        let header = decode_header(kind_byte, &frame[FRAME_PREFIX_LEN..FRAME_PREFIX_LEN + hlen])?;
+        frame.advance(FRAME_PREFIX_LEN + hlen);
         Ok(Some(Frame {
             header,
             payload: frame.freeze(),
@@ -296,6 +392,8 @@ fn decode_header(kind_byte: u8, bytes: &[u8]) -> Result<Header, FrameError> {
         kind::STREAM_UNSUBSCRIBE => Header::StreamUnsubscribe(get("stream_unsubscribe", bytes)?),
         kind::STREAM_END => Header::StreamEnd(get("stream_end", bytes)?),
         kind::STREAM_HEARTBEAT => Header::StreamHeartbeat(get("stream_heartbeat", bytes)?),
+        kind::RPC_REQUEST => Header::RpcRequest(get("rpc_request", bytes)?),
+        kind::RPC_REPLY => Header::RpcReply(get("rpc_reply", bytes)?),
         other => Header::Unknown { kind: other },
     })
 }
@@ -404,6 +502,14 @@ mod tests {
                 key: "k".into(),
                 reason: crate::frame::StreamEndReason::Finished,
             })),
+            Frame {
+                header: Header::RpcRequest(crate::frame::RpcRequest { id: 9, method: 2 }),
+                payload: Bytes::from_static(b"req"),
+            },
+            Frame {
+                header: Header::RpcReply(crate::frame::RpcReply { id: 9, ok: false }),
+                payload: Bytes::from_static(b"err"),
+            },
             Frame::control(Header::StreamHeartbeat(crate::frame::StreamHeartbeat {
                 key: "k".into(),
                 last_seq: Some(3),
@@ -427,6 +533,69 @@ mod tests {
             assert_eq!(got, frame);
             assert!(buf.is_empty());
         }
+    }
+
+    #[test]
+    fn split_encoding_matches_contiguous() {
+        let long = "s".repeat(70_000);
+        let mut frames = every_kind();
+        for n in [
+            INLINE_HEAD - 20,
+            INLINE_HEAD - 13,
+            INLINE_HEAD - 12,
+            INLINE_HEAD - 11,
+            300,
+        ] {
+            frames.push(Frame {
+                header: Header::Publish(crate::frame::Publish {
+                    subject: "x".repeat(n),
+                    reply: None,
+                    headers: vec![],
+                    queues: vec![],
+                }),
+                payload: Bytes::from_static(b"p"),
+            });
+        }
+        let mut saw_inline = false;
+        let mut saw_heap = false;
+        for frame in frames {
+            let enc = frame.encode(DEFAULT_MAX_FRAME).expect("encode");
+            match &enc.head {
+                FrameHead::Inline { .. } => saw_inline = true,
+                FrameHead::Heap(_) => saw_heap = true,
+            }
+            let mut contiguous = BytesMut::new();
+            frame
+                .encode_into(DEFAULT_MAX_FRAME, &mut contiguous)
+                .expect("encode");
+            let mut split = enc.head.to_vec();
+            split.extend_from_slice(&enc.payload);
+            assert_eq!(split, &contiguous[..], "{}", frame.header.name());
+            let moved = frame.clone().into_encoded(DEFAULT_MAX_FRAME).expect("encode");
+            assert_eq!(moved.head, enc.head);
+        }
+        assert!(saw_inline && saw_heap);
+        let huge = Frame {
+            header: Header::Goodbye(Goodbye { reason: long }),
+            payload: Bytes::new(),
+        };
+        assert_eq!(
+            huge.encode(DEFAULT_MAX_FRAME).map(|_| ()),
+            Err(FrameError::HeaderTooLarge(70_003))
+        );
+    }
+
+    #[test]
+    fn data_frame_bytes_are_fixed() {
+        // The wire contract (docs/wire.md): len | kind | hlen | header | payload.
+        let enc = Frame::data(300, Bytes::from_static(b"hi"))
+            .encode(1024)
+            .expect("encode");
+        let mut wire = enc.head.to_vec();
+        wire.extend_from_slice(&enc.payload);
+        assert_eq!(wire, [0, 0, 0, 7, kind::DATA, 0, 2, 0xAC, 0x02, b'h', b'i']);
+        let pong = Frame::control(Header::Welcome).encode(1024).expect("encode");
+        assert_eq!(&pong.head[..], &[0, 0, 0, 3, kind::WELCOME, 0, 0]);
     }
 
     #[test]

@@ -32,15 +32,81 @@ struct Lanes<T> {
     control_bytes: usize,
     data_bytes: usize,
     closed: bool,
+    /// Consumers registered on `readable` (found the queue empty).
+    pop_waiters: usize,
+    /// Producers registered on `writable` (found their lane full).
+    push_waiters: usize,
 }
 
-/// A two-lane queue bounded by bytes. Many producers, one consumer.
+impl<T: ByteSized> Lanes<T> {
+    fn is_empty(&self) -> bool {
+        self.control.is_empty() && self.data.is_empty()
+    }
+
+    fn pop_one(&mut self) -> Option<T> {
+        if let Some(item) = self.control.pop_front() {
+            self.control_bytes -= item.byte_len();
+            return Some(item);
+        }
+        let item = self.data.pop_front()?;
+        self.data_bytes -= item.byte_len();
+        Some(item)
+    }
+}
+
+/// A two-lane queue bounded by bytes. Many producers, one consumer (more
+/// consumers work, each item going to one of them).
+///
+/// Wake-ups are counted, not sent per item: a producer wakes a consumer
+/// only when it fills an empty queue that a consumer waits on, and a
+/// consumer wakes producers only when one waits for room. Both sides
+/// register (enable their `Notified`, then count themselves under the
+/// lock) before they look at the queue, so no wake-up is missed.
 pub struct ByteQueue<T> {
     lanes: Mutex<Lanes<T>>,
     data_cap: usize,
     control_cap: usize,
     readable: Notify,
     writable: Notify,
+}
+
+/// Which waiter count a [`Waiting`] guard holds.
+#[derive(Clone, Copy)]
+enum Side {
+    Pop,
+    Push,
+}
+
+/// Keeps a waiter counted while its future lives (also when it is
+/// dropped mid-wait, e.g. by a `select!`).
+struct Waiting<'a, T: ByteSized> {
+    queue: &'a ByteQueue<T>,
+    side: Side,
+    counted: bool,
+}
+
+impl<T: ByteSized> Waiting<'_, T> {
+    fn count(&mut self, l: &mut Lanes<T>) {
+        if !self.counted {
+            self.counted = true;
+            match self.side {
+                Side::Pop => l.pop_waiters += 1,
+                Side::Push => l.push_waiters += 1,
+            }
+        }
+    }
+}
+
+impl<T: ByteSized> Drop for Waiting<'_, T> {
+    fn drop(&mut self) {
+        if self.counted {
+            let mut l = self.queue.lock();
+            match self.side {
+                Side::Pop => l.pop_waiters -= 1,
+                Side::Push => l.push_waiters -= 1,
+            }
+        }
+    }
 }
 
 impl<T: ByteSized> ByteQueue<T> {
@@ -55,6 +121,8 @@ impl<T: ByteSized> ByteQueue<T> {
                 control_bytes: 0,
                 data_bytes: 0,
                 closed: false,
+                pop_waiters: 0,
+                push_waiters: 0,
             }),
             data_cap,
             control_cap,
@@ -71,37 +139,71 @@ impl<T: ByteSized> ByteQueue<T> {
 
     /// Queues `item` if there is room, without waiting.
     pub fn try_push(&self, item: T, control: bool) -> Result<(), Pushed<T>> {
+        self.try_push_counted(item, control, None)
+    }
+
+    /// [`Self::try_push`]; on `Full`, counts `waiting` as a producer
+    /// waiting for room (under the same lock, so no wake-up is missed).
+    fn try_push_counted(
+        &self,
+        item: T,
+        control: bool,
+        waiting: Option<&mut Waiting<'_, T>>,
+    ) -> Result<(), Pushed<T>> {
         let len = item.byte_len();
-        {
+        let wake = {
             let mut l = self.lock();
             if l.closed {
                 return Err(Pushed::Closed(item));
             }
-            if control {
-                if l.control_bytes > 0 && l.control_bytes + len > self.control_cap {
-                    return Err(Pushed::Full(item));
+            // Wake a consumer only on the empty → non-empty edge, and only
+            // if one waits: a consumer that finds items does not wait, and
+            // one that took some but not all comes back without waiting.
+            let wake = l.pop_waiters > 0 && l.is_empty();
+            let (bytes, cap) = if control {
+                (l.control_bytes, self.control_cap)
+            } else {
+                (l.data_bytes, self.data_cap)
+            };
+            if bytes > 0 && bytes + len > cap {
+                if let Some(w) = waiting {
+                    w.count(&mut l);
                 }
+                return Err(Pushed::Full(item));
+            }
+            if control {
                 l.control_bytes += len;
                 l.control.push_back(item);
             } else {
-                if l.data_bytes > 0 && l.data_bytes + len > self.data_cap {
-                    return Err(Pushed::Full(item));
-                }
                 l.data_bytes += len;
                 l.data.push_back(item);
             }
+            wake
+        };
+        if wake {
+            self.readable.notify_one();
         }
-        self.readable.notify_one();
         Ok(())
     }
 
     /// Queues `item`, waiting for room. Fails only when the queue closes.
     pub async fn push(&self, mut item: T, control: bool) -> Result<(), T> {
+        // Fast path: room now, so no waiter is registered at all.
+        match self.try_push(item, control) {
+            Ok(()) => return Ok(()),
+            Err(Pushed::Closed(back)) => return Err(back),
+            Err(Pushed::Full(back)) => item = back,
+        }
+        let mut waiting = Waiting {
+            queue: self,
+            side: Side::Push,
+            counted: false,
+        };
         loop {
             let room = self.writable.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            match self.try_push(item, control) {
+            match self.try_push_counted(item, control, Some(&mut waiting)) {
                 Ok(()) => return Ok(()),
                 Err(Pushed::Closed(back)) => return Err(back),
                 Err(Pushed::Full(back)) => item = back,
@@ -110,11 +212,23 @@ impl<T: ByteSized> ByteQueue<T> {
         }
     }
 
+    /// Wakes whoever an item removal concerns: producers waiting for room
+    /// and, if items remain, another waiting consumer.
+    fn after_take(&self, push_waiters: bool, more_for_others: bool) {
+        if push_waiters {
+            self.writable.notify_waiters();
+        }
+        if more_for_others {
+            self.readable.notify_one();
+        }
+    }
+
     /// Moves up to `max_bytes` of items (at least one if any) into `out`,
     /// control items first. Returns the bytes taken.
     pub fn drain_into(&self, out: &mut Vec<T>, max_bytes: usize) -> usize {
         let mut taken = 0;
-        {
+        let before = out.len();
+        let (push_waiters, more_for_others) = {
             let mut l = self.lock();
             while taken < max_bytes {
                 let Some(item) = l.control.pop_front() else {
@@ -134,28 +248,59 @@ impl<T: ByteSized> ByteQueue<T> {
                 taken += n;
                 out.push(item);
             }
-        }
-        if taken > 0 {
-            self.writable.notify_waiters();
-        }
+            let took = out.len() > before;
+            (
+                took && l.push_waiters > 0,
+                took && l.pop_waiters > 0 && !l.is_empty(),
+            )
+        };
+        self.after_take(push_waiters, more_for_others);
         taken
+    }
+
+    /// Takes one item without waiting (control first).
+    pub fn try_pop(&self) -> Option<T> {
+        let (item, push_waiters, more_for_others) = {
+            let mut l = self.lock();
+            let item = l.pop_one();
+            let took = item.is_some();
+            let wake = (
+                took && l.push_waiters > 0,
+                took && l.pop_waiters > 0 && !l.is_empty(),
+            );
+            (item, wake.0, wake.1)
+        };
+        self.after_take(push_waiters, more_for_others);
+        item
     }
 
     /// Waits until an item is queued or the queue is closed. Returns false
     /// once closed and empty.
     pub async fn wait_readable(&self) -> bool {
+        let mut waiting = Waiting {
+            queue: self,
+            side: Side::Pop,
+            counted: false,
+        };
         loop {
             let ready = self.readable.notified();
             tokio::pin!(ready);
             ready.as_mut().enable();
-            {
-                let l = self.lock();
-                if !l.control.is_empty() || !l.data.is_empty() {
-                    return true;
+            let done = {
+                let mut l = self.lock();
+                if !l.is_empty() {
+                    Some(true)
+                } else if l.closed {
+                    Some(false)
+                } else {
+                    waiting.count(&mut l);
+                    None
                 }
-                if l.closed {
-                    return false;
-                }
+            };
+            // The lock is released here, before `waiting` (which locks to
+            // uncount itself) is dropped.
+            if let Some(readable) = done {
+                return readable;
             }
             ready.await;
         }
@@ -164,9 +309,8 @@ impl<T: ByteSized> ByteQueue<T> {
     /// Takes one item, waiting for it; `None` once closed and empty.
     pub async fn pop(&self) -> Option<T> {
         loop {
-            let mut one = Vec::with_capacity(1);
-            if self.drain_into(&mut one, 1) > 0 || !one.is_empty() {
-                return one.pop();
+            if let Some(item) = self.try_pop() {
+                return Some(item);
             }
             if !self.wait_readable().await {
                 return None;
@@ -195,16 +339,18 @@ impl<T: ByteSized> ByteQueue<T> {
 
     /// Removes every queued item, returning how many there were.
     pub fn clear(&self) -> usize {
-        let n = {
+        let (n, push_waiters) = {
             let mut l = self.lock();
             let n = l.control.len() + l.data.len();
             l.control.clear();
             l.data.clear();
             l.control_bytes = 0;
             l.data_bytes = 0;
-            n
+            (n, l.push_waiters > 0)
         };
-        self.writable.notify_waiters();
+        if push_waiters {
+            self.writable.notify_waiters();
+        }
         n
     }
 
@@ -251,6 +397,111 @@ mod tests {
         assert!(q.try_push(vec![0; 100], false).is_ok());
         q.close();
         assert!(matches!(q.try_push(vec![0], false), Err(Pushed::Closed(_))));
+    }
+
+    #[tokio::test]
+    async fn a_second_consumer_is_woken_for_what_the_first_left() {
+        let q: Arc<ByteQueue<Vec<u8>>> = Arc::new(ByteQueue::new(1024, 0));
+        let first = {
+            let q = q.clone();
+            tokio::spawn(async move { q.pop().await })
+        };
+        let second = {
+            let q = q.clone();
+            tokio::spawn(async move { q.pop().await })
+        };
+        // Both wait on the empty queue.
+        while q.lock().pop_waiters < 2 {
+            tokio::task::yield_now().await;
+        }
+        q.try_push(vec![1], false).expect("room");
+        q.try_push(vec![2], false).expect("room");
+        let limit = std::time::Duration::from_secs(10);
+        let mut got = vec![
+            tokio::time::timeout(limit, first)
+                .await
+                .expect("first consumer woken")
+                .expect("join")
+                .expect("item"),
+            tokio::time::timeout(limit, second)
+                .await
+                .expect("second consumer woken")
+                .expect("join")
+                .expect("item"),
+        ];
+        got.sort();
+        assert_eq!(got, vec![vec![1], vec![2]]);
+        assert_eq!(q.lock().pop_waiters, 0);
+    }
+
+    #[tokio::test]
+    async fn cancelled_waiters_are_uncounted() {
+        let q: Arc<ByteQueue<Vec<u8>>> = Arc::new(ByteQueue::new(4, 4));
+        q.try_push(vec![0; 4], false).expect("room");
+        let q2 = q.clone();
+        let pusher = tokio::spawn(async move { q2.push(vec![1; 4], false).await });
+        while q.lock().push_waiters < 1 {
+            tokio::task::yield_now().await;
+        }
+        pusher.abort();
+        let _ = pusher.await;
+        assert_eq!(q.lock().push_waiters, 0);
+        let empty: Arc<ByteQueue<Vec<u8>>> = Arc::new(ByteQueue::new(4, 4));
+        let e2 = empty.clone();
+        let popper = tokio::spawn(async move { e2.pop().await });
+        while empty.lock().pop_waiters < 1 {
+            tokio::task::yield_now().await;
+        }
+        popper.abort();
+        let _ = popper.await;
+        assert_eq!(empty.lock().pop_waiters, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_producers_and_consumers_lose_nothing() {
+        const PRODUCERS: u8 = 4;
+        const EACH: u32 = 5_000;
+        let q: Arc<ByteQueue<Vec<u8>>> = Arc::new(ByteQueue::new(64, 0));
+        let mut producers = Vec::new();
+        for p in 0..PRODUCERS {
+            let q = q.clone();
+            producers.push(tokio::spawn(async move {
+                for i in 0..EACH {
+                    let mut item = vec![p];
+                    item.extend_from_slice(&i.to_be_bytes());
+                    q.push(item, false).await.expect("open");
+                }
+            }));
+        }
+        let mut consumers = Vec::new();
+        for _ in 0..3 {
+            let q = q.clone();
+            consumers.push(tokio::spawn(async move {
+                // Per producer, the items one consumer sees are in order.
+                let mut last = [None::<u32>; PRODUCERS as usize];
+                let mut n = 0u32;
+                while let Some(item) = q.pop().await {
+                    let seq = u32::from_be_bytes([item[1], item[2], item[3], item[4]]);
+                    let slot = &mut last[usize::from(item[0])];
+                    assert!(slot.is_none_or(|l| l < seq), "out of order");
+                    *slot = Some(seq);
+                    n += 1;
+                }
+                n
+            }));
+        }
+        for p in producers {
+            p.await.expect("producer");
+        }
+        while !q.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        q.close();
+        let mut total = 0;
+        for c in consumers {
+            total += c.await.expect("consumer");
+        }
+        assert_eq!(total, u32::from(PRODUCERS) * EACH);
     }
 
     #[tokio::test]

@@ -188,6 +188,7 @@ async fn read_loop(mut rd: tokio::io::ReadHalf<BoxStream>, mut buf: BytesMut, p:
     }
 }
 
+#[inline(always)]
 fn on_frame(frame: Frame, p: &ConnParams) -> Option<CloseReason> {
     match frame.header {
         Header::Ping(ping) => {

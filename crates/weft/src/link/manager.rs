@@ -15,9 +15,10 @@
 //! the acceptor's `Welcome` as final.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -107,6 +108,31 @@ impl Peer {
     }
 }
 
+/// FNV-1a for peer names: short names of authenticated members, looked up
+/// on every send, where SipHash showed in profiles.
+#[derive(Clone, Copy)]
+struct NameHasher(u64);
+
+impl Default for NameHasher {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type PeerMap = HashMap<String, Arc<Peer>, BuildHasherDefault<NameHasher>>;
+
 struct Inner {
     local: NodeId,
     advertise: SocketAddr,
@@ -115,7 +141,8 @@ struct Inner {
     tls: Option<TlsContext>,
     stats: Arc<Stats>,
     handler: Arc<dyn FrameHandler>,
-    peers: Mutex<HashMap<String, Arc<Peer>>>,
+    /// Read-locked on every send, write-locked to change the table.
+    peers: RwLock<PeerMap>,
     rng: Mutex<StdRng>,
     shutdown: CancellationToken,
     closing: AtomicBool,
@@ -155,7 +182,7 @@ impl Links {
                 tls: p.tls,
                 stats: p.stats,
                 handler: p.handler,
-                peers: Mutex::new(HashMap::new()),
+                peers: RwLock::new(PeerMap::default()),
                 rng: Mutex::new(StdRng::seed_from_u64(p.rng_seed)),
                 shutdown: p.shutdown,
                 closing: AtomicBool::new(false),
@@ -172,8 +199,8 @@ impl Links {
         self.inner.events.subscribe()
     }
 
-    fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Peer>>> {
-        self.inner.peers.lock().unwrap_or_else(|p| p.into_inner())
+    fn peers(&self) -> std::sync::RwLockWriteGuard<'_, PeerMap> {
+        self.inner.peers.write().unwrap_or_else(|p| p.into_inner())
     }
 
     fn peer_or_create(&self, name: &str) -> Arc<Peer> {
@@ -323,10 +350,24 @@ impl Links {
 
     /// Queues `frame` for `peer`, waiting for room in its send queue.
     pub async fn send(&self, peer: &str, frame: &Frame) -> Result<(), SendError> {
-        let (p, enc) = self.prepare(peer, frame)?;
+        // Fast path under the shared table lock: no `Arc<Peer>` clone, no
+        // waiter registration. Only a full queue takes the waiting path.
+        let (p, enc) = match self.prepare(peer, frame, |p, enc| {
+            let control = enc.control;
+            match p.queue.try_push(enc, control) {
+                Ok(()) => Ok(None),
+                Err(Pushed::Closed(_)) => Err(self.closed_error(p)),
+                Err(Pushed::Full(back)) => Ok(Some((p.clone(), back))),
+            }
+        })? {
+            None => return Ok(()),
+            Some(wait) => wait,
+        };
         let control = enc.control;
-        p.queue
-            .push(enc, control)
+        // The waiting path is boxed so that this future stays small: every
+        // caller embeds it in its own future and moves it on every send,
+        // while the queue is rarely full.
+        Box::pin(p.queue.push(enc, control))
             .await
             .map_err(|_| self.closed_error(&p))
     }
@@ -334,13 +375,14 @@ impl Links {
     /// Queues `frame` for `peer` without waiting; [`SendError::Full`] when
     /// its queue is full.
     pub fn try_send(&self, peer: &str, frame: &Frame) -> Result<(), SendError> {
-        let (p, enc) = self.prepare(peer, frame)?;
-        let control = enc.control;
-        match p.queue.try_push(enc, control) {
-            Ok(()) => Ok(()),
-            Err(Pushed::Full(_)) => Err(SendError::Full(peer.to_string())),
-            Err(Pushed::Closed(_)) => Err(self.closed_error(&p)),
-        }
+        self.prepare(peer, frame, |p, enc| {
+            let control = enc.control;
+            match p.queue.try_push(enc, control) {
+                Ok(()) => Ok(()),
+                Err(Pushed::Full(_)) => Err(SendError::Full(peer.to_string())),
+                Err(Pushed::Closed(_)) => Err(self.closed_error(p)),
+            }
+        })
     }
 
     fn closed_error(&self, p: &Peer) -> SendError {
@@ -351,24 +393,34 @@ impl Links {
         }
     }
 
-    fn prepare(&self, peer: &str, frame: &Frame) -> Result<(Arc<Peer>, EncodedFrame), SendError> {
+    /// Looks `peer` up and encodes `frame`, then hands both to `then`
+    /// while the peer table is read-locked (so the common case needs no
+    /// `Arc<Peer>` clone).
+    ///
+    /// There is no look at `PeerState::down` here (a second lock per
+    /// send): a down peer's queue is closed (`member_down` closes it under
+    /// the state lock, and it is reopened only where `down` is cleared), so
+    /// the push fails with `Closed`, reported as `NodeDown` by
+    /// [`Self::closed_error`].
+    fn prepare<R>(
+        &self,
+        peer: &str,
+        frame: &Frame,
+        then: impl FnOnce(&Arc<Peer>, EncodedFrame) -> Result<R, SendError>,
+    ) -> Result<R, SendError> {
         if self.inner.closing.load(Ordering::Relaxed) {
             return Err(SendError::ShuttingDown);
         }
-        let p = self
-            .peers()
+        let peers = self.inner.peers.read().unwrap_or_else(|p| p.into_inner());
+        let p = peers
             .get(peer)
-            .cloned()
             .ok_or_else(|| SendError::UnknownPeer(peer.to_string()))?;
-        if p.state().down {
-            return Err(SendError::NodeDown(peer.to_string()));
-        }
         let max = self.inner.cfg.link.max_frame;
         let enc = frame.encode(max).map_err(|_| SendError::TooLarge {
             len: frame.payload.len(),
             max,
         })?;
-        Ok((p, enc))
+        then(p, enc)
     }
 
     /// The state of every known peer link.
