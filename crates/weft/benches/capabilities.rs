@@ -1,12 +1,12 @@
-//! Figures for messaging, pub/sub and the stream relay, measured on
+//! Figures for messaging and pub/sub, measured on
 //! loopback with in-process nodes in one run:
 //!
 //! - remote tell msgs/s (16 B, 1 KiB) and call latency p50/p99;
 //! - group publish to 3 nodes × 100 members; bytes per membership entry;
 //! - cross-node pub→sub msgs/s (16 B, 1 KiB), fan-out to two nodes; bytes
-//!   per subscription;
-//! - stream fan-out to 1/16/256/4096 local viewers; origin→edge relay
-//!   frames/s and MB/s (1 KiB, 64 KiB).
+//!   per subscription.
+//!
+//! The stream relay has its own bench (`--bench relay`).
 //!
 //! `cargo bench -p weft --bench capabilities [-- --json]`. Every loop is
 //! bounded in count and time; every figure is checked for exact delivery.
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use weft::{Message, Node, NodeConfig, Secret, StreamEvent, StreamFrame, StreamPolicy};
+use weft::{Message, Node, NodeConfig, Secret};
 
 const BUDGET: Duration = Duration::from_millis(1500);
 
@@ -26,8 +26,6 @@ fn config(name: &str, seeds: &[std::net::SocketAddr]) -> NodeConfig {
     c.cluster = "bench".into();
     c.messaging.mailbox_bytes = 256 << 20;
     c.messaging.subscription_bytes = 256 << 20;
-    c.relay.subscriber_frames = 1 << 20;
-    c.relay.subscriber_bytes = 1 << 30;
     c
 }
 
@@ -329,109 +327,6 @@ async fn subscription_memory(rows: &mut Vec<Row>, nodes: &[Node]) {
     drop(subs);
 }
 
-async fn stream_fanout(rows: &mut Vec<Row>, node: &Node, viewers: usize) {
-    let key = format!("fan/{viewers}");
-    let p = node
-        .publish_stream(&key, StreamPolicy::default())
-        .expect("publish");
-    let subs: Vec<_> = (0..viewers)
-        .map(|_| node.subscribe_stream(&key).expect("sub"))
-        .collect();
-    let frames: u64 = (2_000_000 / viewers as u64).clamp(200, 100_000);
-    let payload = Bytes::from(vec![3u8; 1024]);
-    let start = Instant::now();
-    for seq in 0..frames {
-        p.send(StreamFrame {
-            seq,
-            timestamp: seq,
-            keyframe: seq.is_multiple_of(50),
-            config: false,
-            payload: payload.clone(),
-        })
-        .expect("send");
-    }
-    for s in &subs {
-        for _ in 0..frames {
-            match s.next().await {
-                Ok(StreamEvent::Frame(_)) => {}
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    }
-    let secs = start.elapsed().as_secs_f64();
-    assert_eq!(node.stats().stream_frames_skipped, 0);
-    push(
-        rows,
-        format!("stream fan-out to {viewers} viewers (1 KiB)"),
-        (frames * viewers as u64) as f64 / secs,
-        "frames delivered/s",
-    );
-}
-
-async fn relay_throughput(rows: &mut Vec<Row>, nodes: &[Node], size: usize) {
-    let key = format!("relay/{size}");
-    let p = nodes[0]
-        .publish_stream(&key, StreamPolicy::default())
-        .expect("publish");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while nodes[1].locate_stream(&key).is_none() {
-        assert!(Instant::now() < deadline, "origin not located");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let sub = nodes[1].subscribe_stream(&key).expect("sub");
-    let frames: u64 = if size >= 65536 { 20_000 } else { 200_000 };
-    let payload = Bytes::from(vec![5u8; size]);
-    let start = Instant::now();
-    let mut seq = 0u64;
-    let mut received = 0u64;
-    while seq < frames && start.elapsed() < BUDGET * 2 {
-        for _ in 0..64 {
-            p.send(StreamFrame {
-                seq,
-                timestamp: seq,
-                keyframe: seq.is_multiple_of(50),
-                config: false,
-                payload: payload.clone(),
-            })
-            .expect("send");
-            seq += 1;
-        }
-        // Keep the edge close behind (no skip): at most ~2 MiB in flight,
-        // well inside the link's 8 MiB queue.
-        let window = (2 * 1024 * 1024 / size as u64).max(16);
-        while received + window < seq {
-            if let Ok(StreamEvent::Frame(_)) = sub.next().await {
-                received += 1;
-            }
-        }
-    }
-    while received < seq {
-        match tokio::time::timeout(Duration::from_secs(30), sub.next())
-            .await
-            .expect("frame")
-        {
-            Ok(StreamEvent::Frame(_)) => received += 1,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    let secs = start.elapsed().as_secs_f64();
-    assert_eq!(nodes[0].stats().stream_frames_skipped, 0, "no skip");
-    push(
-        rows,
-        format!("origin→edge relay {size} B"),
-        seq as f64 / secs,
-        "frames/s",
-    );
-    push(
-        rows,
-        format!("origin→edge relay {size} B"),
-        (seq * size as u64) as f64 / secs / 1e6,
-        "MB/s",
-    );
-    drop(sub);
-    drop(p);
-}
-
 fn main() {
     let json = std::env::args().any(|a| a == "--json");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -451,11 +346,6 @@ fn main() {
         pubsub_throughput(&mut rows, &nodes, 16, true).await;
         pubsub_throughput(&mut rows, &nodes, 1024, true).await;
         subscription_memory(&mut rows, &nodes).await;
-        for v in [1, 16, 256, 4096] {
-            stream_fanout(&mut rows, &nodes[2], v).await;
-        }
-        relay_throughput(&mut rows, &nodes, 1024).await;
-        relay_throughput(&mut rows, &nodes, 65536).await;
         for n in nodes {
             n.shutdown(Duration::from_millis(100)).await;
         }
