@@ -356,7 +356,6 @@ fn read_events(path: &Path) -> Vec<Logged> {
 }
 
 #[test]
-#[ignore = "on main without the pending link changes the first shard map never commits between separate processes (epoch stays 0); under investigation, issue 6 stays open"]
 fn no_acknowledged_event_is_lost_when_a_node_is_killed_mid_load() {
     const A_EVENTS: u64 = 10_000;
     const B_EVENTS: u64 = 5_000;
@@ -493,7 +492,6 @@ fn no_acknowledged_event_is_lost_when_a_node_is_killed_mid_load() {
 }
 
 #[test]
-#[ignore = "on main without the pending link changes the first shard map never commits between separate processes (epoch stays 0); under investigation, issue 6 stays open"]
 fn a_restarted_voter_recovers_its_log_and_foreign_dirs_are_refused() {
     let test = "restart";
     let secret = Temp::secret(test);
