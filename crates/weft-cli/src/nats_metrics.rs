@@ -35,9 +35,14 @@ pub fn spawn(stats: Arc<NatsStats>) -> JoinHandle<()> {
 /// Copies every value once.
 pub fn record(stats: &NatsStats) {
     for m in stats.snapshot().metrics() {
+        let labels: Vec<metrics::Label> = m
+            .labels
+            .iter()
+            .map(|&(k, v)| metrics::Label::from_static_parts(k, v))
+            .collect();
         match m.kind {
-            MetricKind::Counter => counter!(m.name).absolute(m.value),
-            MetricKind::Gauge => gauge!(m.name).set(m.value as f64),
+            MetricKind::Counter => counter!(m.name, labels).absolute(m.value),
+            MetricKind::Gauge => gauge!(m.name, labels).set(m.value as f64),
         }
     }
 }

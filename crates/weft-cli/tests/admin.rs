@@ -5,13 +5,13 @@ mod common;
 use common::{NodeSpec, SECRET, free_port, http_get, wait_for};
 
 const METRICS: &[&str] = &[
-    "weft_links_up_total",
-    "weft_links_down_total",
+    "weft_link_established_total",
+    "weft_link_closed_total",
     "weft_link_frames_sent_total",
     "weft_link_bytes_sent_total",
     "weft_link_frames_received_total",
     "weft_link_bytes_received_total",
-    "weft_handshake_failures_total",
+    "weft_link_handshake_failures_total",
     "weft_frames_dropped_total",
     "weft_link_errors_total",
     "weft_membership_datagrams_rejected_total",

@@ -68,7 +68,7 @@ fn crash_restart_and_wrong_secret() {
         };
         m.lines().any(|l| {
             (l.starts_with("weft_membership_datagrams_rejected_total{")
-                || l.starts_with("weft_handshake_failures_total{reason=\"auth_failed\"}"))
+                || l.starts_with("weft_link_handshake_failures_total{reason=\"auth_failed\"}"))
                 && l.rsplit_once(' ')
                     .and_then(|(_, v)| v.parse::<f64>().ok())
                     .is_some_and(|v| v > 0.0)

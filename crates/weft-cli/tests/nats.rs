@@ -82,8 +82,8 @@ fn node_serves_nats_clients_with_token_auth_and_metrics() {
     wait_for("weft_nats metrics", || {
         http_get(http, "/metrics").is_some_and(|(_, body)| {
             sample(&body, "weft_nats_msgs_in_total") == Some(1.0)
-                && sample(&body, "weft_nats_auth_failures_total") == Some(1.0)
-                && sample(&body, "weft_nats_clients") == Some(1.0)
+                && sample(&body, "weft_nats_errors_total{kind=\"auth\"}") == Some(1.0)
+                && sample(&body, "weft_nats_connections") == Some(1.0)
         })
     });
 }

@@ -72,14 +72,18 @@ pub enum MetricKind {
     Gauge,
 }
 
-/// One exported value: Prometheus name, kind, help text, value.
+/// One exported series: Prometheus name, labels, kind, help text, value.
+/// Several series share a name when they differ by labels (errors by
+/// `kind`); the names and labels are documented in `docs/metrics.md`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Metric {
     /// Prometheus name (`weft_nats_*`).
     pub name: &'static str,
+    /// Label pairs of this series (empty for most).
+    pub labels: &'static [(&'static str, &'static str)],
     /// Counter or gauge.
     pub kind: MetricKind,
-    /// HELP text.
+    /// HELP text (the same for every series of a name).
     pub help: &'static str,
     /// Current value.
     pub value: u64,
@@ -108,34 +112,40 @@ impl NatsStats {
     }
 }
 
+/// HELP of `weft_nats_errors_total`.
+const ERRORS_HELP: &str = "NATS client errors, by kind: connections refused at the limit, \
+failed authentications, protocol errors, slow consumers and stale connections closed.";
+
 impl NatsStatsSnapshot {
-    /// Every value with its Prometheus name, kind and help.
+    /// Every series with its Prometheus name, labels, kind and help.
     pub fn metrics(&self) -> Vec<Metric> {
         use MetricKind::{Counter, Gauge};
         let m = |name, kind, help, value| Metric {
             name,
+            labels: &[],
             kind,
             help,
             value,
         };
+        let error = |kind: &'static [(&'static str, &'static str)], value| Metric {
+            name: "weft_nats_errors_total",
+            labels: kind,
+            kind: Counter,
+            help: ERRORS_HELP,
+            value,
+        };
         vec![
             m(
-                "weft_nats_clients",
+                "weft_nats_connections",
                 Gauge,
-                "NATS clients connected.",
+                "NATS client connections open.",
                 self.clients_connected,
             ),
             m(
-                "weft_nats_clients_total",
+                "weft_nats_connections_accepted_total",
                 Counter,
-                "NATS clients accepted.",
+                "NATS client connections accepted.",
                 self.clients_total,
-            ),
-            m(
-                "weft_nats_clients_refused_total",
-                Counter,
-                "NATS connections refused at the connection limit.",
-                self.clients_refused,
             ),
             m(
                 "weft_nats_msgs_in_total",
@@ -146,7 +156,7 @@ impl NatsStatsSnapshot {
             m(
                 "weft_nats_bytes_in_total",
                 Counter,
-                "Payload bytes published by NATS clients.",
+                "Payload bytes (headers included) published by NATS clients.",
                 self.bytes_in,
             ),
             m(
@@ -158,33 +168,14 @@ impl NatsStatsSnapshot {
             m(
                 "weft_nats_bytes_out_total",
                 Counter,
-                "Payload bytes delivered to NATS clients.",
+                "Payload bytes (headers included) delivered to NATS clients.",
                 self.bytes_out,
             ),
-            m(
-                "weft_nats_slow_consumers_total",
-                Counter,
-                "NATS clients closed as slow consumers.",
-                self.slow_consumers,
-            ),
-            m(
-                "weft_nats_stale_connections_total",
-                Counter,
-                "NATS clients closed for unanswered pings.",
-                self.stale_connections,
-            ),
-            m(
-                "weft_nats_auth_failures_total",
-                Counter,
-                "Failed NATS authentications.",
-                self.auth_failures,
-            ),
-            m(
-                "weft_nats_protocol_errors_total",
-                Counter,
-                "NATS clients closed for a protocol error.",
-                self.protocol_errors,
-            ),
+            error(&[("kind", "max_connections")], self.clients_refused),
+            error(&[("kind", "auth")], self.auth_failures),
+            error(&[("kind", "protocol")], self.protocol_errors),
+            error(&[("kind", "slow_consumer")], self.slow_consumers),
+            error(&[("kind", "stale_connection")], self.stale_connections),
             m(
                 "weft_nats_no_responders_total",
                 Counter,

@@ -532,6 +532,12 @@ impl Node {
         self.inner.registry.remote_len()
     }
 
+    /// Number of this node's own registry entries (names, group members,
+    /// interest, stream origins, ...), which every peer replicates.
+    pub fn registry_local_entries(&self) -> usize {
+        self.inner.registry.local_len()
+    }
+
     /// Number of local mailboxes.
     pub fn mailbox_count(&self) -> usize {
         self.inner.messaging.mailbox_count()

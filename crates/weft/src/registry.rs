@@ -163,4 +163,13 @@ impl RegistryService {
     pub(crate) fn remote_len(&self) -> usize {
         self.reg.lock().unwrap_or_else(|p| p.into_inner()).remote_len()
     }
+
+    /// Number of this node's own entries.
+    pub(crate) fn local_len(&self) -> usize {
+        self.reg
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .own_entries()
+            .count()
+    }
 }

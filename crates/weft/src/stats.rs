@@ -30,6 +30,9 @@ pub struct PeerCounters {
     pub stream_frames_sent: AtomicU64,
     /// Stream frames received from the peer (our upstream origin).
     pub stream_frames_received: AtomicU64,
+    /// Connections to the peer that completed a handshake (the first one
+    /// and every reconnect, including those to a restarted peer).
+    pub connections: AtomicU64,
 }
 
 /// A labelled family of counters (label → count).
@@ -114,6 +117,19 @@ pub struct Stats {
     pub unknown_frames: AtomicU64,
     /// Connection attempts that failed before a handshake.
     pub dial_failures: AtomicU64,
+    /// Membership changes observed, by event (`up`, `suspect`, `alive`,
+    /// `down`).
+    pub membership_events: Labelled,
+    /// Tells (sends to a mailbox) accepted for delivery, local or remote.
+    pub tells_sent: AtomicU64,
+    /// Calls (requests awaiting a reply) started.
+    pub calls_sent: AtomicU64,
+    /// Group publishes started.
+    pub group_publishes: AtomicU64,
+    /// Messages published on a subject by this node (local API calls).
+    pub pubsub_published: AtomicU64,
+    /// Messages put into local subscriptions' queues.
+    pub pubsub_delivered: AtomicU64,
     peers: Mutex<BTreeMap<String, Arc<PeerCounters>>>,
 }
 
@@ -136,6 +152,15 @@ pub struct PeerTraffic {
     pub stream_frames_sent: u64,
     /// Stream frames received from the peer.
     pub stream_frames_received: u64,
+    /// Connections to the peer that completed a handshake.
+    pub connections: u64,
+}
+
+impl PeerTraffic {
+    /// Connections established to the peer after the first one.
+    pub fn reconnects(&self) -> u64 {
+        self.connections.saturating_sub(1)
+    }
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -187,6 +212,18 @@ pub struct StatsSnapshot {
     pub unknown_frames: u64,
     /// Failed connection attempts.
     pub dial_failures: u64,
+    /// Membership changes observed, by event.
+    pub membership_events: BTreeMap<String, u64>,
+    /// Tells accepted for delivery.
+    pub tells_sent: u64,
+    /// Calls started.
+    pub calls_sent: u64,
+    /// Group publishes started.
+    pub group_publishes: u64,
+    /// Messages published on a subject by this node.
+    pub pubsub_published: u64,
+    /// Messages put into local subscriptions' queues.
+    pub pubsub_delivered: u64,
     /// Traffic per peer name.
     pub peers: BTreeMap<String, PeerTraffic>,
 }
@@ -220,6 +257,7 @@ impl Stats {
                                 publishes_received: r(&c.publishes_received),
                                 stream_frames_sent: r(&c.stream_frames_sent),
                                 stream_frames_received: r(&c.stream_frames_received),
+                                connections: r(&c.connections),
                             },
                         )
                     })
@@ -250,6 +288,12 @@ impl Stats {
             datagrams_received: r(&self.datagrams_received),
             unknown_frames: r(&self.unknown_frames),
             dial_failures: r(&self.dial_failures),
+            membership_events: self.membership_events.snapshot(),
+            tells_sent: r(&self.tells_sent),
+            calls_sent: r(&self.calls_sent),
+            group_publishes: r(&self.group_publishes),
+            pubsub_published: r(&self.pubsub_published),
+            pubsub_delivered: r(&self.pubsub_delivered),
             peers,
         }
     }

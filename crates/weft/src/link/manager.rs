@@ -617,6 +617,7 @@ impl Links {
             epoch: self.inner.epoch,
         };
         self.inner.stats.links_up.fetch_add(1, Ordering::Relaxed);
+        peer.counters.connections.fetch_add(1, Ordering::Relaxed);
         info!(peer = %node, "link up");
         let ready = {
             let mut st = peer.state();

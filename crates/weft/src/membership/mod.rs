@@ -294,6 +294,12 @@ impl Driver {
             )
         };
         for ev in events {
+            self.stats.membership_events.inc(match &ev {
+                MembershipEvent::MemberUp(_) => "up",
+                MembershipEvent::MemberSuspect(_) => "suspect",
+                MembershipEvent::MemberAlive(_) => "alive",
+                MembershipEvent::MemberDown(_) => "down",
+            });
             match &ev {
                 MembershipEvent::MemberUp(m) => {
                     info!(member = %m.node(), addr = %m.addr, "member up");

@@ -242,11 +242,13 @@ impl Messaging {
                 message: msg,
                 reply_to: None,
             };
-            return if wait {
-                self.deliver_wait(&slot, env).await
+            if wait {
+                self.deliver_wait(&slot, env).await?;
             } else {
-                self.deliver_now(&slot, env)
-            };
+                self.deliver_now(&slot, env)?;
+            }
+            self.stats.tells_sent.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
         }
         if let Target::Pid(pid) = target {
             self.check_remote_pid(pid)?;
@@ -257,6 +259,7 @@ impl Messaging {
         } else {
             self.links.try_send(target.node(), &frame)?;
         }
+        self.stats.tells_sent.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -269,6 +272,7 @@ impl Messaging {
         timeout: Duration,
     ) -> Result<Message, CallError> {
         let call = self.next_call.fetch_add(1, Ordering::Relaxed);
+        self.stats.calls_sent.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.calls).insert(
             call,
@@ -458,6 +462,7 @@ impl Messaging {
         group: &str,
         msg: Message,
     ) -> Result<GroupPublishReport, MessageError> {
+        self.stats.group_publishes.fetch_add(1, Ordering::Relaxed);
         let members = self.directory.members(group);
         let mut nodes: BTreeSet<&str> = BTreeSet::new();
         for p in &members {

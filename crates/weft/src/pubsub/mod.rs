@@ -237,7 +237,9 @@ impl PubSub {
 
     fn deliver(&self, sink: &Sink, msg: PubMsg) {
         match sink.queue.try_push(msg, false) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.stats.pubsub_delivered.fetch_add(1, Ordering::Relaxed);
+            }
             Err(Pushed::Full(_)) => {
                 sink.dropped.fetch_add(1, Ordering::Relaxed);
                 self.stats.frames_dropped.inc("slow_consumer");
@@ -304,6 +306,7 @@ impl PubSub {
         if let Some(r) = &msg.reply {
             validate_subject(r)?;
         }
+        self.stats.pubsub_published.fetch_add(1, Ordering::Relaxed);
         let served_locally = self.deliver_local(&msg, None);
         // Which nodes get the frame, and which queue groups each serves.
         let mut targets: BTreeMap<String, Vec<String>> = BTreeMap::new();
