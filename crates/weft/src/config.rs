@@ -189,6 +189,10 @@ pub struct ShardConfig {
     /// Number of shards, fixed when the cluster's first map commits.
     pub count: u32,
     /// Size of the voter set (the first members by name at bootstrap).
+    /// Also the number of up members a new group waits for before it
+    /// bootstraps, so that the two sides of a partition never start two
+    /// groups: a cluster smaller than this has no shard map (set 1 for a
+    /// single node).
     pub voters: usize,
     /// A voter down this long is replaced by an up learner.
     pub voter_replace_after: Duration,

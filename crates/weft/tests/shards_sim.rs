@@ -12,7 +12,7 @@ mod common {
 use std::rc::Rc;
 use std::time::Duration;
 
-use common::sim::{Nodes, Setup, add_node_tuned, run_for, run_until, sim};
+use common::sim::{Nodes, Setup, add_node_tuned, run_for, run_until, sim, state};
 use weft::{Node, NodeConfig};
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -113,5 +113,77 @@ fn a_minority_cannot_commit_and_heals_to_one_map() {
                 && maps.windows(2).all(|w| w[0] == w[1])
                 && maps[0].counts().values().copied().collect::<Vec<_>>() == vec![4, 4, 4]
         });
+    }
+}
+
+/// Two groups bootstrapped apart can never merge, so a partition before
+/// the first bootstrap must not start one on either side: with 3 voters
+/// wanted, neither the pair nor the single node may bootstrap. After
+/// healing exactly one group forms; a node joining later with a name that
+/// sorts first is added to that group instead of starting its own.
+#[test]
+fn a_partition_before_bootstrap_starts_no_second_group() {
+    fn slow_bootstrap(c: &mut NodeConfig) {
+        tune(c);
+        c.shards.bootstrap_delay = Duration::from_secs(4);
+    }
+    for seed in seeds() {
+        let mut s = sim(seed, Duration::from_secs(240));
+        let nodes = Nodes::default();
+        let names = ["n1", "n2", "n3"];
+        add_node_tuned(&mut s, &nodes, "n1", &[], seed, slow_bootstrap, idle());
+        add_node_tuned(&mut s, &nodes, "n2", &["n1"], seed, slow_bootstrap, idle());
+        add_node_tuned(&mut s, &nodes, "n3", &["n1"], seed, slow_bootstrap, idle());
+        run_until(&mut s, seed, "all up everywhere", LIMIT, || {
+            names.iter().all(|o| {
+                names
+                    .iter()
+                    .all(|n| state(&nodes, o, n) == Some(weft::MemberState::Up))
+            })
+        });
+        assert!(
+            names
+                .iter()
+                .all(|n| map_of(&nodes, n).is_some_and(|m| m.epoch == 0)),
+            "seed {seed}: bootstrapped before the delay"
+        );
+        s.partition("n3", "n1");
+        s.partition("n3", "n2");
+        run_until(&mut s, seed, "n3 down on both sides", LIMIT, || {
+            state(&nodes, "n1", "n3") == Some(weft::MemberState::Down)
+                && state(&nodes, "n3", "n1") == Some(weft::MemberState::Down)
+        });
+        // Well past the bootstrap delay on both sides of the partition.
+        run_for(&mut s, seed, Duration::from_secs(8));
+        for n in names {
+            let map = map_of(&nodes, n).expect("node");
+            assert_eq!(map.epoch, 0, "seed {seed}: {n} committed a map while split");
+            assert!(
+                nodes.get(n).expect("node").shard_voters().is_empty(),
+                "seed {seed}: {n} bootstrapped a group while split"
+            );
+        }
+        s.repair("n3", "n1");
+        s.repair("n3", "n2");
+        run_until(&mut s, seed, "one 4/4/4 map after healing", LIMIT, || {
+            let maps: Vec<_> = names.iter().filter_map(|n| map_of(&nodes, n)).collect();
+            maps.len() == 3
+                && maps.windows(2).all(|w| w[0] == w[1])
+                && maps[0].counts().values().copied().collect::<Vec<_>>() == vec![4, 4, 4]
+        });
+        // A late node whose name sorts first joins the existing group.
+        add_node_tuned(&mut s, &nodes, "n0", &["n1"], seed, tune, idle());
+        run_until(&mut s, seed, "n0 takes its share", LIMIT, || {
+            ["n0", "n1", "n2", "n3"].iter().all(|n| {
+                map_of(&nodes, n)
+                    .is_some_and(|m| m.counts().values().copied().collect::<Vec<_>>() == vec![3, 3, 3, 3])
+            })
+        });
+        let voters = nodes.get("n0").expect("n0").shard_voters();
+        assert_eq!(
+            voters,
+            vec!["n1", "n2", "n3"],
+            "seed {seed}: one group, same voters"
+        );
     }
 }

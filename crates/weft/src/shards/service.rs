@@ -13,7 +13,7 @@
 //!   down) until the total timeout, then returns a typed error.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -34,6 +34,10 @@ use super::store::{LogStore, StateMachine, StoreError};
 use super::types::{ShardCommand, ShardResponse, TypeConfig, raft_id};
 use crate::config::ShardConfig;
 use crate::membership::{MemberState, MemberTable};
+
+/// Registry key (table `RAFT`) a node puts once it holds the shard map
+/// group's membership.
+const MEMBER_KEY: &str = "member";
 use crate::registry::RegistryService;
 use crate::rpc::{Rpc, RpcError, RpcFuture, RpcHandler};
 use crate::stats::Stats;
@@ -136,6 +140,10 @@ pub(crate) struct Shards {
     gate: RwLock<()>,
     voter_down_since: Mutex<HashMap<u64, Instant>>,
     started: Instant,
+    /// Whether this node announced (registry `RAFT/member`) that it holds
+    /// the group's membership, so that nodes joining later never bootstrap
+    /// a second group beside it.
+    announced_member: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -215,6 +223,7 @@ impl Shards {
             gate: RwLock::new(()),
             voter_down_since: Mutex::new(HashMap::new()),
             started: Instant::now(),
+            announced_member: AtomicBool::new(false),
         });
         let id = postcard::to_allocvec(shards.raft.node_id()).unwrap_or_default();
         p.registry
@@ -319,11 +328,7 @@ impl Shards {
         let initialized = membership.voter_ids().next().is_some();
         let live = self.live();
         if !initialized {
-            // The smallest up member bootstraps once membership had time
-            // to converge, with the first `voters` members as voters.
-            let smallest = live.iter().next().is_some_and(|n| *n == self.local.name);
-            if smallest && self.started.elapsed() >= self.config.bootstrap_delay && metrics.current_term == 0
-            {
+            if self.may_bootstrap(&live, metrics.current_term) {
                 let chosen: Vec<&String> = live.iter().take(self.config.voters.max(1)).collect();
                 let nodes: BTreeMap<u64, BasicNode> = chosen
                     .iter()
@@ -341,6 +346,12 @@ impl Shards {
                 }
             }
             return;
+        }
+        if !self.announced_member.swap(true, Ordering::Relaxed) {
+            self.registry.put_many(vec![(
+                EntryKey::new(table::RAFT, MEMBER_KEY),
+                Bytes::from_static(b"1"),
+            )]);
         }
         if metrics.state != ServerState::Leader {
             return;
@@ -451,6 +462,31 @@ impl Shards {
             owners: next.owners,
         })
         .await
+    }
+
+    /// Whether this node, not yet in any group, should bootstrap one now.
+    ///
+    /// Two groups that bootstrapped apart can never merge (their logs
+    /// conflict at the same indexes), so every condition here guards
+    /// against a second group: the node waits `bootstrap_delay` for
+    /// membership to converge, it must be the smallest up member by name,
+    /// at least `voters` members must be up (like Consul's
+    /// `bootstrap_expect`: a minority side of a partition, or a node alone,
+    /// never bootstraps), and no up member may already announce that it
+    /// holds a group (a node joining an existing cluster waits to be added
+    /// as a learner instead).
+    fn may_bootstrap(&self, live: &BTreeSet<String>, current_term: u64) -> bool {
+        current_term == 0
+            && self.started.elapsed() >= self.config.bootstrap_delay
+            && live.len() >= self.config.voters.max(1)
+            && live.iter().next().is_some_and(|n| *n == self.local.name)
+            && !live.iter().any(|n| {
+                *n != self.local.name
+                    && self
+                        .registry
+                        .remote_value(n, &EntryKey::new(table::RAFT, MEMBER_KEY))
+                        .is_some()
+            })
     }
 
     /// The Raft id `name` advertises in the registry (ours directly).
