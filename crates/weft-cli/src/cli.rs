@@ -25,6 +25,30 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Print the cluster as one node sees it, from its admin HTTP API.
+    Status(StatusArgs),
+}
+
+/// Flags of `weft status`.
+///
+/// Exit codes: 0 printed; 2 bad URL or flags; 3 the node cannot be
+/// reached, does not answer in time, or does not answer with a weft
+/// cluster view.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit codes: 0 printed; 2 bad URL or flags; 3 the node cannot be reached, \
+does not answer in time, or does not answer with a weft cluster view."
+)]
+pub struct StatusArgs {
+    /// Admin URL of any node, e.g. http://127.0.0.1:8420 (as given to `weft node --http`).
+    #[arg(long, value_name = "URL")]
+    pub http: String,
+    /// Print the raw JSON of /api/v1/cluster instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Give up after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub timeout: f64,
 }
 
 /// The benchmarks.

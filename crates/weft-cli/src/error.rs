@@ -8,6 +8,9 @@ use std::process::ExitCode;
 pub const EXIT_CONFIG: u8 = 2;
 /// Exit code for failures while running.
 pub const EXIT_RUNTIME: u8 = 1;
+/// Exit code of `weft status` when the node cannot be reached, does not
+/// answer in time, or does not answer with a weft cluster view.
+pub const EXIT_UNAVAILABLE: u8 = 3;
 
 /// A command failure: a one-line message and an exit code.
 #[derive(Debug)]
@@ -29,6 +32,14 @@ impl Failure {
     pub fn runtime(error: impl Into<anyhow::Error>) -> Self {
         Self {
             code: EXIT_RUNTIME,
+            error: error.into(),
+        }
+    }
+
+    /// A failure with a command-specific exit code.
+    pub fn with_code(code: u8, error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code,
             error: error.into(),
         }
     }

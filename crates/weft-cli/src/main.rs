@@ -14,6 +14,7 @@ mod node_cmd;
 mod probe;
 mod secret;
 mod signals;
+mod status;
 mod up;
 
 use std::io::IsTerminal;
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
             Command::Node(args) => node_cmd::run(args).await,
             Command::Up(args) => up::run(args).await,
             Command::Bench(cli::BenchCommand::Nats(args)) => bench::run_nats(args).await,
+            Command::Status(args) => status::run(args).await,
         }
     });
     // Do not wait for stray blocking tasks (name lookups, stdin).

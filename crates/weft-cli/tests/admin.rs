@@ -95,7 +95,8 @@ fn health_cluster_metrics_and_errors() {
     }
     assert_eq!(common::sample(&metrics, "weft_members{state=\"up\"}"), Some(2.0));
 
-    for path in ["/nope", "/api/v1/nope", "/"] {
+    // `/` is the dashboard page (tests/dashboard.rs).
+    for path in ["/nope", "/api/v1/nope", "/index.html"] {
         let (status, body) = http_get(h1, path).unwrap();
         assert_eq!(status, 404, "{path}");
         let err: serde_json::Value = serde_json::from_str(&body).unwrap();
