@@ -22,6 +22,10 @@ pub enum Command {
     Node(NodeArgs),
     /// Start a local cluster of N nodes as child processes on 127.0.0.1.
     Up(UpArgs),
+    /// Guided tour: start a local 3-node cluster in this process and walk
+    /// through pub/sub, queue groups, a live stream, sharded routing and a
+    /// node crash, with live numbers (exits non-zero naming a failed step).
+    Demo(DemoArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -151,4 +155,25 @@ pub struct UpArgs {
     /// The weft binary to run for each node [default: this executable].
     #[arg(long, value_name = "PATH")]
     pub bin: Option<PathBuf>,
+}
+
+/// Flags of `weft demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Messages published in the pub/sub step.
+    #[arg(long, value_name = "N", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub messages: u64,
+    /// Messages published to the queue group.
+    #[arg(long, value_name = "N", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub jobs: u64,
+    /// Keyed events routed in the sharding step (a fifth of it again after
+    /// the crash).
+    #[arg(long, value_name = "N", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(5..=1_000_000))]
+    pub events: u64,
+    /// Cluster port of n1 (n2 and n3 use the next two) [default: free ports].
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..=65533))]
+    pub base_port: Option<u16>,
+    /// Turn step N into a failure once it passed (tests the failure path).
+    #[arg(long, value_name = "N", hide = true)]
+    pub fail_step: Option<u8>,
 }

@@ -7,6 +7,7 @@ mod admin;
 mod bench;
 mod cli;
 mod config;
+mod demo;
 mod error;
 mod metrics;
 mod nats_metrics;
@@ -27,7 +28,12 @@ use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The demo tells its story on stdout; node logs only when asked.
+    let default_filter = match cli.command {
+        Command::Demo(_) => "warn,openraft=error",
+        _ => "info,async_nats=warn",
+    };
+    init_logging(default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -39,6 +45,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Node(args) => node_cmd::run(args).await,
             Command::Up(args) => up::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
             Command::Bench(cli::BenchCommand::Nats(args)) => bench::run_nats(args).await,
             Command::Status(args) => status::run(args).await,
         }
@@ -54,9 +61,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
+/// Logs to stderr, filtered by `RUST_LOG` (default `default_filter`).
+fn init_logging(default_filter: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -235,19 +235,26 @@ fn json_error(body: &str) -> bool {
 fn dashboard_keeps_polling_an_unreachable_node() {
     let Some(browser) = chromium() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let view = serde_json::json!({
-        "node": {"name": "n1", "incarnation": 1, "addr": "127.0.0.1:1", "cluster": "weft"},
-        "members": [
-            {"name": "n1", "incarnation": 1, "addr": "127.0.0.1:1", "state": "up"},
-            {"name": "n2", "incarnation": 2, "addr": "127.0.0.1:2", "state": "up"}
-        ],
-        "shards": {"epoch": 0, "count": 64, "owners": {}, "leader": null, "voters": []},
-        "streams": [], "groups": {}, "links": []
-    })
-    .to_string();
+    // Two answers a poll apart: n1 sent 1 MiB to n2 in between.
+    let view = |sent: u64| {
+        serde_json::json!({
+            "node": {"name": "n1", "incarnation": 1, "addr": "127.0.0.1:1", "cluster": "weft"},
+            "members": [
+                {"name": "n1", "incarnation": 1, "addr": "127.0.0.1:1", "state": "up"},
+                {"name": "n2", "incarnation": 2, "addr": "127.0.0.1:2", "state": "up"}
+            ],
+            "shards": {"epoch": 0, "count": 64, "owners": {}, "leader": null, "voters": []},
+            "streams": [], "groups": {},
+            "links": [{"peer": "n2", "incarnation": 2, "connected": true, "queued_bytes": 0,
+                       "rtt_micros": 100, "frames_sent": sent / 1024, "bytes_sent": sent,
+                       "frames_received": 0, "bytes_received": 0}]
+        })
+        .to_string()
+    };
+    let views = [view(0), view(1 << 20)];
     let server = FakeServer::start(move |path, n| match path {
         "/" => fake_http::response("200 OK", "text/html; charset=utf-8", PAGE.as_bytes()),
-        "/api/v1/cluster" if n == 0 => fake_http::response("200 OK", "application/json", view.as_bytes()),
+        "/api/v1/cluster" if n < 2 => fake_http::response("200 OK", "application/json", views[n].as_bytes()),
         "/api/v1/cluster" => Reply::Close,
         _ => fake_http::response("404 Not Found", "application/json", b"{\"error\":\"not found\"}"),
     });
@@ -259,8 +266,22 @@ fn dashboard_keeps_polling_an_unreachable_node() {
         states(&[("n1", "up"), ("n2", "up")]),
         "the last view stays on screen"
     );
+    // The link rate from the two answers: 1 MiB over about a second (of
+    // the page's virtual time), shown and kept.
+    let link = tags_with(&dom, "data-link")
+        .into_iter()
+        .find(|t| attr(t, "data-link") == Some("n2"))
+        .unwrap_or_else(|| panic!("no link row for n2:\n{dom}"));
+    let out: f64 = attr(link, "data-out-bps")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no out rate: {link}"));
     assert!(
-        server.hits("/api/v1/cluster") >= 3,
+        out > 0.0 && out <= f64::from(1 << 20) * 1.01,
+        "out rate {out} B/s"
+    );
+    assert_eq!(attr(link, "data-in-bps"), Some("0"), "{link}");
+    assert!(
+        server.hits("/api/v1/cluster") >= 4,
         "kept polling: {} requests",
         server.hits("/api/v1/cluster")
     );
