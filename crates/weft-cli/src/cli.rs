@@ -125,12 +125,17 @@ pub struct NodeArgs {
     /// NATS protocol client address: existing NATS clients connect here (auth and limits: [nats] in --config).
     #[arg(long, value_name = "HOST:PORT")]
     pub client: Option<String>,
-    /// Admin HTTP address (/healthz, /api/v1/cluster, /metrics); off when not given.
+    /// Admin HTTP address (dashboard at /, /api/v1/cluster, /metrics, /healthz); off when not given.
     #[arg(long, value_name = "HOST:PORT")]
     pub http: Option<String>,
     /// Directory for durable state (keeps incarnations increasing across restarts).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Voters of the shard map group; also how many members must be up
+    /// before the group first forms (clusters smaller than this have no
+    /// shard map) [default: 3, or [shards] voters].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub shard_voters: Option<u16>,
     /// Shut down gracefully when standard input closes (used by `weft up`
     /// so nodes never outlive it).
     #[arg(long, hide = true)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use serde::Deserialize;
 use weft::config::DEFAULT_PORT;
-use weft::{LinkConfig, MembershipConfig, NodeConfig, Secret, TlsConfig};
+use weft::{LinkConfig, MembershipConfig, NodeConfig, Secret, ShardConfig, TlsConfig};
 use weft_nats::{Auth, NatsConfig};
 
 use crate::addr;
@@ -45,6 +45,26 @@ pub struct FileConfig {
     pub membership: Option<MembershipFile>,
     /// NATS front end: authentication and limits.
     pub nats: Option<NatsFile>,
+    /// Sharded routing and its consensus group.
+    pub shards: Option<ShardsFile>,
+}
+
+/// The `[shards]` table (durations in milliseconds).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardsFile {
+    /// [`ShardConfig::count`].
+    pub count: Option<u32>,
+    /// [`ShardConfig::voters`].
+    pub voters: Option<usize>,
+    /// [`ShardConfig::voter_replace_after`].
+    pub voter_replace_after_ms: Option<u64>,
+    /// [`ShardConfig::bootstrap_delay`].
+    pub bootstrap_delay_ms: Option<u64>,
+    /// [`ShardConfig::auto_rebalance`].
+    pub auto_rebalance: Option<bool>,
+    /// [`ShardConfig::route_timeout`].
+    pub route_timeout_ms: Option<u64>,
 }
 
 /// The `[nats]` table (durations in milliseconds, sizes in bytes). Used
@@ -264,6 +284,10 @@ impl Settings {
         if let Some(m) = file.membership {
             apply_membership(&mut node.membership, m);
         }
+        if let Some(f) = file.shards {
+            apply_shards(&mut node.shards, f);
+        }
+        set(&mut node.shards.voters, args.shard_voters.map(usize::from));
         node.validate()?;
         let nats = match client {
             Some(addr) => Some(nats_config(addr, file.nats.unwrap_or_default())?),
@@ -300,6 +324,16 @@ fn apply_membership(c: &mut MembershipConfig, f: MembershipFile) {
     set(&mut c.gossip_interval, f.gossip_interval_ms.map(ms));
     set(&mut c.seed_announce_interval, f.seed_announce_interval_ms.map(ms));
     set(&mut c.remove_down_after, f.remove_down_after_ms.map(ms));
+}
+
+fn apply_shards(c: &mut ShardConfig, f: ShardsFile) {
+    let ms = Duration::from_millis;
+    set(&mut c.count, f.count);
+    set(&mut c.voters, f.voters);
+    set(&mut c.voter_replace_after, f.voter_replace_after_ms.map(ms));
+    set(&mut c.bootstrap_delay, f.bootstrap_delay_ms.map(ms));
+    set(&mut c.auto_rebalance, f.auto_rebalance);
+    set(&mut c.route_timeout, f.route_timeout_ms.map(ms));
 }
 
 /// The NATS front end's configuration from the `[nats]` table.
@@ -407,6 +441,11 @@ indirect_probes = 2
 token = "t0k"
 max_payload = 65536
 ping_interval_ms = 5000
+[shards]
+count = 16
+voters = 5
+auto_rebalance = false
+route_timeout_ms = 2000
 "#,
         )
         .unwrap();
@@ -431,7 +470,14 @@ ping_interval_ms = 5000
         assert_eq!(nats.auth, Auth::Token("t0k".into()));
         assert_eq!(nats.max_payload, 65536);
         assert_eq!(nats.ping_interval, Duration::from_millis(5000));
+        assert_eq!(s.node.shards.count, 16);
+        assert_eq!(s.node.shards.voters, 5);
+        assert!(!s.node.shards.auto_rebalance);
+        assert_eq!(s.node.shards.route_timeout, Duration::from_millis(2000));
         assert!(!s.secret_generated);
+        // The flag wins over the file.
+        a.shard_voters = Some(2);
+        assert_eq!(Settings::from_args(&a).unwrap().node.shards.voters, 2);
     }
 
     #[test]

@@ -31,6 +31,8 @@ struct Plan {
     cluster: u16,
     http: u16,
     client: u16,
+    /// Shard map voters: 3, or every node of a smaller cluster.
+    voters: u16,
 }
 
 impl Plan {
@@ -70,6 +72,7 @@ fn plan(args: &UpArgs) -> anyhow::Result<Vec<Plan>> {
             cluster: cluster + i,
             http: http + i,
             client: client + i,
+            voters: n.min(3),
         })
         .collect();
     let mut seen = BTreeSet::new();
@@ -134,7 +137,10 @@ fn spawn(
         .arg(p.client_addr().to_string())
         .arg("--data-dir")
         .arg(dir.join(&p.name))
-        .arg("--exit-on-stdin-eof");
+        .arg("--exit-on-stdin-eof")
+        // Smaller clusters than the default 3 voters still get a shard map.
+        .arg("--shard-voters")
+        .arg(p.voters.to_string());
     if let Some(seed) = seed {
         cmd.arg("--join").arg(seed.to_string());
     }

@@ -35,7 +35,8 @@ fn health_cluster_metrics_and_errors() {
         secret_file: &secret,
         data_dir: &d1,
     }
-    .start();
+    // Two nodes: a shard map group of two voters.
+    .start_with(&["--shard-voters", "2"]);
     let _b = NodeSpec {
         name: "b",
         port: p2,
@@ -44,7 +45,7 @@ fn health_cluster_metrics_and_errors() {
         secret_file: &secret,
         data_dir: &d2,
     }
-    .start();
+    .start_with(&["--shard-voters", "2"]);
     wait_for("both up", || common::all_see(&[h1, h2], &["a", "b"], "up"));
 
     let (status, body) = http_get(h1, "/healthz").unwrap();

@@ -245,6 +245,8 @@ async fn a_restarted_voter_recovers_its_log_from_disk_and_bad_dirs_are_refused()
     let dir = data_dir("restart");
     let mut c = config("solo", &[]);
     tune(&mut c, 8);
+    // A single node is a whole group only when it is told so.
+    c.shards.voters = 1;
     c.data_dir = Some(dir.clone());
     let node = Node::start(c.clone()).await.expect("start");
     wait_for("committed", LIMIT, || node.shard_map().epoch >= 1).await;

@@ -204,9 +204,16 @@ impl NodeSpec<'_> {
 
     /// Starts the node; its log goes next to its data directory.
     pub fn start(&self) -> Proc {
+        self.start_with(&[])
+    }
+
+    /// Starts the node with extra flags.
+    pub fn start_with(&self, extra: &[&str]) -> Proc {
         let log = self.data_dir.with_extension("log");
         let log = unique(&log);
-        Proc::spawn(self.name, self.command(), &log)
+        let mut cmd = self.command();
+        cmd.args(extra);
+        Proc::spawn(self.name, cmd, &log)
     }
 }
 
