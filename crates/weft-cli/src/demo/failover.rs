@@ -157,7 +157,7 @@ pub async fn run(cluster: &mut Cluster, live: &Live, events: u64) -> anyhow::Res
     let moved = before.moves_to(&after);
     say(format_args!(
         "shard rebalance ({} after the crash): epoch {} → {}, owners {}, {} shards moved (only n1's), \
-         Raft leader {}",
+         Raft leader now {}",
         secs(killed_at.elapsed()),
         before.epoch,
         after.epoch,
