@@ -313,3 +313,64 @@ async fn a_follower_rebalance_is_forwarded_to_the_leader() {
         n.shutdown(Duration::from_millis(200)).await;
     }
 }
+
+/// A voter down longer than `voter_replace_after` is replaced by an up
+/// learner, so the group keeps three voters and can lose another one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_down_too_long_is_replaced_by_a_learner() {
+    let mut nodes: Vec<Node> = Vec::new();
+    for name in ["n1", "n2", "n3", "n4"] {
+        let seeds: Vec<_> = nodes.first().map(|n| n.addr()).into_iter().collect();
+        let mut c = config(name, &seeds);
+        tune(&mut c, 8);
+        c.shards.voter_replace_after = Duration::from_secs(1);
+        nodes.push(Node::start(c).await.expect("start"));
+    }
+    let all = ["n1", "n2", "n3", "n4"];
+    for n in &nodes {
+        wait_for("4 up", LIMIT, || sees_up(n, &all)).await;
+    }
+    wait_for("2/2/2/2 everywhere", LIMIT, || {
+        nodes.iter().all(|n| counts(&n.shard_map()) == vec![2, 2, 2, 2])
+    })
+    .await;
+    wait_for("voters n1..n3", LIMIT, || {
+        nodes.iter().all(|n| n.shard_voters() == vec!["n1", "n2", "n3"])
+    })
+    .await;
+    // Crash a voter that is not the leader, so the group keeps its leader
+    // and the replacement is the voter-upkeep path alone.
+    let leader = nodes[0].shard_leader().expect("leader");
+    let victim = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|v| *v != leader)
+        .expect("a follower voter");
+    let idx = all.iter().position(|n| *n == victim).expect("victim");
+    nodes[idx].abort();
+    let survivors: Vec<&Node> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != idx)
+        .map(|(_, n)| n)
+        .collect();
+    let mut expected: Vec<String> = all
+        .iter()
+        .filter(|n| **n != victim)
+        .map(|n| n.to_string())
+        .collect();
+    expected.sort();
+    wait_for("n4 replaced the dead voter", LIMIT, || {
+        survivors.iter().all(|n| n.shard_voters() == expected)
+    })
+    .await;
+    wait_for("rebalanced without the dead voter", LIMIT, || {
+        survivors.iter().all(|n| {
+            let m = n.shard_map();
+            !m.counts().contains_key(victim) && m.counts().len() == 3
+        })
+    })
+    .await;
+    for n in survivors {
+        n.shutdown(Duration::from_millis(200)).await;
+    }
+}
