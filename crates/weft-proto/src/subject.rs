@@ -32,26 +32,86 @@ pub enum SubjectError {
     BadWildcard(String),
 }
 
-fn check_common(s: &str) -> Result<(), SubjectError> {
+/// What one scan of a subject or pattern found, for the checks that
+/// follow it. Errors keep the precedence of the checks one after the
+/// other: length, then characters, then empty tokens, then wildcards.
+struct Scan {
+    empty_token: bool,
+    /// A `*` or `>` token somewhere.
+    wildcard: bool,
+    /// A `>` token that is not the last one.
+    inner_tail: bool,
+}
+
+/// Whether `c` is refused in a subject: whitespace or a control
+/// character (Unicode definitions, as `char::is_whitespace` and
+/// `char::is_control`).
+#[inline]
+fn bad_char(c: char) -> bool {
+    c.is_whitespace() || c.is_control()
+}
+
+/// One pass over the bytes of `s`: characters, token boundaries and
+/// wildcard tokens together. Non-ASCII text (rare in subjects) is checked
+/// by `char` afterwards.
+fn scan(s: &str) -> Result<Scan, SubjectError> {
     if s.is_empty() {
         return Err(SubjectError::Empty);
     }
     if s.len() > MAX_SUBJECT_LEN {
         return Err(SubjectError::TooLong(s.len()));
     }
-    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    let bytes = s.as_bytes();
+    let mut out = Scan {
+        empty_token: false,
+        wildcard: false,
+        inner_tail: false,
+    };
+    let mut non_ascii = false;
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'.' => {
+                token(&bytes[start..i], false, &mut out);
+                start = i + 1;
+            }
+            // ASCII control characters (C0 and DEL) and the ASCII
+            // whitespace that is not control (space).
+            0..=0x20 | 0x7f => return Err(SubjectError::BadCharacter(s.to_string())),
+            0x80.. => non_ascii = true,
+            _ => {}
+        }
+    }
+    token(&bytes[start..], true, &mut out);
+    if non_ascii && s.chars().any(bad_char) {
         return Err(SubjectError::BadCharacter(s.to_string()));
     }
-    if s.split('.').any(str::is_empty) {
-        return Err(SubjectError::EmptyToken(s.to_string()));
-    }
-    Ok(())
+    Ok(out)
 }
 
-/// Checks a subject to publish on (no wildcards).
+#[inline]
+fn token(t: &[u8], last: bool, out: &mut Scan) {
+    match t {
+        [] => out.empty_token = true,
+        [b'*'] => out.wildcard = true,
+        [b'>'] => {
+            out.wildcard = true;
+            if !last {
+                out.inner_tail = true;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Checks a subject to publish on (no wildcards). One pass over the
+/// bytes.
 pub fn validate_subject(s: &str) -> Result<(), SubjectError> {
-    check_common(s)?;
-    if s.split('.').any(|t| t == "*" || t == ">") {
+    let found = scan(s)?;
+    if found.empty_token {
+        return Err(SubjectError::EmptyToken(s.to_string()));
+    }
+    if found.wildcard {
         return Err(SubjectError::WildcardInPublish(s.to_string()));
     }
     Ok(())
@@ -59,16 +119,12 @@ pub fn validate_subject(s: &str) -> Result<(), SubjectError> {
 
 /// Checks a subscription pattern (wildcards allowed).
 pub fn validate_pattern(s: &str) -> Result<(), SubjectError> {
-    check_common(s)?;
-    let tokens: Vec<&str> = s.split('.').collect();
-    for (i, t) in tokens.iter().enumerate() {
-        let is_last = i + 1 == tokens.len();
-        match *t {
-            "*" => {}
-            ">" if is_last => {}
-            ">" => return Err(SubjectError::BadWildcard(s.to_string())),
-            _ => {}
-        }
+    let found = scan(s)?;
+    if found.empty_token {
+        return Err(SubjectError::EmptyToken(s.to_string()));
+    }
+    if found.inner_tail {
+        return Err(SubjectError::BadWildcard(s.to_string()));
     }
     Ok(())
 }
@@ -159,5 +215,52 @@ mod tests {
         assert!(matches("foo", "foo"));
         assert!(!matches("foo", "foo.bar"));
         assert!(matches(">", "anything.at.all"));
+    }
+
+    /// The checks one after the other, as they were before the single
+    /// pass: the single pass must agree with them on every input.
+    fn reference_common(s: &str) -> Result<(), SubjectError> {
+        if s.is_empty() {
+            return Err(SubjectError::Empty);
+        }
+        if s.len() > MAX_SUBJECT_LEN {
+            return Err(SubjectError::TooLong(s.len()));
+        }
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(SubjectError::BadCharacter(s.to_string()));
+        }
+        if s.split('.').any(str::is_empty) {
+            return Err(SubjectError::EmptyToken(s.to_string()));
+        }
+        Ok(())
+    }
+
+    fn reference_subject(s: &str) -> Result<(), SubjectError> {
+        reference_common(s)?;
+        if s.split('.').any(|t| t == "*" || t == ">") {
+            return Err(SubjectError::WildcardInPublish(s.to_string()));
+        }
+        Ok(())
+    }
+
+    fn reference_pattern(s: &str) -> Result<(), SubjectError> {
+        reference_common(s)?;
+        let tokens: Vec<&str> = s.split('.').collect();
+        for (i, t) in tokens.iter().enumerate() {
+            if *t == ">" && i + 1 != tokens.len() {
+                return Err(SubjectError::BadWildcard(s.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn single_pass_agrees_with_the_reference(
+            s in "[a.*> \\t\u{7f}\u{85}\u{a0}\u{3000}é\u{1}]{0,12}"
+        ) {
+            proptest::prop_assert_eq!(validate_subject(&s), reference_subject(&s));
+            proptest::prop_assert_eq!(validate_pattern(&s), reference_pattern(&s));
+        }
     }
 }
