@@ -31,7 +31,9 @@ fn main() -> ExitCode {
     // The demo tells its story on stdout; node logs only when asked.
     let default_filter = match cli.command {
         Command::Demo(_) => "warn,openraft=error",
-        _ => "info,async_nats=warn",
+        // openraft logs its whole state at info on every start: warn keeps
+        // the node log readable (RUST_LOG=openraft=info brings it back).
+        _ => "info,async_nats=warn,openraft=warn",
     };
     init_logging(default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
