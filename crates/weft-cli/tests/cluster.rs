@@ -11,34 +11,17 @@ use common::{NodeSpec, SECRET, all_see, free_port, http_get, member, member_name
 #[test]
 fn crash_restart_and_wrong_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let secret = common::secret_file(dir.path(), "secret", SECRET);
-    let names = ["n1", "n2", "n3"];
-    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    let https: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    let data: Vec<_> = names.iter().map(|n| dir.path().join(n)).collect();
-    let spec = |i: usize| NodeSpec {
-        name: names[i],
-        port: ports[i],
-        http: https[i],
-        join: (i > 0).then_some(ports[0]),
-        secret_file: &secret,
-        data_dir: &data[i],
-    };
-    let _n1 = spec(0).start();
-    let _n2 = spec(1).start();
-    let mut n3 = spec(2).start();
-
-    wait_for("all three nodes up in every view", || {
-        all_see(&https, &names, "up")
-    });
+    let trio = common::Trio::new(dir.path());
+    let (names, ports, https) = (trio.names, trio.ports.clone(), trio.https.clone());
+    let mut nodes = trio.start();
     let (_, first_incarnation) = member(https[0], "n3").unwrap();
 
     // A crash: the others detect it and report n3 down.
-    n3.kill();
+    nodes[2].kill();
     wait_for("n1 and n2 see n3 down", || all_see(&https[..2], &["n3"], "down"));
 
     // Restart with the same name and data dir: a new, larger incarnation.
-    let _n3 = spec(2).start();
+    let _n3 = trio.spec(2).start();
     wait_for("n3 back up with a larger incarnation everywhere", || {
         https
             .iter()

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{NodeSpec, Proc, SECRET, free_port, http_get, http_request, wait_for};
+use common::{Proc, http_get, http_request, wait_for};
 use fake_http::{FakeServer, Reply};
 
 /// The page as the binary embeds it.
@@ -147,25 +147,9 @@ fn states(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 #[test]
 fn dashboard_shows_the_cluster_and_admin_refuses_bad_input() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let secret = common::secret_file(dir.path(), "secret", SECRET);
-    let names = ["n1", "n2", "n3"];
-    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    let https: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    let data: Vec<_> = names.iter().map(|n| dir.path().join(n)).collect();
-    let spec = |i: usize| NodeSpec {
-        name: names[i],
-        port: ports[i],
-        http: https[i],
-        join: (i > 0).then_some(ports[0]),
-        secret_file: &secret,
-        data_dir: &data[i],
-    };
-    let _n1 = spec(0).start();
-    let _n2 = spec(1).start();
-    let mut n3 = spec(2).start();
-    wait_for("all three nodes up in every view", || {
-        common::all_see(&https, &names, "up")
-    });
+    let trio = common::Trio::new(dir.path());
+    let https = trio.https.clone();
+    let mut nodes = trio.start();
     let h1 = https[0];
 
     // The page itself: static HTML, no external resources.
@@ -218,7 +202,7 @@ fn dashboard_shows_the_cluster_and_admin_refuses_bad_input() {
     assert_eq!(links, ["n2", "n3"], "link rows");
 
     // A member crashes: the page shows it down.
-    n3.kill();
+    nodes[2].kill();
     wait_for("n1 sees n3 down", || common::all_see(&[h1], &["n3"], "down"));
     let n3_down = states(&[("n1", "up"), ("n2", "up"), ("n3", "down")]);
     let dom = dump_until(&browser, &url, dir.path(), |d| member_states(d) == n3_down);

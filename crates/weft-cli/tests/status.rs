@@ -7,7 +7,7 @@ mod fake_http;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{NodeSpec, Proc, SECRET, free_port, wait_for};
+use common::{Proc, free_port, wait_for};
 use fake_http::{FakeServer, Reply};
 
 /// Exit code of `weft status` when there is no cluster view to show.
@@ -51,27 +51,11 @@ fn member_rows(out: &str) -> Vec<(String, String)> {
 #[test]
 fn status_of_a_live_cluster() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let secret = common::secret_file(dir.path(), "secret", SECRET);
-    let names = ["n1", "n2", "n3"];
-    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    let https: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    let data: Vec<_> = names.iter().map(|n| dir.path().join(n)).collect();
-    let _nodes: Vec<Proc> = (0..3)
-        .map(|i| {
-            NodeSpec {
-                name: names[i],
-                port: ports[i],
-                http: https[i],
-                join: (i > 0).then_some(ports[0]),
-                secret_file: &secret,
-                data_dir: &data[i],
-            }
-            .start()
-        })
-        .collect();
-    wait_for("all three up, shard map committed", || {
-        common::all_see(&https, &names, "up")
-            && common::cluster(https[1]).is_some_and(|v| v["shards"]["epoch"].as_u64().unwrap_or(0) >= 1)
+    let trio = common::Trio::new(dir.path());
+    let (names, ports, https) = (trio.names, trio.ports.clone(), trio.https.clone());
+    let _nodes = trio.start();
+    wait_for("shard map committed", || {
+        common::cluster(https[1]).is_some_and(|v| v["shards"]["epoch"].as_u64().unwrap_or(0) >= 1)
     });
 
     // Any node answers; ask n2, with a bare HOST:PORT.

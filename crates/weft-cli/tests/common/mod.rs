@@ -323,3 +323,52 @@ pub fn run_to_exit(args: &[&str], dir: &Path) -> (ExitStatus, String) {
     let status = p.wait_exit(LIMIT);
     (status, p.log())
 }
+
+/// Three `weft node`s (`n1`, `n2`, `n3`) on free loopback ports, joining
+/// through `n1`, sharing one secret, each with a data dir under `dir`.
+pub struct Trio {
+    /// Node names.
+    pub names: [&'static str; 3],
+    /// Cluster ports, by node.
+    pub ports: Vec<u16>,
+    /// Admin HTTP ports, by node.
+    pub https: Vec<u16>,
+    secret: PathBuf,
+    data: Vec<PathBuf>,
+}
+
+impl Trio {
+    /// Picks ports and writes the secret; starts nothing.
+    pub fn new(dir: &Path) -> Trio {
+        let names = ["n1", "n2", "n3"];
+        Trio {
+            names,
+            ports: names.iter().map(|_| free_port()).collect(),
+            https: names.iter().map(|_| free_port()).collect(),
+            secret: secret_file(dir, "secret", SECRET),
+            data: names.iter().map(|n| dir.join(n)).collect(),
+        }
+    }
+
+    /// Node `i` (0-based).
+    pub fn spec(&self, i: usize) -> NodeSpec<'_> {
+        NodeSpec {
+            name: self.names[i],
+            port: self.ports[i],
+            http: self.https[i],
+            join: (i > 0).then_some(self.ports[0]),
+            secret_file: &self.secret,
+            data_dir: &self.data[i],
+        }
+    }
+
+    /// Starts the three nodes and waits until every node sees every node
+    /// up. The processes stop when the returned guards drop.
+    pub fn start(&self) -> Vec<Proc> {
+        let procs: Vec<Proc> = (0..3).map(|i| self.spec(i).start()).collect();
+        wait_for("all three nodes up in every view", || {
+            all_see(&self.https, &self.names, "up")
+        });
+        procs
+    }
+}
