@@ -48,6 +48,16 @@ async fn start(name: &str, seeds: &[std::net::SocketAddr], shards: u32) -> (Node
     (node, rec)
 }
 
+/// Every node except the one at `idx`.
+fn all_but(nodes: &[Node], idx: usize) -> Vec<&Node> {
+    nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != idx)
+        .map(|(_, n)| n)
+        .collect()
+}
+
 fn counts(m: &ShardMap) -> Vec<usize> {
     m.counts().values().copied().collect()
 }
@@ -146,12 +156,7 @@ async fn leader_crash_elects_a_new_leader_and_rebalances_commit() {
         .expect("leader is a node");
     let before = nodes[(idx + 1) % 3].shard_map();
     nodes[idx].abort();
-    let survivors: Vec<&Node> = nodes
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != idx)
-        .map(|(_, n)| n)
-        .collect();
+    let survivors = all_but(&nodes, idx);
     wait_for("new leader", LIMIT, || {
         survivors[0].shard_leader().is_some_and(|l| l != leader)
     })
@@ -347,12 +352,7 @@ async fn a_voter_down_too_long_is_replaced_by_a_learner() {
         .expect("a follower voter");
     let idx = all.iter().position(|n| *n == victim).expect("victim");
     nodes[idx].abort();
-    let survivors: Vec<&Node> = nodes
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != idx)
-        .map(|(_, n)| n)
-        .collect();
+    let survivors = all_but(&nodes, idx);
     let mut expected: Vec<String> = all
         .iter()
         .filter(|n| **n != victim)
