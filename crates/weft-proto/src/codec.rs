@@ -289,6 +289,22 @@ impl Frame {
     }
 }
 
+/// Encodes a publish frame from borrowed fields (the same bytes as a
+/// [`Frame`] with [`Header::Publish`] of the same values). The payload is
+/// shared, not copied.
+pub fn encode_publish(
+    p: &crate::frame::PublishRef<'_>,
+    payload: &Bytes,
+    max_frame: usize,
+) -> Result<EncodedFrame, FrameError> {
+    let head = head_of(kind::PUBLISH, p, payload.len(), max_frame)?;
+    Ok(EncodedFrame {
+        head,
+        payload: payload.clone(),
+        control: kind::PUBLISH < kind::FIRST_DATA_KIND,
+    })
+}
+
 /// Incremental frame decoder with a maximum frame size.
 ///
 /// Feed it the receive buffer; each call takes at most one whole frame off
@@ -583,6 +599,42 @@ mod tests {
             huge.encode(DEFAULT_MAX_FRAME).map(|_| ()),
             Err(FrameError::HeaderTooLarge(70_003))
         );
+    }
+
+    #[test]
+    fn borrowed_publish_encodes_as_the_owned_one() {
+        let owned = crate::frame::Publish {
+            subject: "a.b".into(),
+            reply: Some("_INBOX.x".into()),
+            headers: vec![("k".into(), "v".into())],
+            queues: vec!["q".into()],
+        };
+        let payload = Bytes::from_static(b"hello");
+        let long = "s".repeat(200);
+        for p in [
+            owned.clone(),
+            crate::frame::Publish {
+                subject: long,
+                ..owned.clone()
+            },
+        ] {
+            let borrowed = crate::frame::PublishRef {
+                subject: &p.subject,
+                reply: p.reply.as_deref(),
+                headers: &p.headers,
+                queues: &p.queues,
+            };
+            let a = encode_publish(&borrowed, &payload, DEFAULT_MAX_FRAME).expect("encode");
+            let b = Frame {
+                header: Header::Publish(p.clone()),
+                payload: payload.clone(),
+            }
+            .encode(DEFAULT_MAX_FRAME)
+            .expect("encode");
+            assert_eq!(a.head, b.head);
+            assert_eq!(a.payload, b.payload);
+            assert_eq!(a.control, b.control);
+        }
     }
 
     #[test]

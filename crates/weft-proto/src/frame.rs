@@ -213,6 +213,22 @@ pub struct Publish {
     pub queues: Vec<String>,
 }
 
+/// [`Publish`] with borrowed fields, for the sender's hot path: it
+/// encodes to exactly the bytes of the owned [`Publish`] with the same
+/// values (serde writes `&str` as `String` and a slice as a `Vec`), so a
+/// publisher never copies the subject, reply or headers into a frame.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct PublishRef<'a> {
+    /// The subject (no wildcards).
+    pub subject: &'a str,
+    /// Where replies go, if the publisher expects them.
+    pub reply: Option<&'a str>,
+    /// Optional headers, in order.
+    pub headers: &'a [(String, String)],
+    /// Queue groups the receiving node must deliver to (one member each).
+    pub queues: &'a [String],
+}
+
 /// Names a stream (subscribe and unsubscribe requests).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamKey {

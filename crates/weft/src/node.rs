@@ -590,6 +590,20 @@ impl Node {
         self.inner.pubsub.publish(msg).await
     }
 
+    /// Publishes `msgs` in order, each exactly as [`Self::publish_msg`]
+    /// would (same validation, local delivery, interest routing and
+    /// per-publisher order), but with one lock of the subscription tables
+    /// for the whole batch and one queue push per node: the way to publish
+    /// everything a front end parsed out of one socket read. Waits for room
+    /// in a link's queue as `publish_msg` does.
+    ///
+    /// Returns the messages refused, as (index in `msgs`, error); every
+    /// other message was published. Nothing is allocated for the answer
+    /// when all were published.
+    pub async fn publish_batch(&self, msgs: impl IntoIterator<Item = PubMsg>) -> Vec<(usize, PubSubError)> {
+        self.inner.pubsub.publish_batch(msgs).await
+    }
+
     /// Publishes a request on `subject` and waits up to `timeout` for the
     /// first reply. Fails at once with [`PubSubError::NoResponders`] when
     /// no subscription anywhere in the cluster matches.

@@ -212,6 +212,81 @@ impl<T: ByteSized> ByteQueue<T> {
         }
     }
 
+    /// Queues as many items of `items` as fit, in order, under one lock;
+    /// returns whether all were taken. On `Full`, counts `waiting` as a
+    /// producer waiting for room (under the same lock).
+    fn try_push_many(
+        &self,
+        items: &mut std::iter::Peekable<std::vec::IntoIter<T>>,
+        control: bool,
+        waiting: Option<&mut Waiting<'_, T>>,
+    ) -> Result<bool, ()> {
+        let wake = {
+            let mut l = self.lock();
+            if l.closed {
+                return Err(());
+            }
+            let wake = l.pop_waiters > 0 && l.is_empty();
+            let cap = if control { self.control_cap } else { self.data_cap };
+            let mut pushed = false;
+            while let Some(item) = items.peek() {
+                let len = item.byte_len();
+                let bytes = if control { l.control_bytes } else { l.data_bytes };
+                if bytes > 0 && bytes + len > cap {
+                    break;
+                }
+                let Some(item) = items.next() else { break };
+                pushed = true;
+                if control {
+                    l.control_bytes += len;
+                    l.control.push_back(item);
+                } else {
+                    l.data_bytes += len;
+                    l.data.push_back(item);
+                }
+            }
+            if items.peek().is_some()
+                && let Some(w) = waiting
+            {
+                w.count(&mut l);
+            }
+            wake && pushed
+        };
+        if wake {
+            self.readable.notify_one();
+        }
+        Ok(items.peek().is_none())
+    }
+
+    /// Queues every item of `items` in order, with one lock while there is
+    /// room, waiting for room as needed. Fails only when the queue closes,
+    /// handing back the items not queued.
+    pub async fn push_many(&self, items: Vec<T>, control: bool) -> Result<(), Vec<T>> {
+        let mut items = items.into_iter().peekable();
+        // Fast path: everything fits now, so no waiter is registered.
+        match self.try_push_many(&mut items, control, None) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(()) => return Err(items.collect()),
+        }
+        let mut waiting = Waiting {
+            queue: self,
+            side: Side::Push,
+            counted: false,
+        };
+        loop {
+            let room = self.writable.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.try_push_many(&mut items, control, Some(&mut waiting)) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(()) => return Err(items.collect()),
+            }
+            room.await;
+        }
+    }
+
     /// Wakes whoever an item removal concerns: producers waiting for room
     /// and, if items remain, another waiting consumer.
     fn after_take(&self, push_waiters: bool, more_for_others: bool) {
@@ -502,6 +577,38 @@ mod tests {
             total += c.await.expect("consumer");
         }
         assert_eq!(total, u32::from(PRODUCERS) * EACH);
+    }
+
+    #[tokio::test]
+    async fn push_many_keeps_order_and_waits_for_room() {
+        let q: Arc<ByteQueue<Vec<u8>>> = Arc::new(ByteQueue::new(4, 4));
+        q.push_many(vec![vec![1; 2], vec![2; 2]], false)
+            .await
+            .expect("room");
+        let q2 = q.clone();
+        let waiter = tokio::spawn(async move {
+            q2.push_many(vec![vec![3; 2], vec![4; 3], vec![5; 1]], false)
+                .await
+        });
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            let Some(item) = q.pop().await else { break };
+            got.push(item);
+        }
+        waiter.await.expect("join").expect("pushed");
+        assert_eq!(
+            got,
+            vec![vec![1; 2], vec![2; 2], vec![3; 2], vec![4; 3], vec![5; 1]]
+        );
+        assert_eq!(q.lock().push_waiters, 0);
+        q.try_push(vec![0; 4], false).expect("room");
+        let q3 = q.clone();
+        let blocked = tokio::spawn(async move { q3.push_many(vec![vec![6; 1], vec![7; 1]], false).await });
+        while q.lock().push_waiters < 1 {
+            tokio::task::yield_now().await;
+        }
+        q.close();
+        assert_eq!(blocked.await.expect("join"), Err(vec![vec![6; 1], vec![7; 1]]));
     }
 
     #[tokio::test]

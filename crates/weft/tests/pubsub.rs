@@ -403,3 +403,64 @@ async fn a_hundred_thousand_subscriptions_on_one_node() {
     assert_eq!(text(&take(&subs[77_742], 1).await[0]), "hit");
     stop(nodes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_batch_keeps_order_routes_like_publish_and_reports_refusals() {
+    let nodes = cluster(3).await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let local = a.subscribe("batch.*").expect("sub");
+    let on_b = b.subscribe("batch.>").expect("sub");
+    let group_b = b.queue_subscribe("batch.q", "workers").expect("sub");
+    let group_c = c.queue_subscribe("batch.q", "workers").expect("sub");
+    wait_for("interest on a", LIMIT, || {
+        interest_of(a, "n2") == 3 && interest_of(a, "n3") == 2
+    })
+    .await;
+    let msg = |subject: &str, body: String| PubMsg {
+        subject: subject.to_string(),
+        reply: None,
+        headers: vec![],
+        payload: Bytes::from(body),
+    };
+    let mut batch: Vec<PubMsg> = (0..200).map(|i| msg("batch.x", i.to_string())).collect();
+    batch.insert(3, msg("batch.*", "wildcard".into()));
+    batch.insert(7, msg("bad subject", "space".into()));
+    batch.extend((0..100).map(|i| msg("batch.q", format!("q{i}"))));
+    let sent_before = publishes_to(a, "n2");
+    let refused = a.publish_batch(batch).await;
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert_eq!(refused[0].0, 3);
+    assert_eq!(refused[1].0, 7);
+    assert!(refused.iter().all(|(_, e)| matches!(e, PubSubError::Subject(_))));
+    // Per-publisher order, locally and on the other node.
+    let want: Vec<String> = (0..200)
+        .map(|i| i.to_string())
+        .chain((0..100).map(|i| format!("q{i}")))
+        .collect();
+    for sub in [&local, &on_b] {
+        let got: Vec<String> = take(sub, want.len()).await.iter().map(text).collect();
+        assert_eq!(got, want, "pattern {}", sub.pattern());
+    }
+    // The queue group gets each of its messages exactly once across nodes.
+    let mut got = Vec::new();
+    while got.len() < 100 {
+        tokio::select! {
+            Some(m) = group_b.next() => got.push(text(&m)),
+            Some(m) = group_c.next() => got.push(text(&m)),
+            _ = tokio::time::sleep(LIMIT) => panic!("queue group got {} of 100", got.len()),
+        }
+    }
+    got.sort();
+    let mut want_q: Vec<String> = (0..100).map(|i| format!("q{i}")).collect();
+    want_q.sort();
+    assert_eq!(got, want_q);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        group_b.try_next().is_none() && group_c.try_next().is_none(),
+        "a queue message was delivered twice"
+    );
+    // Counted per frame by the link: 300 plain frames to n2 at least.
+    assert!(publishes_to(a, "n2") - sent_before >= 300);
+    drop((local, on_b, group_b, group_c));
+    stop(nodes).await;
+}

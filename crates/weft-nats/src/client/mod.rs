@@ -58,6 +58,9 @@ struct Client {
     own_tag: Option<String>,
     /// Set when the reader stopped on an error it answered.
     errored: bool,
+    /// Publishes parsed from one read, published together (kept for its
+    /// capacity).
+    batch: Vec<PubMsg>,
 }
 
 /// Serves one accepted connection until it closes or `token` is
@@ -89,6 +92,7 @@ pub(crate) async fn run(
         pings_out: 0,
         own_tag: None,
         errored: false,
+        batch: Vec::new(),
     };
     client.read_loop(&mut rd).await;
     client.subs.clear();
@@ -158,8 +162,16 @@ impl Client {
         }
     }
 
+    /// Handles every complete operation in `buf`. The `PUB`s and `HPUB`s
+    /// among them are published together ([`weft::Node::publish_batch`]:
+    /// one lock of the subscription tables and one link queue push per
+    /// node for all of them); any other operation first publishes those
+    /// before it, so the client's order is kept. A client in `verbose` or
+    /// `pedantic` mode, which gets an answer per publish, publishes one at
+    /// a time.
     async fn parse_all(&mut self, buf: &mut BytesMut) -> Flow {
         let (mut msgs, mut bytes) = (0u64, 0u64);
+        let mut batch = std::mem::take(&mut self.batch);
         let flow = loop {
             match self.parser.parse(buf) {
                 Ok(Some(op)) => {
@@ -170,12 +182,38 @@ impl Client {
                         msgs += 1;
                         bytes += (payload.len() + headers.len()) as u64;
                     }
-                    if let Flow::Stop = self.handle(op).await {
-                        break Flow::Stop;
+                    let one_by_one = self.opts.verbose || self.opts.pedantic || !self.authenticated;
+                    match op {
+                        ClientOp::Pub {
+                            subject,
+                            reply,
+                            payload,
+                        } if !one_by_one => {
+                            if let Some(m) = self.prepare_publish(subject, reply, None, payload) {
+                                batch.push(m);
+                            }
+                        }
+                        ClientOp::HPub {
+                            subject,
+                            reply,
+                            headers,
+                            payload,
+                        } if !one_by_one => {
+                            if let Some(m) = self.prepare_publish(subject, reply, Some(headers), payload) {
+                                batch.push(m);
+                            }
+                        }
+                        op => {
+                            self.publish_batch(&mut batch).await;
+                            if let Flow::Stop = self.handle(op).await {
+                                break Flow::Stop;
+                            }
+                        }
                     }
                 }
                 Ok(None) => break Flow::Continue,
                 Err(e) => {
+                    self.publish_batch(&mut batch).await;
                     debug!(cid = self.cid, error = %e, "protocol error");
                     stats::add(&self.ctx.stats.protocol_errors, 1);
                     self.fail(e.nats_message());
@@ -183,9 +221,24 @@ impl Client {
                 }
             }
         };
+        self.publish_batch(&mut batch).await;
+        self.batch = batch;
         stats::add(&self.ctx.stats.msgs_in, msgs);
         stats::add(&self.ctx.stats.bytes_in, bytes);
         flow
+    }
+
+    /// Publishes and empties `batch`; refused messages are dropped and
+    /// counted (pedantic clients never batch, so no `-ERR` is owed).
+    async fn publish_batch(&mut self, batch: &mut Vec<PubMsg>) {
+        if batch.is_empty() {
+            return;
+        }
+        let refused = self.ctx.node.publish_batch(batch.drain(..)).await;
+        for (_, e) in refused {
+            debug!(cid = self.cid, error = %e, "publish refused");
+            self.dropped();
+        }
     }
 
     /// Sends `-ERR '<text>'` and closes.
@@ -277,14 +330,27 @@ impl Client {
         }
     }
 
-    async fn publish(&mut self, subject: Bytes, reply: Option<Bytes>, hdr: Option<Bytes>, payload: Bytes) {
+    /// Turns a `PUB`/`HPUB` into a weft message, or handles it here (an
+    /// undecodable one is dropped, a request nobody can answer gets the
+    /// no-responders status) and returns `None`.
+    fn prepare_publish(
+        &mut self,
+        subject: Bytes,
+        reply: Option<Bytes>,
+        hdr: Option<Bytes>,
+        payload: Bytes,
+    ) -> Option<PubMsg> {
         let Ok(subject) = std::str::from_utf8(&subject) else {
-            return self.invalid_publish();
+            self.invalid_publish();
+            return None;
         };
         let reply = match reply.as_deref().map(std::str::from_utf8) {
             None => None,
             Some(Ok(r)) => Some(r.to_string()),
-            Some(Err(_)) => return self.invalid_publish(),
+            Some(Err(_)) => {
+                self.invalid_publish();
+                return None;
+            }
         };
         let mut headers = match hdr.as_deref().map(headers::parse) {
             None => Vec::new(),
@@ -295,7 +361,7 @@ impl Client {
                 if self.opts.pedantic {
                     self.out.send(b"-ERR 'Invalid Header'\r\n");
                 }
-                return;
+                return None;
             }
         };
         if let Some(tag) = &self.own_tag {
@@ -310,13 +376,20 @@ impl Client {
             if let Some(state) = self.subs.first_matching(r) {
                 subs::deliver_no_responders(r.as_bytes(), &state, &self.out, &self.ctx.stats);
             }
-            return self.ok();
+            self.ok();
+            return None;
         }
-        let msg = PubMsg {
+        Some(PubMsg {
             subject: subject.to_string(),
             reply,
             headers,
             payload,
+        })
+    }
+
+    async fn publish(&mut self, subject: Bytes, reply: Option<Bytes>, hdr: Option<Bytes>, payload: Bytes) {
+        let Some(msg) = self.prepare_publish(subject, reply, hdr, payload) else {
+            return;
         };
         match self.ctx.node.publish_msg(msg).await {
             Ok(()) => self.ok(),

@@ -220,13 +220,19 @@ fn on_frame(frame: Frame, p: &ConnParams) -> Option<CloseReason> {
             p.stats.unknown_frames.fetch_add(1, Ordering::Relaxed);
             None
         }
+        Header::Publish(_) => {
+            // Counted here, where the peer's counters are at hand, rather
+            // than looked up by name for every publish.
+            p.counters.publishes_received.fetch_add(1, Ordering::Relaxed);
+            p.handler.on_frame(&p.peer, frame);
+            None
+        }
         Header::Data(_)
         | Header::Registry
         | Header::Tell(_)
         | Header::TellNamed(_)
         | Header::Reply(_)
         | Header::GroupPublish(_)
-        | Header::Publish(_)
         | Header::StreamSubscribe(_)
         | Header::StreamData(_)
         | Header::StreamUnsubscribe(_)

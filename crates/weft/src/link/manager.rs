@@ -385,6 +385,47 @@ impl Links {
         })
     }
 
+    /// Most bytes of one frame on these links.
+    pub(crate) fn max_frame(&self) -> usize {
+        self.inner.cfg.link.max_frame
+    }
+
+    /// Queues already encoded `frames` for `peer`, in order, with one lock
+    /// of its send queue while there is room (waiting for room as
+    /// [`Self::send`] does), then adds their number to the peer's counter
+    /// chosen by `count` (the link holds the counters: no lookup per
+    /// frame). On failure, returns the error and how many frames were not
+    /// queued.
+    pub(crate) async fn send_many(
+        &self,
+        peer: &str,
+        frames: Vec<EncodedFrame>,
+        count: impl Fn(&PeerCounters) -> &AtomicU64,
+    ) -> Result<(), (SendError, usize)> {
+        let n = frames.len();
+        if self.inner.closing.load(Ordering::Relaxed) {
+            return Err((SendError::ShuttingDown, n));
+        }
+        let p = {
+            let peers = self.inner.peers.read().unwrap_or_else(|p| p.into_inner());
+            match peers.get(peer) {
+                Some(p) => p.clone(),
+                None => return Err((SendError::UnknownPeer(peer.to_string()), n)),
+            }
+        };
+        match Box::pin(p.queue.push_many(frames, false)).await {
+            Ok(()) => {
+                count(&p.counters).fetch_add(n as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(back) => {
+                let queued = n - back.len();
+                count(&p.counters).fetch_add(queued as u64, Ordering::Relaxed);
+                Err((self.closed_error(&p), back.len()))
+            }
+        }
+    }
+
     fn closed_error(&self, p: &Peer) -> SendError {
         if self.inner.closing.load(Ordering::Relaxed) {
             SendError::ShuttingDown

@@ -11,7 +11,7 @@
 
 pub mod subscription;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,11 +19,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 use tracing::debug;
-use weft_proto::frame::{Header, Publish};
+use weft_proto::codec::encode_publish;
+use weft_proto::frame::{Publish, PublishRef};
 use weft_proto::registry::{EntryKey, Event, table};
 use weft_proto::subject::{validate_pattern, validate_queue, validate_subject};
 use weft_proto::trie::SubjectTrie;
-use weft_proto::{Frame, NodeId};
+use weft_proto::{EncodedFrame, NodeId};
 
 use crate::link::Links;
 use crate::queue::{ByteQueue, Pushed};
@@ -89,6 +90,14 @@ pub(crate) struct PubSub {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Appends `frame` to the frames for `node` (a few nodes: a linear scan).
+fn push_frame(out: &mut Vec<(String, Vec<EncodedFrame>)>, node: &str, frame: EncodedFrame) {
+    match out.iter_mut().find(|(n, _)| n == node) {
+        Some((_, frames)) => frames.push(frame),
+        None => out.push((node.to_string(), vec![frame])),
+    }
 }
 
 impl PubSub {
@@ -253,10 +262,22 @@ impl PubSub {
         (self.rr.fetch_add(1, Ordering::Relaxed) as usize) % n.max(1)
     }
 
-    /// Delivers to local subscriptions: every plain match, and for each
-    /// queue group in `queues` (`None`: every group with a local member)
-    /// one member. Returns the queue groups that had a local member.
-    fn deliver_local(&self, msg: &PubMsg, queues: Option<&BTreeSet<String>>) -> BTreeSet<String> {
+    /// Chooses, under the subscription lock, the local subscriptions
+    /// `msg` goes to: every plain match and, for each queue group in
+    /// `queues` (`None`: every group with a local member), one member.
+    /// Their sinks go to `sinks`, the groups served to `served`. A reply to
+    /// one of this node's requests is handed to its waiter here.
+    ///
+    /// Nothing is allocated when nothing local matches (the common case
+    /// on a publisher's node).
+    fn pick_local(
+        &self,
+        subs: &mut LocalSubs,
+        msg: &PubMsg,
+        queues: Option<&[String]>,
+        sinks: &mut Vec<Arc<Sink>>,
+        served: &mut Vec<String>,
+    ) {
         if msg.subject.starts_with(&self.inbox_prefix) {
             let token = &msg.subject[self.inbox_prefix.len()..];
             match lock(&self.requests).remove(token) {
@@ -265,123 +286,192 @@ impl PubSub {
                 }
                 None => self.stats.frames_dropped.inc("late_reply"),
             }
-            return BTreeSet::new();
+            return;
         }
-        let mut plain = Vec::new();
-        let mut groups: BTreeMap<String, Vec<Arc<Sink>>> = BTreeMap::new();
-        {
-            let mut subs = lock(&self.subs);
-            let ids = subs.trie.matches(&msg.subject);
+        let ids = subs.trie.matches(&msg.subject);
+        if !ids.is_empty() {
+            let mut groups: Option<BTreeMap<&str, Vec<&Arc<Sink>>>> = None;
             for id in ids.iter() {
                 let Some(e) = subs.subs.get(id) else { continue };
                 match &e.queue {
-                    None => plain.push(e.sink.clone()),
-                    Some(q) => groups.entry(q.clone()).or_default().push(e.sink.clone()),
+                    None => sinks.push(e.sink.clone()),
+                    Some(q) => groups
+                        .get_or_insert_default()
+                        .entry(q.as_str())
+                        .or_default()
+                        .push(&e.sink),
+                }
+            }
+            for (q, members) in groups.into_iter().flatten() {
+                if queues.is_none_or(|only| only.iter().any(|w| w == q)) {
+                    sinks.push(members[self.pick(members.len())].clone());
+                    served.push(q.to_string());
                 }
             }
         }
-        for sink in plain {
-            self.deliver(&sink, msg.clone());
-        }
-        let mut served = BTreeSet::new();
-        for (q, members) in groups {
-            if queues.is_none_or(|only| only.contains(&q)) {
-                let sink = &members[self.pick(members.len())];
-                self.deliver(sink, msg.clone());
-                served.insert(q);
-            }
-        }
-        if let Some(wanted) = queues {
-            for q in wanted.difference(&served) {
+        for q in queues.unwrap_or_default() {
+            if !served.contains(q) {
                 debug!(queue = %q, subject = %msg.subject, "queue group member gone before delivery");
                 self.stats.frames_dropped.inc("queue_member_gone");
             }
         }
-        served
+    }
+
+    /// Delivers `msg` to every sink of `sinks` (moved into the last one).
+    fn deliver_all(&self, sinks: &[Arc<Sink>], msg: PubMsg) {
+        if let Some((last, rest)) = sinks.split_last() {
+            for sink in rest {
+                self.deliver(sink, msg.clone());
+            }
+            self.deliver(last, msg);
+        }
+    }
+
+    /// Plans, under the remote interest lock, the frames `msg` needs: one
+    /// to each node with matching interest, naming the queue groups that
+    /// node serves (groups in `served` were served locally). The frames are
+    /// appended per node to `out`. Without queue groups every node gets
+    /// the same frame, whose head is encoded once.
+    fn route(
+        &self,
+        remote: &mut RemoteInterest,
+        msg: &PubMsg,
+        served: &[String],
+        max_frame: usize,
+        out: &mut Vec<(String, Vec<EncodedFrame>)>,
+    ) {
+        let matched = remote.trie.matches(&msg.subject);
+        if matched.is_empty() {
+            return;
+        }
+        let encode = |queues: &[String]| {
+            let head = PublishRef {
+                subject: &msg.subject,
+                reply: msg.reply.as_deref(),
+                headers: &msg.headers,
+                queues,
+            };
+            encode_publish(&head, &msg.payload, max_frame)
+        };
+        if matched.iter().all(|(_, q)| q.is_none()) {
+            match encode(&[]) {
+                Ok(frame) => {
+                    for (node, _) in matched.iter() {
+                        push_frame(out, node, frame.clone());
+                    }
+                }
+                Err(e) => {
+                    debug!(subject = %msg.subject, error = %e, "publish not encoded");
+                    self.stats.frames_dropped.add("too_large", matched.len() as u64);
+                }
+            }
+            return;
+        }
+        // Which nodes get the frame, and which queue groups each serves.
+        let mut targets: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut queue_nodes: BTreeMap<&str, BTreeMap<&str, u32>> = BTreeMap::new();
+        for (node, queue) in matched.iter() {
+            match queue {
+                None => {
+                    targets.entry(node).or_default();
+                }
+                Some(q) if !served.contains(q) => {
+                    let weight = remote
+                        .counts
+                        .get(&(node.clone(), Some(q.clone())))
+                        .map(|patterns| {
+                            patterns
+                                .iter()
+                                .filter(|(p, _)| weft_proto::subject::matches(p, &msg.subject))
+                                .map(|(_, c)| *c)
+                                .sum::<u32>()
+                        })
+                        .unwrap_or(0)
+                        .max(1);
+                    *queue_nodes.entry(q).or_default().entry(node).or_default() += weight;
+                }
+                Some(_) => {}
+            }
+        }
+        for (q, nodes) in queue_nodes {
+            let total: u32 = nodes.values().sum();
+            let mut ticket = (self.rr.fetch_add(1, Ordering::Relaxed) % u64::from(total.max(1))) as u32;
+            for (node, weight) in nodes {
+                if ticket < weight {
+                    targets.entry(node).or_default().push(q.to_string());
+                    break;
+                }
+                ticket -= weight;
+            }
+        }
+        for (node, queues) in targets {
+            match encode(&queues) {
+                Ok(frame) => push_frame(out, node, frame),
+                Err(e) => {
+                    debug!(subject = %msg.subject, error = %e, "publish not encoded");
+                    self.stats.frames_dropped.inc("too_large");
+                }
+            }
+        }
     }
 
     /// Publishes `msg`: local delivery, then one frame per interested node.
     pub(crate) async fn publish(&self, msg: PubMsg) -> Result<(), PubSubError> {
-        validate_subject(&msg.subject)?;
-        if let Some(r) = &msg.reply {
-            validate_subject(r)?;
+        match self.publish_batch(std::iter::once(msg)).await.pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
         }
-        self.stats.pubsub_published.fetch_add(1, Ordering::Relaxed);
-        let served_locally = self.deliver_local(&msg, None);
-        // Which nodes get the frame, and which queue groups each serves.
-        let mut targets: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    }
+
+    /// Publishes `msgs` in order, each as [`Self::publish`] would, with
+    /// one lock of the subscription tables for the whole batch and one
+    /// queue push per node. Returns the messages refused (index, error);
+    /// the others are published.
+    pub(crate) async fn publish_batch(
+        &self,
+        msgs: impl IntoIterator<Item = PubMsg>,
+    ) -> Vec<(usize, PubSubError)> {
+        let mut refused = Vec::new();
+        let mut out: Vec<(String, Vec<EncodedFrame>)> = Vec::new();
+        let max_frame = self.links.max_frame();
         {
+            // Lock order: subscriptions, then remote interest (as
+            // `has_interest`); no await while they are held.
+            let mut subs = lock(&self.subs);
             let mut remote = lock(&self.remote);
-            let matched = remote.trie.matches(&msg.subject);
-            if matched.is_empty() {
-                return Ok(());
-            }
-            let mut queue_nodes: BTreeMap<&str, BTreeMap<&str, u32>> = BTreeMap::new();
-            for (node, queue) in matched.iter() {
-                match queue {
-                    None => {
-                        targets.entry(node.clone()).or_default();
-                    }
-                    Some(q) if !served_locally.contains(q) => {
-                        let weight = remote
-                            .counts
-                            .get(&(node.clone(), Some(q.clone())))
-                            .map(|patterns| {
-                                patterns
-                                    .iter()
-                                    .filter(|(p, _)| weft_proto::subject::matches(p, &msg.subject))
-                                    .map(|(_, c)| *c)
-                                    .sum::<u32>()
-                            })
-                            .unwrap_or(0)
-                            .max(1);
-                        *queue_nodes.entry(q).or_default().entry(node).or_default() += weight;
-                    }
-                    Some(_) => {}
+            let mut sinks: Vec<Arc<Sink>> = Vec::new();
+            let mut served: Vec<String> = Vec::new();
+            for (i, msg) in msgs.into_iter().enumerate() {
+                let valid = validate_subject(&msg.subject)
+                    .and_then(|()| msg.reply.as_deref().map_or(Ok(()), validate_subject));
+                if let Err(e) = valid {
+                    refused.push((i, e.into()));
+                    continue;
                 }
-            }
-            for (q, nodes) in queue_nodes {
-                let total: u32 = nodes.values().sum();
-                let mut ticket = (self.rr.fetch_add(1, Ordering::Relaxed) % u64::from(total.max(1))) as u32;
-                for (node, weight) in nodes {
-                    if ticket < weight {
-                        targets.entry(node.to_string()).or_default().push(q.to_string());
-                        break;
-                    }
-                    ticket -= weight;
-                }
+                self.stats.pubsub_published.fetch_add(1, Ordering::Relaxed);
+                sinks.clear();
+                served.clear();
+                self.pick_local(&mut subs, &msg, None, &mut sinks, &mut served);
+                self.route(&mut remote, &msg, &served, max_frame, &mut out);
+                self.deliver_all(&sinks, msg);
             }
         }
-        for (node, queues) in targets {
-            let frame = Frame {
-                header: Header::Publish(Publish {
-                    subject: msg.subject.clone(),
-                    reply: msg.reply.clone(),
-                    headers: msg.headers.clone(),
-                    queues,
-                }),
-                payload: msg.payload.clone(),
-            };
-            match self.links.send(&node, &frame).await {
-                Ok(()) => {
-                    self.stats
-                        .peer(&node)
-                        .publishes_sent
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    // The node went down after its interest was read: at
-                    // most once, counted.
-                    debug!(peer = %node, error = %e, "publish not queued");
-                    self.stats.frames_dropped.inc(e.label());
-                }
+        for (node, frames) in out {
+            if let Err((e, lost)) = self.links.send_many(&node, frames, |c| &c.publishes_sent).await {
+                // The node went down after its interest was read: at
+                // most once, counted.
+                debug!(peer = %node, error = %e, frames = lost, "publish not queued");
+                self.stats.frames_dropped.add(e.label(), lost as u64);
             }
         }
-        Ok(())
+        refused
     }
 
     /// Handles a publish frame from `from`.
     pub(crate) fn on_publish(&self, from: &NodeId, p: Publish, payload: Bytes) {
+        // A peer is authenticated and validates what it sends; the check
+        // stays (one pass over the bytes) so that a faulty peer can never
+        // put a malformed subject in front of a NATS client.
         if validate_subject(&p.subject).is_err()
             || p.reply.as_deref().is_some_and(|r| validate_subject(r).is_err())
         {
@@ -389,18 +479,22 @@ impl PubSub {
             self.stats.frames_dropped.inc("invalid_subject");
             return;
         }
-        self.stats
-            .peer(&from.name)
-            .publishes_received
-            .fetch_add(1, Ordering::Relaxed);
-        let queues: BTreeSet<String> = p.queues.into_iter().collect();
         let msg = PubMsg {
             subject: p.subject,
             reply: p.reply,
             headers: p.headers,
             payload,
         };
-        self.deliver_local(&msg, Some(&queues));
+        let mut sinks = Vec::new();
+        let mut served = Vec::new();
+        self.pick_local(
+            &mut lock(&self.subs),
+            &msg,
+            Some(&p.queues),
+            &mut sinks,
+            &mut served,
+        );
+        self.deliver_all(&sinks, msg);
     }
 
     /// Whether any subscription anywhere matches `subject`.
