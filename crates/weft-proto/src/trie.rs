@@ -49,7 +49,11 @@ impl<T> Level<T> {
 pub struct SubjectTrie<T> {
     root: Level<T>,
     len: usize,
-    cache: HashMap<Box<str>, Arc<[T]>>,
+    cache: HashMap<Arc<str>, Arc<[T]>>,
+    /// The last subject matched through the cache and its result: a
+    /// publisher usually repeats one subject, and comparing it costs less
+    /// than hashing it. Cleared with the cache.
+    last: Option<(Arc<str>, Arc<[T]>)>,
     cache_cap: usize,
     cache_hits: u64,
 }
@@ -67,6 +71,7 @@ impl<T: Ord + Clone> SubjectTrie<T> {
             root: Level::default(),
             len: 0,
             cache: HashMap::new(),
+            last: None,
             cache_cap: cache_entries,
             cache_hits: 0,
         }
@@ -110,7 +115,7 @@ impl<T: Ord + Clone> SubjectTrie<T> {
     fn changed(&mut self, added: bool) -> bool {
         if added {
             self.len += 1;
-            self.cache.clear();
+            self.clear_cache();
         }
         added
     }
@@ -122,7 +127,7 @@ impl<T: Ord + Clone> SubjectTrie<T> {
         let removed = Self::remove_at(&mut self.root, &tokens, value);
         if removed {
             self.len -= 1;
-            self.cache.clear();
+            self.clear_cache();
         }
         removed
     }
@@ -155,19 +160,34 @@ impl<T: Ord + Clone> SubjectTrie<T> {
         }
     }
 
+    fn clear_cache(&mut self) {
+        self.cache.clear();
+        self.last = None;
+    }
+
     /// Every value whose pattern matches `subject`, sorted, without
     /// duplicates.
     pub fn matches(&mut self, subject: &str) -> Arc<[T]> {
-        if let Some(hit) = self.cache.get(subject) {
+        if let Some((last, hit)) = &self.last
+            && **last == *subject
+        {
             self.cache_hits += 1;
             return hit.clone();
+        }
+        if let Some((key, hit)) = self.cache.get_key_value(subject) {
+            self.cache_hits += 1;
+            let hit = hit.clone();
+            self.last = Some((key.clone(), hit.clone()));
+            return hit;
         }
         let result: Arc<[T]> = self.match_uncached(subject).into_iter().collect();
         if self.cache_cap > 0 {
             if self.cache.len() >= self.cache_cap {
-                self.cache.clear();
+                self.clear_cache();
             }
-            self.cache.insert(subject.into(), result.clone());
+            let key: Arc<str> = subject.into();
+            self.cache.insert(key.clone(), result.clone());
+            self.last = Some((key, result.clone()));
         }
         result
     }

@@ -183,6 +183,16 @@ fn deliver(batch: &[PubMsg], state: &SubState, out: &Outbound, view: &ClientView
     let max = state.max.load(Ordering::Acquire);
     let mut delivered = state.delivered.load(Ordering::Acquire);
     let mut finished = false;
+    // Room for the whole batch at once, and the `MSG <subject> <sid> `
+    // prefix built once per run of one subject.
+    let room: usize = batch
+        .iter()
+        .map(|m| m.subject.len() + m.reply.as_ref().map_or(0, String::len) + m.payload.len())
+        .sum::<usize>()
+        + batch.len() * (state.sid.len() + 32);
+    g.buf().reserve(room);
+    let mut prefix = Vec::new();
+    let mut prefix_subject: Option<&str> = None;
     for m in batch {
         if !state.active.load(Ordering::Acquire) || delivered >= max {
             finished = true;
@@ -207,6 +217,12 @@ fn deliver(batch: &[PubMsg], state: &SubState, out: &Outbound, view: &ClientView
                 visible,
                 &m.payload,
             );
+        } else if reply.is_none() {
+            if prefix_subject != Some(m.subject.as_str()) {
+                encode::msg_prefix(&mut prefix, m.subject.as_bytes(), &state.sid);
+                prefix_subject = Some(&m.subject);
+            }
+            encode::msg_after_prefix(g.buf(), &prefix, &m.payload);
         } else {
             encode::msg(g.buf(), m.subject.as_bytes(), &state.sid, reply, &m.payload);
         }

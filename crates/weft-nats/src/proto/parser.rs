@@ -262,67 +262,70 @@ impl Parser {
             .position(|&b| b == b' ' || b == b'\t')
             .unwrap_or(line.len());
         let op = &line[..op_end];
-        let rest = line.slice(op_end..);
+        let view = |r: std::ops::Range<usize>| line.slice(r);
         if op.eq_ignore_ascii_case(b"PUB") {
-            let mut a = Args::new(rest);
+            let mut a = Args::new(&line, op_end);
             let (subject, reply, size) = match (a.next(), a.next(), a.next(), a.next()) {
                 (Some(s), Some(n), None, None) => (s, None, n),
                 (Some(s), Some(r), Some(n), None) => (s, Some(r), n),
                 _ => return Err(ParseError::BadArgs("PUB")),
             };
-            let total = parse_size(&size).ok_or(ParseError::BadArgs("PUB"))?;
-            self.expect_payload(subject, reply, None, total)?;
+            let total = parse_size(&line[size]).ok_or(ParseError::BadArgs("PUB"))?;
+            self.expect_payload(view(subject), reply.map(view), None, total)?;
             Ok(None)
         } else if op.eq_ignore_ascii_case(b"HPUB") {
-            let mut a = Args::new(rest);
+            let mut a = Args::new(&line, op_end);
             let (subject, reply, hsize, tsize) = match (a.next(), a.next(), a.next(), a.next(), a.next()) {
                 (Some(s), Some(h), Some(t), None, None) => (s, None, h, t),
                 (Some(s), Some(r), Some(h), Some(t), None) => (s, Some(r), h, t),
                 _ => return Err(ParseError::BadArgs("HPUB")),
             };
-            let header_len = parse_size(&hsize).ok_or(ParseError::BadArgs("HPUB"))?;
-            let total = parse_size(&tsize).ok_or(ParseError::BadArgs("HPUB"))?;
+            let header_len = parse_size(&line[hsize]).ok_or(ParseError::BadArgs("HPUB"))?;
+            let total = parse_size(&line[tsize]).ok_or(ParseError::BadArgs("HPUB"))?;
             if header_len > total {
                 return Err(ParseError::BadArgs("HPUB"));
             }
-            self.expect_payload(subject, reply, Some(header_len), total)?;
+            self.expect_payload(view(subject), reply.map(view), Some(header_len), total)?;
             Ok(None)
         } else if op.eq_ignore_ascii_case(b"SUB") {
-            let mut a = Args::new(rest);
+            let mut a = Args::new(&line, op_end);
             match (a.next(), a.next(), a.next(), a.next()) {
                 (Some(subject), Some(sid), None, None) => Ok(Some(ClientOp::Sub {
-                    subject,
+                    subject: view(subject),
                     queue: None,
-                    sid,
+                    sid: view(sid),
                 })),
                 (Some(subject), Some(q), Some(sid), None) => Ok(Some(ClientOp::Sub {
-                    subject,
-                    queue: Some(q),
-                    sid,
+                    subject: view(subject),
+                    queue: Some(view(q)),
+                    sid: view(sid),
                 })),
                 _ => Err(ParseError::BadArgs("SUB")),
             }
         } else if op.eq_ignore_ascii_case(b"UNSUB") {
-            let mut a = Args::new(rest);
+            let mut a = Args::new(&line, op_end);
             match (a.next(), a.next(), a.next()) {
-                (Some(sid), None, None) => Ok(Some(ClientOp::Unsub { sid, max: None })),
+                (Some(sid), None, None) => Ok(Some(ClientOp::Unsub {
+                    sid: view(sid),
+                    max: None,
+                })),
                 (Some(sid), Some(max), None) => {
-                    let max = parse_size(&max).ok_or(ParseError::BadArgs("UNSUB"))?;
+                    let max = parse_size(&line[max]).ok_or(ParseError::BadArgs("UNSUB"))?;
                     Ok(Some(ClientOp::Unsub {
-                        sid,
+                        sid: view(sid),
                         max: Some(max as u64),
                     }))
                 }
                 _ => Err(ParseError::BadArgs("UNSUB")),
             }
         } else if op.eq_ignore_ascii_case(b"PING") {
-            no_args(&rest, "PING")?;
+            no_args(&line[op_end..], "PING")?;
             Ok(Some(ClientOp::Ping))
         } else if op.eq_ignore_ascii_case(b"PONG") {
-            no_args(&rest, "PONG")?;
+            no_args(&line[op_end..], "PONG")?;
             Ok(Some(ClientOp::Pong))
         } else if op.eq_ignore_ascii_case(b"CONNECT") {
-            let json = trim(rest);
+            let json = trim(line.slice(op_end..));
             if json.is_empty() {
                 return Err(ParseError::BadArgs("CONNECT"));
             }
@@ -388,22 +391,24 @@ fn parse_size(b: &[u8]) -> Option<usize> {
     Some(n)
 }
 
-/// Whitespace-separated arguments as views of the line.
-struct Args {
-    line: Bytes,
+/// Whitespace-separated arguments of a line, as byte ranges: only the
+/// arguments an operation keeps (subject, reply, sid...) become `Bytes`
+/// views, so sizes and counts cost no reference count traffic.
+struct Args<'a> {
+    line: &'a [u8],
     pos: usize,
 }
 
-impl Args {
-    fn new(line: Bytes) -> Self {
-        Self { line, pos: 0 }
+impl<'a> Args<'a> {
+    fn new(line: &'a [u8], pos: usize) -> Self {
+        Self { line, pos }
     }
 }
 
-impl Iterator for Args {
-    type Item = Bytes;
-    fn next(&mut self) -> Option<Bytes> {
-        let b = &self.line[..];
+impl Iterator for Args<'_> {
+    type Item = std::ops::Range<usize>;
+    fn next(&mut self) -> Option<std::ops::Range<usize>> {
+        let b = self.line;
         let mut i = self.pos;
         while i < b.len() && is_space(b[i]) {
             i += 1;
@@ -417,7 +422,7 @@ impl Iterator for Args {
             i += 1;
         }
         self.pos = i;
-        Some(self.line.slice(start..i))
+        Some(start..i)
     }
 }
 
