@@ -12,6 +12,7 @@
 pub mod subscription;
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,9 +43,32 @@ struct SubEntry {
 #[derive(Default)]
 struct LocalSubs {
     trie: SubjectTrie<u64>,
-    subs: HashMap<u64, SubEntry>,
+    /// By id: ids are this node's own counter, never chosen by a peer or
+    /// a client, so a cheap integer hash serves (looked up per delivery).
+    subs: HashMap<u64, SubEntry, BuildHasherDefault<IdHasher>>,
     interest: HashMap<(String, Option<String>), u32>,
     next_id: u64,
+}
+
+/// Hashes a local subscription id (a `u64` from a counter) with one
+/// multiplication (Fibonacci hashing) instead of SipHash.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// A remote node's interest: (node name, queue group).
