@@ -4,7 +4,10 @@
 //! appended to one buffer under a mutex, by the client's reader and by its
 //! subscriptions' forwarders; the writer swaps the whole buffer out and
 //! writes it with one `write_all`, so many messages share a syscall
-//! (write batching). Pending bytes (buffered plus being written) are
+//! (write batching: whatever was appended while the previous write was
+//! in flight goes out together). The writer does not wait to fill a
+//! batch: a lone reply is written as soon as it is appended, which keeps
+//! request/reply latency low. Pending bytes (buffered plus being written) are
 //! bounded by `max_pending`; a write stalled past `write_deadline` or a
 //! buffer over the bound makes the client a slow consumer: it gets
 //! `-ERR 'Slow Consumer'` (when the stream is at a message boundary) and
@@ -28,9 +31,6 @@ use crate::stats::{self, NatsStats};
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
 /// A write buffer that grew beyond this is not kept for reuse.
 const KEEP_CAPACITY: usize = 4 * 1024 * 1024;
-/// Below this many buffered bytes the writer lets other ready tasks
-/// append once more before writing (more messages per syscall).
-const COALESCE_BELOW: usize = 64 * 1024;
 
 /// Why a client is being closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,19 +170,15 @@ impl Outbound {
 
     async fn write_loop(&self, mut wr: OwnedWriteHalf, deadline: Duration) {
         let mut data = BytesMut::with_capacity(16 * 1024);
-        let mut coalesced = false;
         loop {
             enum Next {
                 Wait,
-                Coalesce,
                 Write(Option<Closing>),
             }
             let next = {
                 let mut s = self.locked();
                 if s.buf.is_empty() && s.closing.is_none() {
                     Next::Wait
-                } else if !coalesced && s.closing.is_none() && s.buf.len() < COALESCE_BELOW {
-                    Next::Coalesce
                 } else {
                     std::mem::swap(&mut s.buf, &mut data);
                     s.in_flight = data.len();
@@ -191,18 +187,11 @@ impl Outbound {
             };
             let closing = match next {
                 Next::Wait => {
-                    coalesced = false;
                     self.wake.notified().await;
-                    continue;
-                }
-                Next::Coalesce => {
-                    coalesced = true;
-                    tokio::task::yield_now().await;
                     continue;
                 }
                 Next::Write(closing) => closing,
             };
-            coalesced = false;
             if !data.is_empty() {
                 let limit = if closing.is_some() { CLOSE_GRACE } else { deadline };
                 match tokio::time::timeout(limit, wr.write_all(&data)).await {
