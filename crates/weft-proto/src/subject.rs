@@ -70,31 +70,30 @@ fn scan(s: &str) -> Result<Scan, SubjectError> {
     let mut non_ascii = false;
     let mut start = 0;
     let mut i = 0;
-    while i < bytes.len() {
-        // Eight bytes at a time while they are plain token bytes: no dot,
-        // nothing at or below space, no DEL, nothing non-ASCII. Such a run
-        // only lengthens the current token, which is then at least eight
-        // bytes long, so neither empty nor a wildcard.
-        if let Some(chunk) = bytes.get(i..i + 8) {
-            let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-            if plain_chunk(w) {
-                i += 8;
-                continue;
+    // Eight bytes at a time: a chunk of printable ASCII (nothing at or
+    // below space, no DEL, nothing non-ASCII) only needs its dots found,
+    // which one mask gives; any other chunk goes byte by byte.
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        if printable_ascii(w) {
+            let mut dots = zero_bytes(w ^ (ONES * u64::from(b'.')));
+            while dots != 0 {
+                let at = i + (dots.trailing_zeros() / 8) as usize;
+                token(&bytes[start..at], false, &mut out);
+                start = at + 1;
+                dots &= dots - 1;
+            }
+        } else {
+            for at in i..i + 8 {
+                byte(bytes, at, &mut start, &mut non_ascii, &mut out)
+                    .map_err(|()| SubjectError::BadCharacter(s.to_string()))?;
             }
         }
-        let b = bytes[i];
-        match b {
-            b'.' => {
-                token(&bytes[start..i], false, &mut out);
-                start = i + 1;
-            }
-            // ASCII control characters (C0 and DEL) and the ASCII
-            // whitespace that is not control (space).
-            0..=0x20 | 0x7f => return Err(SubjectError::BadCharacter(s.to_string())),
-            0x80.. => non_ascii = true,
-            _ => {}
-        }
-        i += 1;
+        i += 8;
+    }
+    for at in i..bytes.len() {
+        byte(bytes, at, &mut start, &mut non_ascii, &mut out)
+            .map_err(|()| SubjectError::BadCharacter(s.to_string()))?;
     }
     token(&bytes[start..], true, &mut out);
     if non_ascii && s.chars().any(bad_char) {
@@ -103,20 +102,41 @@ fn scan(s: &str) -> Result<Scan, SubjectError> {
     Ok(out)
 }
 
-/// Whether none of the eight bytes of `w` is a dot, a byte at or below
-/// space (0x20), DEL (0x7f) or a non-ASCII byte (bit twiddling: a byte
-/// below `n` exists iff `(w - n·0x01…) & !w & 0x80…` is non-zero, exact
-/// for `n` ≤ 128).
+/// One byte of [`scan`]'s slow path; `Err` for a refused ASCII byte.
 #[inline]
-fn plain_chunk(w: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH;
-    let has_zero = |x: u64| below(x, 1);
-    (w & HIGH) == 0
-        && below(w, 0x21) == 0
-        && has_zero(w ^ (ONES * 0x7f)) == 0
-        && has_zero(w ^ (ONES * u64::from(b'.'))) == 0
+fn byte(bytes: &[u8], at: usize, start: &mut usize, non_ascii: &mut bool, out: &mut Scan) -> Result<(), ()> {
+    match bytes[at] {
+        b'.' => {
+            token(&bytes[*start..at], false, out);
+            *start = at + 1;
+        }
+        // ASCII control characters (C0 and DEL) and the ASCII whitespace
+        // that is not control (space).
+        0..=0x20 | 0x7f => return Err(()),
+        0x80.. => *non_ascii = true,
+        _ => {}
+    }
+    Ok(())
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// 0x80 in every byte of `x` that is zero, 0 elsewhere (exact: no carry
+/// crosses bytes).
+#[inline]
+fn zero_bytes(x: u64) -> u64 {
+    !(((x & LOW7) + LOW7) | x | LOW7)
+}
+
+/// Whether all eight bytes of `w` are printable ASCII (0x21..=0x7e).
+#[inline]
+fn printable_ascii(w: u64) -> bool {
+    // With every byte below 0x80, `w - 0x21…` borrows into a byte's high
+    // bit exactly when some byte is below 0x21 (the classic "has less
+    // than" test, exact as a yes/no for n ≤ 128).
+    (w & HIGH) == 0 && (w.wrapping_sub(ONES * 0x21) & !w & HIGH) == 0 && zero_bytes(w ^ (ONES * 0x7f)) == 0
 }
 
 #[inline]
