@@ -96,9 +96,6 @@ pub struct NatsConfig {
     pub auth_timeout: Duration,
     /// Authentication [none].
     pub auth: Auth,
-    /// Bytes queued in the weft subscription behind each `SUB` before
-    /// weft drops (and counts) messages for it [4 MiB].
-    pub subscription_bytes: usize,
     /// Subscriptions one client may hold [65536].
     pub max_subscriptions: usize,
     /// Clients served at once; more are refused at accept [65536].
@@ -119,7 +116,6 @@ impl NatsConfig {
             max_pings_out: 2,
             auth_timeout: Duration::from_secs(2),
             auth: Auth::None,
-            subscription_bytes: 4 * 1024 * 1024,
             max_subscriptions: 65536,
             max_connections: 65536,
         }

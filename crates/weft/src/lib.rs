@@ -138,7 +138,8 @@
 //! A queue group delivers each message to one member cluster-wide. Each
 //! subscription has a bounded queue: a subscriber that falls behind loses
 //! messages (counted, see [`Subscription::dropped`]), the publisher never
-//! waits for it.
+//! waits for it. [`Node::subscribe_direct`] hands each message to a
+//! [`DeliverySink`] on the delivering task instead (no queue, no task).
 //!
 //! ```
 //! use std::time::Duration;
@@ -310,7 +311,9 @@ pub use messaging::mailbox::{GroupMonitor, Mailbox, MonitorError};
 pub use messaging::message::{CallError, Envelope, Message, MessageError, NameError, Target};
 pub use node::Groups;
 pub use node::Node;
-pub use pubsub::subscription::{PubMsg, PubSubError, Subscription};
+pub use pubsub::subscription::{
+    DeliverySink, DirectSubscription, PubMsg, PubSubError, SinkResult, Subscription,
+};
 pub use relay::StreamInfo;
 pub use relay::stream::{
     StreamClosed, StreamError, StreamEvent, StreamPolicy, StreamPublisher, StreamSubscription,

@@ -25,7 +25,7 @@ use crate::messaging::message::{CallError, Message, MessageError, NameError, Tar
 use crate::messaging::{GroupPublishReport, Messaging};
 use crate::net::{Net, TokioNet};
 use crate::pubsub::PubSub;
-use crate::pubsub::subscription::{PubMsg, PubSubError, Subscription};
+use crate::pubsub::subscription::{DeliverySink, DirectSubscription, PubMsg, PubSubError, Subscription};
 use crate::registry::RegistryService;
 use crate::relay::stream::{StreamError, StreamPolicy, StreamPublisher, StreamSubscription};
 use crate::relay::{Relay, StreamInfo};
@@ -565,6 +565,22 @@ impl Node {
         capacity_bytes: usize,
     ) -> Result<Subscription, PubSubError> {
         self.inner.pubsub.subscribe(pattern, queue, Some(capacity_bytes))
+    }
+
+    /// Subscribes `sink` to `pattern`, optionally in queue group `queue`:
+    /// each matching message is handed to [`DeliverySink::deliver`] on the
+    /// task delivering it (a link reader, or a local publisher) instead of
+    /// being queued for a consumer task. The sink must be short and never
+    /// block; a sink answering [`crate::SinkResult::Full`] has the message
+    /// dropped and counted as a slow-consumer drop, like a full
+    /// [`Subscription`] queue. See [`DeliverySink`] for the full contract.
+    pub fn subscribe_direct(
+        &self,
+        pattern: &str,
+        queue: Option<&str>,
+        sink: Arc<dyn DeliverySink>,
+    ) -> Result<DirectSubscription, PubSubError> {
+        self.inner.pubsub.subscribe_direct(pattern, queue, sink)
     }
 
     /// Publishes `payload` on `subject`. Local subscribers get it at once;

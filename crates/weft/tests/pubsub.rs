@@ -13,7 +13,7 @@ use common::{SECRET, config, sees_up, wait_for};
 use weft::weft_proto::frame::{Header, Publish};
 use weft::weft_proto::registry::{EntryKey, Msg, table};
 use weft::weft_proto::{Frame, NodeId};
-use weft::{Node, PubMsg, PubSubError, Subscription};
+use weft::{Node, PubMsg, PubSubError, SinkResult, Subscription};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -323,6 +323,68 @@ async fn a_slow_subscriber_drops_and_counts_without_stalling_others() {
             .unwrap_or(0),
         slow.dropped()
     );
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_subscriptions_call_their_sink_in_order_and_count_full_as_dropped() {
+    use std::sync::{Arc, Mutex};
+    let nodes = cluster(2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    // A sink that takes 1000 messages, then answers Full.
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = got.clone();
+    let direct = b
+        .subscribe_direct(
+            "direct.*",
+            None,
+            Arc::new(move |m: &PubMsg| {
+                let mut v = seen.lock().unwrap();
+                if v.len() >= 1000 {
+                    return SinkResult::Full;
+                }
+                v.push(format!("{} {}", m.subject, text(m)));
+                SinkResult::Delivered
+            }),
+        )
+        .expect("subscribe_direct");
+    assert_eq!(direct.pattern(), "direct.*");
+    assert_eq!(direct.queue_group(), None);
+    // A queued subscription on the same subject still gets everything.
+    let queued = b.subscribe("direct.x").expect("sub");
+    wait_for("interest", LIMIT, || a.has_interest("direct.x")).await;
+    for i in 0..1500u32 {
+        a.publish("direct.x", vec![], Bytes::from(i.to_string()))
+            .await
+            .expect("publish");
+    }
+    let all = take(&queued, 1500).await;
+    assert_eq!(text(&all[1499]), "1499");
+    wait_for("sink saw everything", LIMIT, || direct.dropped() == 500).await;
+    let v = got.lock().unwrap().clone();
+    let want: Vec<String> = (0..1000).map(|i| format!("direct.x {i}")).collect();
+    assert_eq!(v, want, "in publish order, nothing lost before Full");
+    assert_eq!(
+        b.stats()
+            .frames_dropped
+            .get("slow_consumer")
+            .copied()
+            .unwrap_or(0),
+        500,
+        "Full counts as a slow-consumer drop"
+    );
+    // Local publishes reach the sink too; after unsubscribe nothing does.
+    got.lock().unwrap().clear();
+    b.publish("direct.local", vec![], Bytes::from_static(b"here"))
+        .await
+        .expect("publish");
+    assert_eq!(*got.lock().unwrap(), vec!["direct.local here".to_string()]);
+    direct.unsubscribe();
+    wait_for("interest gone", LIMIT, || !a.has_interest("direct.y")).await;
+    b.publish("direct.y", vec![], Bytes::from_static(b"late"))
+        .await
+        .expect("publish");
+    assert_eq!(got.lock().unwrap().len(), 1);
     stop(nodes).await;
 }
 

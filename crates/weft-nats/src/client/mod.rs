@@ -1,10 +1,11 @@
 //! One client connection: the reader (parse, authenticate, publish,
-//! subscribe, keepalive), the writer ([`outbound`]) and one forwarder per
-//! subscription ([`subs`]).
+//! subscribe, keepalive), the writer ([`outbound`]) and one direct weft
+//! subscription per `SUB` whose sink writes into the outbound buffer
+//! ([`subs`]).
 //!
 //! Ownership: the reader task owns the parser, the CONNECT options and
-//! the ping state; the subscription table is shared with the forwarders
-//! (which retire themselves at their `max`); the outbound buffer is shared
+//! the ping state; the subscription table is shared with the sinks
+//! (which retire their subscription at its `max`); the outbound buffer is shared
 //! by everyone and written by the writer task only.
 
 mod outbound;
@@ -30,7 +31,7 @@ use crate::proto::{ClientOp, Parser, encode, headers};
 use crate::server::Ctx;
 use crate::stats;
 use outbound::Outbound;
-use subs::{ClientView, SubHandle, SubState, Subs};
+use subs::{ClientView, SubHandle, SubSink, SubState, Subs};
 
 /// Read buffer: at least this much room before each read.
 const READ_ROOM: usize = 32 * 1024;
@@ -278,7 +279,7 @@ impl Client {
                     None => {
                         self.subs.remove(&sid);
                     }
-                    Some(max) => self.subs.set_max(&sid, max),
+                    Some(max) => self.subs.set_max(&sid, max, &self.out),
                 }
                 self.ok();
             }
@@ -419,33 +420,28 @@ impl Client {
             Some(Ok(q)) => Ok(Some(q)),
             Some(Err(_)) => Err(()),
         };
-        let sub = match (pattern, queue) {
-            (Some(p), Ok(q)) => self
-                .ctx
-                .node
-                .subscribe_with_capacity(p, q, self.ctx.config.subscription_bytes)
-                .ok(),
-            _ => None,
-        };
-        let Some(sub) = sub else {
-            self.out.send(b"-ERR 'Invalid Subject'\r\n");
-            return;
-        };
-        let sub = Arc::new(sub);
         let state = Arc::new(SubState {
             sid,
             active: AtomicBool::new(true),
             delivered: Default::default(),
             max: u64::MAX.into(),
         });
-        let task = tokio::spawn(subs::forward(
-            sub.clone(),
-            state.clone(),
-            self.out.clone(),
-            self.view.clone(),
-            self.subs.clone(),
-        ));
-        self.subs.insert(SubHandle { sub, state, task });
+        let sink = Arc::new(SubSink {
+            state: state.clone(),
+            out: self.out.clone(),
+            view: self.view.clone(),
+            stats: self.ctx.stats.clone(),
+            subs: Arc::downgrade(&self.subs),
+        });
+        let sub = match (pattern, queue) {
+            (Some(p), Ok(q)) => self.ctx.node.subscribe_direct(p, q, sink).ok(),
+            _ => None,
+        };
+        let Some(sub) = sub else {
+            self.out.send(b"-ERR 'Invalid Subject'\r\n");
+            return;
+        };
+        self.subs.insert(SubHandle { sub, state });
         self.ok();
     }
 }

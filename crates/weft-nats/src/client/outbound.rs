@@ -2,7 +2,8 @@
 //!
 //! Everything sent to a client (INFO, PONG, +OK, -ERR, MSG, HMSG) is
 //! appended to one buffer under a mutex, by the client's reader and by its
-//! subscriptions' forwarders; the writer swaps the whole buffer out and
+//! subscriptions' sinks (on the tasks delivering weft messages: link
+//! readers and local publishers); the writer swaps the whole buffer out and
 //! writes it with one `write_all`, so many messages share a syscall
 //! (write batching: whatever was appended while the previous write was
 //! in flight goes out together). The writer does not wait to fill a
@@ -67,6 +68,13 @@ impl Guard<'_> {
     /// The buffer to append to.
     pub(crate) fn buf(&mut self) -> &mut BytesMut {
         &mut self.state.buf
+    }
+
+    /// Whether pending bytes (buffered plus being written) are over
+    /// `max_pending`: dropping the guard then closes the client as a slow
+    /// consumer.
+    pub(crate) fn over_limit(&self) -> bool {
+        self.state.buf.len() + self.state.in_flight > self.outbound.max_pending
     }
 }
 

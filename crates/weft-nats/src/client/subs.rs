@@ -1,26 +1,28 @@
-//! A client's subscriptions: one weft subscription per `SUB`, and one
-//! forwarder task per subscription that moves its messages into the
-//! client's outbound buffer as `MSG`/`HMSG` records.
+//! A client's subscriptions: one direct weft subscription per `SUB`
+//! whose sink ([`SubSink`]) encodes each message as a `MSG`/`HMSG` record
+//! straight into the client's outbound buffer, on the task that delivers
+//! it (the link reader for messages from other nodes, the publishing
+//! client's reader for local ones), and wakes the client's writer. No
+//! queue and no task sit between weft and the outbound buffer.
 //!
-//! Each forwarder drains every queued message at once and encodes the
-//! whole batch under one lock of the outbound buffer. `UNSUB` and the
-//! auto-unsubscribe limit are checked per message under that lock, so a
-//! subscription never delivers more than its `max`.
+//! `UNSUB` and the auto-unsubscribe limit are checked per message under
+//! the outbound buffer's lock, so a subscription never delivers more than
+//! its `max`; reaching it retires the subscription from a spawned task
+//! (a sink must not unsubscribe from inside weft's delivery).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
-use tokio::task::JoinHandle;
-use weft::{PubMsg, Subscription};
+use weft::{DeliverySink, DirectSubscription, PubMsg, SinkResult};
 
 use super::outbound::Outbound;
 use crate::echo::{self, Origin};
 use crate::proto::encode;
 use crate::stats::{self, NatsStats};
 
-/// What the forwarder and the reader share about one subscription.
+/// What the sink and the reader share about one subscription.
 pub(crate) struct SubState {
     /// The client's id for it.
     pub sid: Bytes,
@@ -34,9 +36,8 @@ pub(crate) struct SubState {
 
 /// A subscription held by a client.
 pub(crate) struct SubHandle {
-    pub sub: Arc<Subscription>,
+    pub sub: DirectSubscription,
     pub state: Arc<SubState>,
-    pub task: JoinHandle<()>,
 }
 
 /// How the client wants its messages.
@@ -95,8 +96,8 @@ impl Subs {
         }
     }
 
-    /// Removes `sid` if it is still the subscription `state` (a forwarder
-    /// retiring itself after its max).
+    /// Removes `sid` if it is still the subscription `state` (a sink
+    /// retiring its subscription after its max).
     fn remove_if(&self, state: &Arc<SubState>) {
         let mut map = self.lock();
         if map.get(&state.sid).is_some_and(|h| Arc::ptr_eq(&h.state, state)) {
@@ -109,12 +110,16 @@ impl Subs {
     }
 
     /// `UNSUB sid max`: stop now if `max` is already reached, else later.
-    pub(crate) fn set_max(&self, sid: &[u8], max: u64) {
+    /// `max` is set under the outbound lock, where the sink counts.
+    pub(crate) fn set_max(&self, sid: &[u8], max: u64, out: &Outbound) {
         let reached = {
             let map = self.lock();
             let Some(h) = map.get(sid) else { return };
+            let guard = out.lock();
             h.state.max.store(max, Ordering::Release);
-            h.state.delivered.load(Ordering::Acquire) >= max
+            let reached = h.state.delivered.load(Ordering::Acquire) >= max;
+            drop(guard);
+            reached
         };
         if reached {
             self.remove(sid);
@@ -143,68 +148,61 @@ impl Subs {
 
     fn retire(&self, h: SubHandle) {
         h.state.active.store(false, Ordering::Release);
-        h.task.abort();
         stats::add(&self.stats.msgs_dropped, h.sub.dropped());
         self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
-        // The weft subscription is unsubscribed when its last Arc (the
-        // aborted forwarder's) is dropped.
+        // Dropping `h.sub` unsubscribes from weft.
     }
 }
 
-/// Moves messages of `sub` to the client until unsubscribed.
-pub(crate) async fn forward(
-    sub: Arc<Subscription>,
-    state: Arc<SubState>,
-    out: Arc<Outbound>,
-    view: Arc<ClientView>,
-    subs: Arc<Subs>,
-) {
-    let mut batch: Vec<PubMsg> = Vec::with_capacity(64);
-    loop {
-        let Some(first) = sub.next().await else { return };
-        batch.push(first);
-        sub.drain_into(&mut batch);
-        let finished = deliver(&batch, &state, &out, &view, &subs.stats);
-        batch.clear();
-        if finished {
-            subs.remove_if(&state);
+/// The weft sink of one `SUB`: encodes each message into the client's
+/// outbound buffer.
+pub(crate) struct SubSink {
+    pub state: Arc<SubState>,
+    pub out: Arc<Outbound>,
+    pub view: Arc<ClientView>,
+    pub stats: Arc<NatsStats>,
+    /// To retire the subscription at its `max` (weak: the table holds
+    /// the subscription, which holds this sink).
+    pub subs: Weak<Subs>,
+}
+
+impl SubSink {
+    /// Whether `m` was published by this very client with echo off.
+    fn own_echo(&self, origin: &Option<Origin<'_>>) -> bool {
+        let Some(o) = origin else { return false };
+        let own = self.view.own_tag.lock().unwrap_or_else(|p| p.into_inner());
+        own.as_deref() == Some(o.tag)
+    }
+
+    /// Retires the subscription after its last message, from a task of
+    /// its own (never from inside weft's delivery).
+    fn retire_later(&self) {
+        let (Some(subs), Ok(rt)) = (self.subs.upgrade(), tokio::runtime::Handle::try_current()) else {
             return;
-        }
+        };
+        let state = self.state.clone();
+        rt.spawn(async move { subs.remove_if(&state) });
     }
 }
 
-/// Encodes `batch` for the client; returns whether the subscription is
-/// finished (max reached, unsubscribed, or the client is closing).
-fn deliver(batch: &[PubMsg], state: &SubState, out: &Outbound, view: &ClientView, stats: &NatsStats) -> bool {
-    let headers_ok = view.headers.load(Ordering::Relaxed);
-    let own = view.own_tag.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let Some(mut g) = out.lock() else { return true };
-    let (mut n, mut bytes) = (0u64, 0u64);
-    let max = state.max.load(Ordering::Acquire);
-    let mut delivered = state.delivered.load(Ordering::Acquire);
-    let mut finished = false;
-    // Room for the whole batch at once, and the `MSG <subject> <sid> `
-    // prefix built once per run of one subject.
-    let room: usize = batch
-        .iter()
-        .map(|m| m.subject.len() + m.reply.as_ref().map_or(0, String::len) + m.payload.len())
-        .sum::<usize>()
-        + batch.len() * (state.sid.len() + 32);
-    g.buf().reserve(room);
-    let mut prefix = Vec::new();
-    let mut prefix_subject: Option<&str> = None;
-    for m in batch {
-        if !state.active.load(Ordering::Acquire) || delivered >= max {
-            finished = true;
-            break;
-        }
+impl DeliverySink for SubSink {
+    fn deliver(&self, m: &PubMsg) -> SinkResult {
+        let state = &*self.state;
         let origin = echo::origin(&m.headers);
-        if let (Some(own), Some(o)) = (&own, &origin)
-            && o.tag == own.as_str()
-        {
-            continue;
+        let own = self.own_echo(&origin);
+        let headers_ok = self.view.headers.load(Ordering::Relaxed);
+        let Some(mut g) = self.out.lock() else {
+            return SinkResult::Closed;
+        };
+        let max = state.max.load(Ordering::Acquire);
+        let delivered = state.delivered.load(Ordering::Acquire);
+        if !state.active.load(Ordering::Acquire) || delivered >= max {
+            return SinkResult::Closed;
         }
-        let had_block = origin.as_ref().is_none_or(|o: &Origin<'_>| o.had_header_block);
+        if own {
+            return SinkResult::Delivered;
+        }
+        let had_block = origin.as_ref().is_none_or(|o| o.had_header_block);
         let reply = m.reply.as_deref().map(str::as_bytes);
         let visible = m.headers.iter().filter(|(k, _)| k != echo::KEY);
         let has_headers = visible.clone().next().is_some() || (origin.is_some() && had_block);
@@ -217,28 +215,28 @@ fn deliver(batch: &[PubMsg], state: &SubState, out: &Outbound, view: &ClientView
                 visible,
                 &m.payload,
             );
-        } else if reply.is_none() {
-            if prefix_subject != Some(m.subject.as_str()) {
-                encode::msg_prefix(&mut prefix, m.subject.as_bytes(), &state.sid);
-                prefix_subject = Some(&m.subject);
-            }
-            encode::msg_after_prefix(g.buf(), &prefix, &m.payload);
         } else {
             encode::msg(g.buf(), m.subject.as_bytes(), &state.sid, reply, &m.payload);
         }
-        delivered += 1;
-        n += 1;
-        bytes += m.payload.len() as u64;
+        if g.over_limit() {
+            // Dropping the guard closes the client as a slow consumer
+            // (its buffer, this record included, is discarded).
+            return SinkResult::Full;
+        }
+        let delivered = delivered + 1;
+        state.delivered.store(delivered, Ordering::Release);
+        let finished = delivered >= max;
+        if finished {
+            state.active.store(false, Ordering::Release);
+        }
+        drop(g);
+        stats::add(&self.stats.msgs_out, 1);
+        stats::add(&self.stats.bytes_out, m.payload.len() as u64);
+        if finished {
+            self.retire_later();
+        }
+        SinkResult::Delivered
     }
-    state.delivered.store(delivered, Ordering::Release);
-    if delivered >= max {
-        state.active.store(false, Ordering::Release);
-        finished = true;
-    }
-    drop(g);
-    stats::add(&stats.msgs_out, n);
-    stats::add(&stats.bytes_out, bytes);
-    finished
 }
 
 /// Sends the no-responders status to `state`'s subscription (counted as

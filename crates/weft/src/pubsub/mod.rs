@@ -13,7 +13,7 @@ pub mod subscription;
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,7 +32,9 @@ use crate::queue::{ByteQueue, Pushed};
 use crate::registry::RegistryService;
 use crate::stats::Stats;
 
-use subscription::{PubMsg, PubSubError, Sink, Subscription};
+use subscription::{
+    DeliverySink, DirectSubscription, PubMsg, PubSubError, Sink, SinkResult, Subscription, Target,
+};
 
 struct SubEntry {
     pattern: String,
@@ -164,12 +166,51 @@ impl PubSub {
         queue: Option<&str>,
         capacity: Option<usize>,
     ) -> Result<Subscription, PubSubError> {
+        let target = Target::Queue(ByteQueue::new(capacity.unwrap_or(self.sub_capacity).max(1), 0));
+        let (id, sink) = self.add(pattern, queue, target)?;
+        Ok(Subscription {
+            id,
+            pattern: pattern.to_string(),
+            queue_group: queue.map(str::to_string),
+            sink,
+            pubsub: self.clone(),
+        })
+    }
+
+    /// Subscribes `sink` to `pattern`, optionally in queue group `queue`.
+    pub(crate) fn subscribe_direct(
+        self: &Arc<Self>,
+        pattern: &str,
+        queue: Option<&str>,
+        sink: Arc<dyn DeliverySink>,
+    ) -> Result<DirectSubscription, PubSubError> {
+        let target = Target::Direct {
+            sink,
+            closed: AtomicBool::new(false),
+        };
+        let (id, sink) = self.add(pattern, queue, target)?;
+        Ok(DirectSubscription {
+            id,
+            pattern: pattern.to_string(),
+            queue_group: queue.map(str::to_string),
+            sink,
+            pubsub: self.clone(),
+        })
+    }
+
+    /// Registers a subscription and announces its interest.
+    fn add(
+        &self,
+        pattern: &str,
+        queue: Option<&str>,
+        target: Target,
+    ) -> Result<(u64, Arc<Sink>), PubSubError> {
         validate_pattern(pattern)?;
         if let Some(q) = queue {
             validate_queue(q)?;
         }
         let sink = Arc::new(Sink {
-            queue: ByteQueue::new(capacity.unwrap_or(self.sub_capacity).max(1), 0),
+            target,
             dropped: AtomicU64::new(0),
         });
         let mut subs = lock(&self.subs);
@@ -200,13 +241,7 @@ impl PubSub {
                 .put_many(vec![(interest_key(pattern, queue), value)]);
         }
         drop(subs);
-        Ok(Subscription {
-            id,
-            pattern: pattern.to_string(),
-            queue_group: queue.map(str::to_string),
-            sink,
-            pubsub: self.clone(),
-        })
+        Ok((id, sink))
     }
 
     pub(crate) fn unsubscribe(&self, id: u64) {
@@ -214,7 +249,7 @@ impl PubSub {
         let Some(entry) = subs.subs.remove(&id) else {
             return;
         };
-        entry.sink.queue.close();
+        entry.sink.close();
         subs.trie.remove(&entry.pattern, &id);
         let key = (entry.pattern.clone(), entry.queue.clone());
         let left = match subs.interest.get_mut(&key) {
@@ -268,17 +303,50 @@ impl PubSub {
         Ok(())
     }
 
-    fn deliver(&self, sink: &Sink, msg: PubMsg) {
-        match sink.queue.try_push(msg, false) {
-            Ok(()) => {
+    /// Delivers `msg` to `sink`; a queue gets a clone, a direct sink
+    /// borrows it.
+    fn deliver(&self, sink: &Sink, msg: &PubMsg) {
+        let result = match &sink.target {
+            Target::Direct { sink: f, closed } => {
+                if closed.load(Ordering::Acquire) {
+                    return;
+                }
+                f.deliver(msg)
+            }
+            Target::Queue(q) => Self::push(q, msg.clone()),
+        };
+        self.count(sink, result);
+    }
+
+    /// Delivers `msg` to `sink`, moved into it when it is a queue.
+    fn deliver_owned(&self, sink: &Sink, msg: PubMsg) {
+        match &sink.target {
+            Target::Queue(q) => self.count(sink, Self::push(q, msg)),
+            Target::Direct { .. } => self.deliver(sink, &msg),
+        }
+    }
+
+    fn push(q: &ByteQueue<PubMsg>, msg: PubMsg) -> SinkResult {
+        match q.try_push(msg, false) {
+            Ok(()) => SinkResult::Delivered,
+            Err(Pushed::Full(_)) => SinkResult::Full,
+            Err(Pushed::Closed(_)) => SinkResult::Closed,
+        }
+    }
+
+    /// Counts a delivery's outcome: a full queue or sink is a
+    /// slow-consumer drop.
+    fn count(&self, sink: &Sink, result: SinkResult) {
+        match result {
+            SinkResult::Delivered => {
                 self.stats.pubsub_delivered.fetch_add(1, Ordering::Relaxed);
             }
-            Err(Pushed::Full(_)) => {
+            SinkResult::Full => {
                 sink.dropped.fetch_add(1, Ordering::Relaxed);
                 self.stats.frames_dropped.inc("slow_consumer");
             }
             // Unsubscribing right now: nobody is waiting for it.
-            Err(Pushed::Closed(_)) => {}
+            SinkResult::Closed => {}
         }
     }
 
@@ -341,13 +409,14 @@ impl PubSub {
         }
     }
 
-    /// Delivers `msg` to every sink of `sinks` (moved into the last one).
+    /// Delivers `msg` to every sink of `sinks` (moved into the last one
+    /// when it is a queue; direct sinks only borrow it).
     fn deliver_all(&self, sinks: &[Arc<Sink>], msg: PubMsg) {
         if let Some((last, rest)) = sinks.split_last() {
             for sink in rest {
-                self.deliver(sink, msg.clone());
+                self.deliver(sink, &msg);
             }
-            self.deliver(last, msg);
+            self.deliver_owned(last, msg);
         }
     }
 

@@ -1,7 +1,7 @@
 //! The public subscription handle and published messages.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use weft_proto::subject::SubjectError;
@@ -51,10 +51,81 @@ pub enum PubSubError {
     Closed,
 }
 
-/// Where a subscription's messages wait.
+/// What a [`DeliverySink`] did with a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SinkResult {
+    /// Taken (the sink may also have chosen to skip it, e.g. a filter):
+    /// counted as delivered.
+    Delivered,
+    /// No room: the message is dropped for this subscription only and
+    /// counted exactly like a full subscription queue (the subscription's
+    /// `dropped` and the node's `frames_dropped{reason="slow_consumer"}`).
+    Full,
+    /// The sink no longer takes messages (it is being unsubscribed): not
+    /// counted, like a message arriving while a queue is being closed.
+    Closed,
+}
+
+/// The receiving end of a [`DirectSubscription`]: called synchronously, on
+/// the task that delivers the message (a link reader for messages from
+/// other nodes, the publisher's task for local publishes), instead of
+/// queueing the message.
+///
+/// Contract: `deliver` must be short and must never block or wait (it may
+/// be called while weft holds its subscription table lock: it must not
+/// call back into this node's pub/sub — subscribe, unsubscribe, publish —
+/// nor drop the last handle of a subscription). Messages from one
+/// publisher arrive in publish order, one call at a time per delivering
+/// task; deliveries from different tasks (different publishing nodes or
+/// local publishers) may call it concurrently. A delivery that started
+/// before the subscription was dropped may still reach the sink shortly
+/// after; the sink must tolerate that (return [`SinkResult::Closed`]).
+pub trait DeliverySink: Send + Sync + 'static {
+    /// Takes `msg`, or says why not.
+    fn deliver(&self, msg: &PubMsg) -> SinkResult;
+}
+
+impl<F> DeliverySink for F
+where
+    F: Fn(&PubMsg) -> SinkResult + Send + Sync + 'static,
+{
+    fn deliver(&self, msg: &PubMsg) -> SinkResult {
+        self(msg)
+    }
+}
+
+/// Where a subscription's messages go.
+pub(crate) enum Target {
+    /// Queued for [`Subscription::next`].
+    Queue(ByteQueue<PubMsg>),
+    /// Handed to a sink on the delivering task.
+    Direct {
+        sink: Arc<dyn DeliverySink>,
+        closed: AtomicBool,
+    },
+}
+
+/// A subscription's delivery target and its drop counter.
 pub(crate) struct Sink {
-    pub queue: ByteQueue<PubMsg>,
+    pub target: Target,
     pub dropped: AtomicU64,
+}
+
+impl Sink {
+    /// Stops deliveries (unsubscribe).
+    pub(crate) fn close(&self) {
+        match &self.target {
+            Target::Queue(q) => q.close(),
+            Target::Direct { closed, .. } => closed.store(true, Ordering::Release),
+        }
+    }
+
+    fn queue(&self) -> Option<&ByteQueue<PubMsg>> {
+        match &self.target {
+            Target::Queue(q) => Some(q),
+            Target::Direct { .. } => None,
+        }
+    }
 }
 
 /// A subscription: a bounded stream of the messages whose subject matches
@@ -75,20 +146,22 @@ pub struct Subscription {
 impl Subscription {
     /// The next message; `None` after unsubscribe or node shutdown.
     pub async fn next(&self) -> Option<PubMsg> {
-        self.sink.queue.pop().await
+        self.sink.queue()?.pop().await
     }
 
     /// The next message if one is queued.
     pub fn try_next(&self) -> Option<PubMsg> {
         let mut one = Vec::with_capacity(1);
-        self.sink.queue.drain_into(&mut one, 1);
+        self.sink.queue()?.drain_into(&mut one, 1);
         one.pop()
     }
 
     /// Moves every queued message into `out`; returns how many.
     pub fn drain_into(&self, out: &mut Vec<PubMsg>) -> usize {
         let before = out.len();
-        self.sink.queue.drain_into(out, usize::MAX);
+        if let Some(q) = self.sink.queue() {
+            q.drain_into(out, usize::MAX);
+        }
         out.len() - before
     }
 
@@ -112,6 +185,47 @@ impl Subscription {
 }
 
 impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.pubsub.unsubscribe(self.id);
+    }
+}
+
+/// A subscription whose messages are handed to a [`DeliverySink`] on the
+/// delivering task instead of being queued: no queue, no task, no wake-up
+/// between the link reader and the consumer. Same matching, queue-group
+/// and interest semantics as [`Subscription`]; the slow-consumer policy is
+/// the sink's: a sink answering [`SinkResult::Full`] has that message
+/// dropped and counted in [`Self::dropped`] and in the node's
+/// `frames_dropped{reason="slow_consumer"}`. Dropping it unsubscribes.
+pub struct DirectSubscription {
+    pub(crate) id: u64,
+    pub(crate) pattern: String,
+    pub(crate) queue_group: Option<String>,
+    pub(crate) sink: Arc<Sink>,
+    pub(crate) pubsub: Arc<PubSub>,
+}
+
+impl DirectSubscription {
+    /// Messages dropped because the sink answered [`SinkResult::Full`].
+    pub fn dropped(&self) -> u64 {
+        self.sink.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The pattern subscribed to.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    /// The queue group, if any.
+    pub fn queue_group(&self) -> Option<&str> {
+        self.queue_group.as_deref()
+    }
+
+    /// Stops the subscription (the same as dropping it).
+    pub fn unsubscribe(self) {}
+}
+
+impl Drop for DirectSubscription {
     fn drop(&mut self) {
         self.pubsub.unsubscribe(self.id);
     }
