@@ -19,11 +19,14 @@
 //!     --join 127.0.0.1:7501 --secret-file /tmp/secret --members 1
 //! ```
 
+mod support;
+
 use std::time::Duration;
+use support::json_str;
 
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use weft::{CallError, Message, Node, NodeConfig, Secret, Target};
+use weft::{CallError, Message, Node, Target};
 
 struct Args {
     name: String,
@@ -62,10 +65,6 @@ fn parse() -> Result<Args, String> {
     Ok(a)
 }
 
-fn json_str(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"?\"".into())
-}
-
 #[tokio::main]
 async fn main() {
     if let Err(e) = run().await {
@@ -76,12 +75,7 @@ async fn main() {
 
 async fn run() -> Result<(), String> {
     let args = parse()?;
-    let secret = std::fs::read(&args.secret_file).map_err(|e| format!("{}: {e}", args.secret_file))?;
-    let mut config = NodeConfig::new(&args.name, Secret::new(secret.trim_ascii().to_vec()));
-    config.listen = args.listen.parse().map_err(|e| format!("--listen: {e}"))?;
-    for j in &args.join {
-        config.join.push(j.parse().map_err(|e| format!("--join: {e}"))?);
-    }
+    let config = support::node_config(&args.name, &args.listen, &args.join, &args.secret_file)?;
     let node = Node::start(config).await.map_err(|e| e.to_string())?;
 
     for _ in 0..args.members {

@@ -47,17 +47,18 @@
 //! subscribe cam
 //! ```
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::json_str;
 
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use weft::{
-    Node, NodeConfig, Secret, StreamEvent, StreamFrame, StreamPolicy, StreamPublisher, StreamSubscription,
-};
+use weft::{Node, StreamEvent, StreamFrame, StreamPolicy, StreamPublisher, StreamSubscription};
 
 struct Args {
     name: String,
@@ -114,10 +115,6 @@ fn parse() -> Result<Args, String> {
         return Err("--name and --secret-file are required".into());
     }
     Ok(a)
-}
-
-fn json_str(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"?\"".into())
 }
 
 /// Publishes frames at a steady rate while the publisher is in the slot;
@@ -209,12 +206,7 @@ async fn main() {
 
 async fn run() -> Result<(), String> {
     let args = parse()?;
-    let secret = std::fs::read(&args.secret_file).map_err(|e| format!("{}: {e}", args.secret_file))?;
-    let mut config = NodeConfig::new(&args.name, Secret::new(secret.trim_ascii().to_vec()));
-    config.listen = args.listen.parse().map_err(|e| format!("--listen: {e}"))?;
-    for j in &args.join {
-        config.join.push(j.parse().map_err(|e| format!("--join: {e}"))?);
-    }
+    let mut config = support::node_config(&args.name, &args.listen, &args.join, &args.secret_file)?;
     if let Some(linger) = args.linger {
         config.relay.linger = linger;
     }

@@ -71,15 +71,18 @@
 //! load 1000 a
 //! ```
 
+mod support;
+
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use support::json_str;
 
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use weft::{Node, NodeConfig, Secret, ShardHandler};
+use weft::{Node, ShardHandler};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum SyncMode {
@@ -142,10 +145,6 @@ fn parse() -> Result<Args, String> {
         return Err("--name, --secret-file and --data-dir are required".into());
     }
     Ok(a)
-}
-
-fn json_str(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"?\"".into())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -318,12 +317,7 @@ async fn run() -> Result<(), String> {
             .with_writer(std::io::stderr)
             .try_init();
     }
-    let secret = std::fs::read(&args.secret_file).map_err(|e| format!("{}: {e}", args.secret_file))?;
-    let mut config = NodeConfig::new(&args.name, Secret::new(secret.trim_ascii().to_vec()));
-    config.listen = args.listen.parse().map_err(|e| format!("--listen: {e}"))?;
-    for j in &args.join {
-        config.join.push(j.parse().map_err(|e| format!("--join: {e}"))?);
-    }
+    let mut config = support::node_config(&args.name, &args.listen, &args.join, &args.secret_file)?;
     if let Some(cluster) = args.cluster {
         config.cluster = cluster;
     }

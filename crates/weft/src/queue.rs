@@ -39,6 +39,28 @@ struct Lanes<T> {
 }
 
 impl<T: ByteSized> Lanes<T> {
+    /// Whether an item of `len` bytes fits its lane under `cap` (an empty
+    /// lane takes any one item, so an oversized item is never stuck).
+    fn has_room(&self, control: bool, len: usize, cap: usize) -> bool {
+        let bytes = if control {
+            self.control_bytes
+        } else {
+            self.data_bytes
+        };
+        bytes == 0 || bytes + len <= cap
+    }
+
+    /// Appends `item` (of `len` bytes) to its lane.
+    fn append(&mut self, item: T, len: usize, control: bool) {
+        if control {
+            self.control_bytes += len;
+            self.control.push_back(item);
+        } else {
+            self.data_bytes += len;
+            self.data.push_back(item);
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.control.is_empty() && self.data.is_empty()
     }
@@ -160,24 +182,14 @@ impl<T: ByteSized> ByteQueue<T> {
             // if one waits: a consumer that finds items does not wait, and
             // one that took some but not all comes back without waiting.
             let wake = l.pop_waiters > 0 && l.is_empty();
-            let (bytes, cap) = if control {
-                (l.control_bytes, self.control_cap)
-            } else {
-                (l.data_bytes, self.data_cap)
-            };
-            if bytes > 0 && bytes + len > cap {
+            let cap = if control { self.control_cap } else { self.data_cap };
+            if !l.has_room(control, len, cap) {
                 if let Some(w) = waiting {
                     w.count(&mut l);
                 }
                 return Err(Pushed::Full(item));
             }
-            if control {
-                l.control_bytes += len;
-                l.control.push_back(item);
-            } else {
-                l.data_bytes += len;
-                l.data.push_back(item);
-            }
+            l.append(item, len, control);
             wake
         };
         if wake {
@@ -231,19 +243,12 @@ impl<T: ByteSized> ByteQueue<T> {
             let mut pushed = false;
             while let Some(item) = items.peek() {
                 let len = item.byte_len();
-                let bytes = if control { l.control_bytes } else { l.data_bytes };
-                if bytes > 0 && bytes + len > cap {
+                if !l.has_room(control, len, cap) {
                     break;
                 }
                 let Some(item) = items.next() else { break };
                 pushed = true;
-                if control {
-                    l.control_bytes += len;
-                    l.control.push_back(item);
-                } else {
-                    l.data_bytes += len;
-                    l.data.push_back(item);
-                }
+                l.append(item, len, control);
             }
             if items.peek().is_some()
                 && let Some(w) = waiting

@@ -2,11 +2,15 @@
 //! `pg_node` example runs as separate processes, is killed with SIGKILL and
 //! restarted. (`cargo test` builds examples before running tests.)
 
-use std::io::{BufRead, BufReader, Write};
+mod common {
+    pub mod json_child;
+}
+
+use std::io::Write;
 use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -48,26 +52,11 @@ impl Proc {
         cmd.args(["--name", name, "--listen", &format!("127.0.0.1:{port}")])
             .args(["--secret-file", &secret.display().to_string()])
             .args(["--members", &members.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
             .stderr(Stdio::null());
         if let Some(j) = join {
             cmd.args(["--join", &format!("127.0.0.1:{j}")]);
         }
-        let mut child = cmd.spawn().expect("spawn pg_node");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str(&line)
-                    && tx.send(v).is_err()
-                {
-                    break;
-                }
-            }
-        });
+        let (child, stdin, rx) = common::json_child::spawn(cmd, "pg_node");
         let mut p = Proc {
             child,
             stdin,

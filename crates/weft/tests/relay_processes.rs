@@ -7,11 +7,15 @@
 //! assertion); frame counts are only assumed where the relay guarantees
 //! them.
 
+mod common {
+    pub mod json_child;
+}
+
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -149,26 +153,11 @@ impl Proc {
         cmd.args(["--name", name, "--listen", "127.0.0.1:0"])
             .args(["--secret-file", &secret.0.display().to_string()])
             .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
             .stderr(Stdio::null());
         if let Some(seed) = join {
             cmd.args(["--join", &seed.addr]);
         }
-        let mut child = cmd.spawn().expect("spawn relay_node");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str(&line)
-                    && tx.send(v).is_err()
-                {
-                    break;
-                }
-            }
-        });
+        let (child, stdin, rx) = common::json_child::spawn(cmd, "relay_node");
         let mut p = Proc {
             name: name.to_string(),
             addr: String::new(),

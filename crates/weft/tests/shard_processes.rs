@@ -11,11 +11,15 @@
 //! Every wait is bounded (a safety net against hangs, not a timing
 //! assertion).
 
+mod common {
+    pub mod json_child;
+}
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, TryRecvError, channel};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -124,26 +128,11 @@ impl Proc {
             .args(["--secret-file", &secret.path().display().to_string()])
             .args(["--data-dir", &data_dir.display().to_string()])
             .args(["--shards", &SHARDS.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
             .stderr(stderr);
         if let Some(seed) = join {
             cmd.args(["--join", seed]);
         }
-        let mut child = cmd.spawn().expect("spawn shard_node");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str(&line)
-                    && tx.send(v).is_err()
-                {
-                    break;
-                }
-            }
-        });
+        let (child, stdin, rx) = common::json_child::spawn(cmd, "shard_node");
         let mut p = Proc {
             name: name.to_string(),
             addr: String::new(),
