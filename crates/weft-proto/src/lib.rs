@@ -28,7 +28,7 @@ pub mod shard;
 pub mod subject;
 pub mod trie;
 
-pub use codec::{DEFAULT_MAX_FRAME, EncodedFrame, FrameDecoder, FrameError, PROTOCOL_VERSION};
+pub use codec::{DEFAULT_MAX_FRAME, EncodedFrame, FrameDecoder, FrameError, FrameRun, PROTOCOL_VERSION};
 pub use frame::{Frame, Header};
 pub use node_id::NodeId;
 pub use pid::Pid;

@@ -15,6 +15,12 @@ use tokio::sync::Notify;
 pub trait ByteSized {
     /// Bytes this item counts against the queue's bound.
     fn byte_len(&self) -> usize;
+
+    /// How many messages the item stands for, in counts of what a queue
+    /// discarded (1 unless an item batches several).
+    fn messages(&self) -> usize {
+        1
+    }
 }
 
 /// Outcome of a push that did not take the item.
@@ -417,11 +423,17 @@ impl<T: ByteSized> ByteQueue<T> {
         self.lock().closed = false;
     }
 
-    /// Removes every queued item, returning how many there were.
+    /// Removes every queued item, returning how many messages they stood
+    /// for ([`ByteSized::messages`]).
     pub fn clear(&self) -> usize {
         let (n, push_waiters) = {
             let mut l = self.lock();
-            let n = l.control.len() + l.data.len();
+            let n = l
+                .control
+                .iter()
+                .chain(l.data.iter())
+                .map(ByteSized::messages)
+                .sum();
             l.control.clear();
             l.data.clear();
             l.control_bytes = 0;

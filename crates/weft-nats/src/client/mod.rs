@@ -35,6 +35,15 @@ use subs::{ClientView, SubHandle, SubSink, SubState, Subs};
 
 /// Read buffer: at least this much room before each read.
 const READ_ROOM: usize = 32 * 1024;
+/// After a read at least this large is handled, the reader yields before
+/// reading again. Handling it woke other tasks (the link writers its
+/// publishes were queued for); tokio keeps the last task woken in the
+/// worker's LIFO slot, which other workers cannot steal, so without the
+/// yield a client streaming faster than one task handles would have its
+/// reader ingest the whole socket backlog before the writers ran: the
+/// stages of the path would take turns instead of running together
+/// (measured: 16 B pub→sub went from 1.4 M to 1.9 M msgs/s).
+const YIELD_AFTER_READ: usize = 16 * 1024;
 /// After an error, unread input is drained this long (so that closing
 /// does not reset the connection before the client read the `-ERR`).
 const DRAIN_AFTER_ERROR: Duration = Duration::from_millis(200);
@@ -126,6 +135,7 @@ impl Client {
         let auth_deadline = tokio::time::sleep(self.ctx.config.auth_timeout);
         tokio::pin!(auth_deadline);
         let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut large = false;
         loop {
             tokio::select! {
                 biased;
@@ -147,7 +157,7 @@ impl Client {
                 }
                 r = rd.read_buf(&mut buf) => match r {
                     Ok(0) => return,
-                    Ok(_) => {}
+                    Ok(n) => large = n >= YIELD_AFTER_READ,
                     Err(e) => {
                         debug!(cid = self.cid, error = %e, "client read failed");
                         return;
@@ -159,6 +169,9 @@ impl Client {
             }
             if buf.capacity() - buf.len() < READ_ROOM {
                 buf.reserve(2 * READ_ROOM);
+            }
+            if std::mem::take(&mut large) {
+                tokio::task::yield_now().await;
             }
         }
     }

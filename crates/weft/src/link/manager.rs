@@ -402,7 +402,8 @@ impl Links {
         frames: Vec<EncodedFrame>,
         count: impl Fn(&PeerCounters) -> &AtomicU64,
     ) -> Result<(), (SendError, usize)> {
-        let n = frames.len();
+        let count_frames = |items: &[EncodedFrame]| items.iter().map(|f| f.frames as usize).sum::<usize>();
+        let n = count_frames(&frames);
         if self.inner.closing.load(Ordering::Relaxed) {
             return Err((SendError::ShuttingDown, n));
         }
@@ -419,9 +420,9 @@ impl Links {
                 Ok(())
             }
             Err(back) => {
-                let queued = n - back.len();
-                count(&p.counters).fetch_add(queued as u64, Ordering::Relaxed);
-                Err((self.closed_error(&p), back.len()))
+                let lost = count_frames(&back);
+                count(&p.counters).fetch_add((n - lost) as u64, Ordering::Relaxed);
+                Err((self.closed_error(&p), lost))
             }
         }
     }

@@ -9,6 +9,7 @@
 //! otherwise one remote node picked in proportion to its member count
 //! (named in the frame's `queues`).
 
+mod outgoing;
 pub mod subscription;
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,18 +21,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 use tracing::debug;
+use weft_proto::NodeId;
 use weft_proto::codec::encode_publish;
 use weft_proto::frame::{Publish, PublishRef};
 use weft_proto::registry::{EntryKey, Event, table};
 use weft_proto::subject::{validate_pattern, validate_queue, validate_subject};
 use weft_proto::trie::SubjectTrie;
-use weft_proto::{EncodedFrame, NodeId};
 
 use crate::link::Links;
 use crate::queue::{ByteQueue, Pushed};
 use crate::registry::RegistryService;
 use crate::stats::Stats;
 
+use outgoing::Outgoing;
 use subscription::{
     DeliverySink, DirectSubscription, PubMsg, PubSubError, Sink, SinkResult, Subscription, Target,
 };
@@ -116,14 +118,6 @@ pub(crate) struct PubSub {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Appends `frame` to the frames for `node` (a few nodes: a linear scan).
-fn push_frame(out: &mut Vec<(String, Vec<EncodedFrame>)>, node: &str, frame: EncodedFrame) {
-    match out.iter_mut().find(|(n, _)| n == node) {
-        Some((_, frames)) => frames.push(frame),
-        None => out.push((node.to_string(), vec![frame])),
-    }
 }
 
 impl PubSub {
@@ -431,7 +425,7 @@ impl PubSub {
         msg: &PubMsg,
         served: &[String],
         max_frame: usize,
-        out: &mut Vec<(String, Vec<EncodedFrame>)>,
+        out: &mut Outgoing,
     ) {
         let matched = remote.trie.matches(&msg.subject);
         if matched.is_empty() {
@@ -450,7 +444,7 @@ impl PubSub {
             match encode(&[]) {
                 Ok(frame) => {
                     for (node, _) in matched.iter() {
-                        push_frame(out, node, frame.clone());
+                        out.push(node, &frame);
                     }
                 }
                 Err(e) => {
@@ -499,7 +493,7 @@ impl PubSub {
         }
         for (node, queues) in targets {
             match encode(&queues) {
-                Ok(frame) => push_frame(out, node, frame),
+                Ok(frame) => out.push(node, &frame),
                 Err(e) => {
                     debug!(subject = %msg.subject, error = %e, "publish not encoded");
                     self.stats.frames_dropped.inc("too_large");
@@ -525,7 +519,7 @@ impl PubSub {
         msgs: impl IntoIterator<Item = PubMsg>,
     ) -> Vec<(usize, PubSubError)> {
         let mut refused = Vec::new();
-        let mut out: Vec<(String, Vec<EncodedFrame>)> = Vec::new();
+        let mut out = Outgoing::default();
         let max_frame = self.links.max_frame();
         {
             // Lock order: subscriptions, then remote interest (as
@@ -549,7 +543,7 @@ impl PubSub {
                 self.deliver_all(&sinks, msg);
             }
         }
-        for (node, frames) in out {
+        for (node, frames) in out.into_nodes() {
             if let Err((e, lost)) = self.links.send_many(&node, frames, |c| &c.publishes_sent).await {
                 // The node went down after its interest was read: at
                 // most once, counted.
