@@ -143,17 +143,13 @@ async fn subscriber(
                 skip -= k;
                 continue;
             }
-            let Some(nl) = memchr(b'\n', &buf[pos..filled]) else {
+            let Some(nl) = memchr::memchr(b'\n', &buf[pos..filled]) else {
                 break;
             };
             let line = &buf[pos..pos + nl];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if let Some(args) = line.strip_prefix(b"MSG ") {
-                let mut it = args.split(|&b| b == b' ').filter(|t| !t.is_empty());
-                let _subject = it.next();
-                let sid = it.next().unwrap_or_default();
-                let size = it.next_back().and_then(parse_usize);
-                let Some(size) = size else {
+                let Some((sid, size)) = msg_sid_and_size(args) else {
                     shared.fail(format!("subscriber {i}: bad MSG line"));
                     return;
                 };
@@ -186,12 +182,35 @@ async fn subscriber(
     }
 }
 
-fn memchr(b: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&c| c == b)
+/// The sid and payload size of the arguments of a `MSG` line
+/// (`<subject> <sid> [reply] <size>`, single spaces as servers send them).
+fn msg_sid_and_size(args: &[u8]) -> Option<(&[u8], usize)> {
+    let subject_end = memchr::memchr(b' ', args)?;
+    let rest = &args[subject_end + 1..];
+    let sid = &rest[..memchr::memchr(b' ', rest)?];
+    let size_start = memchr::memrchr(b' ', rest)? + 1;
+    Some((sid, parse_usize(&rest[size_start..])?))
 }
 
 fn parse_usize(b: &[u8]) -> Option<usize> {
-    std::str::from_utf8(b).ok()?.parse().ok()
+    if b.is_empty() || b.len() > 18 || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(b.iter().fold(0, |n, &d| n * 10 + usize::from(d - b'0')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::msg_sid_and_size;
+
+    #[test]
+    fn msg_lines_give_their_sid_and_size() {
+        assert_eq!(msg_sid_and_size(b"a.b 1 16"), Some((&b"1"[..], 16)));
+        assert_eq!(msg_sid_and_size(b"a.b 22 _INBOX.x 0"), Some((&b"22"[..], 0)));
+        assert_eq!(msg_sid_and_size(b"a.b 1"), None);
+        assert_eq!(msg_sid_and_size(b"a.b 1 x"), None);
+        assert_eq!(msg_sid_and_size(b"a.b 1 "), None);
+    }
 }
 
 /// Reads a connection's input until `PONG`.
