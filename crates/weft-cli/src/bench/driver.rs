@@ -199,20 +199,6 @@ fn parse_usize(b: &[u8]) -> Option<usize> {
     Some(b.iter().fold(0, |n, &d| n * 10 + usize::from(d - b'0')))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::msg_sid_and_size;
-
-    #[test]
-    fn msg_lines_give_their_sid_and_size() {
-        assert_eq!(msg_sid_and_size(b"a.b 1 16"), Some((&b"1"[..], 16)));
-        assert_eq!(msg_sid_and_size(b"a.b 22 _INBOX.x 0"), Some((&b"22"[..], 0)));
-        assert_eq!(msg_sid_and_size(b"a.b 1"), None);
-        assert_eq!(msg_sid_and_size(b"a.b 1 x"), None);
-        assert_eq!(msg_sid_and_size(b"a.b 1 "), None);
-    }
-}
-
 /// Reads a connection's input until `PONG`.
 async fn until_pong(rd: &mut OwnedReadHalf) -> anyhow::Result<()> {
     let mut seen = Vec::new();
@@ -378,4 +364,18 @@ async fn measure(
         mb_per_sec: msgs_per_sec * plan.size as f64 / 1e6,
         server_cpu_us_per_msg: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::msg_sid_and_size;
+
+    #[test]
+    fn msg_lines_give_their_sid_and_size() {
+        assert_eq!(msg_sid_and_size(b"a.b 1 16"), Some((&b"1"[..], 16)));
+        assert_eq!(msg_sid_and_size(b"a.b 22 _INBOX.x 0"), Some((&b"22"[..], 0)));
+        assert_eq!(msg_sid_and_size(b"a.b 1"), None);
+        assert_eq!(msg_sid_and_size(b"a.b 1 x"), None);
+        assert_eq!(msg_sid_and_size(b"a.b 1 "), None);
+    }
 }
