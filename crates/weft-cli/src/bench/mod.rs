@@ -2,9 +2,13 @@
 //! 3-node nats-server cluster, side by side.
 //!
 //! Clusters are child processes on 127.0.0.1 (weft: this executable's
-//! `weft node`; nats-server: the `nats-server` binary), started and
-//! measured one after the other so they never compete for the CPU. With
-//! `--urls` an already running weft cluster is measured instead.
+//! `weft node`; nats-server: the `nats-server` binary). Throughput is
+//! measured with one system alone on the machine: weft before nats-server
+//! starts, nats-server after weft stopped. Request/reply latency is
+//! measured while both are up (both idle but for the requests), in short
+//! slices taken in turn, so that the machine's noise, which changes from
+//! second to second on a shared host, falls on both alike. With `--urls`
+//! an already running weft cluster is measured instead.
 //!
 //! Measurements (publisher on node 1):
 //! - `pubsub_16b`, `pubsub_1kib`: one subscriber on node 2, raw protocol
@@ -83,8 +87,15 @@ pub async fn run_nats(args: BenchNatsArgs) -> Result<()> {
     );
 
     let mut report = Report::new(&args);
+    // Throughput: each system alone on the machine (weft before
+    // nats-server starts, nats-server after weft stopped). Request/reply:
+    // both up, measured in alternating slices (see `rr`).
     let weft = match external {
-        Some(addrs) => measure_system("weft", &addrs, &[], &args, &bar).await,
+        Some(addrs) => System {
+            name: "weft",
+            clients: addrs,
+            cluster: None,
+        },
         None => {
             let bin = match &args.bin {
                 Some(b) => b.clone(),
@@ -96,27 +107,57 @@ pub async fn run_nats(args: BenchNatsArgs) -> Result<()> {
             let cluster = Cluster::weft(&bin, args.base_port, dir.path())
                 .await
                 .or_runtime()?;
-            let res = measure_system("weft", &cluster.clients.clone(), &cluster.pids(), &args, &bar).await;
-            cluster.stop().await;
-            res
+            System {
+                name: "weft",
+                clients: cluster.clients.clone(),
+                cluster: Some(cluster),
+            }
         }
     };
-    report.systems.push(weft.or_runtime()?);
-    if let Some(bin) = nats_bin {
-        bar.set_message("starting 3 nats-server nodes");
-        let cluster = Cluster::nats_server(&bin, args.base_port, dir.path())
-            .await
-            .or_runtime()?;
-        let res = measure_system(
-            "nats-server",
-            &cluster.clients.clone(),
-            &cluster.pids(),
-            &args,
-            &bar,
-        )
-        .await;
-        cluster.stop().await;
-        report.systems.push(res.or_runtime()?);
+    let weft_throughput = measure_throughput(&weft, &args, &bar).await.or_runtime()?;
+    let nats = match nats_bin {
+        Some(bin) => {
+            bar.set_message("starting 3 nats-server nodes");
+            let cluster = Cluster::nats_server(&bin, args.base_port, dir.path())
+                .await
+                .or_runtime()?;
+            Some(System {
+                name: "nats-server",
+                clients: cluster.clients.clone(),
+                cluster: Some(cluster),
+            })
+        }
+        None => None,
+    };
+    let systems: Vec<&System> = std::iter::once(&weft).chain(nats.as_ref()).collect();
+    let mut latencies = measure_request_reply(&systems, &args, &bar)
+        .await
+        .or_runtime()?
+        .into_iter();
+    let weft_clients = weft.clients.clone();
+    weft.stop().await;
+    report.systems.push(SystemResult {
+        name: "weft".into(),
+        clients: urls(&weft_clients),
+        throughput: weft_throughput,
+        request_reply: latencies
+            .next()
+            .ok_or_else(|| anyhow!("no weft latency"))
+            .or_runtime()?,
+    });
+    if let Some(nats) = nats {
+        let throughput = measure_throughput(&nats, &args, &bar).await.or_runtime()?;
+        let clients = nats.clients.clone();
+        nats.stop().await;
+        report.systems.push(SystemResult {
+            name: "nats-server".into(),
+            clients: urls(&clients),
+            throughput,
+            request_reply: latencies
+                .next()
+                .ok_or_else(|| anyhow!("no nats-server latency"))
+                .or_runtime()?,
+        });
     }
     bar.finish_and_clear();
     if args.json {
@@ -127,13 +168,41 @@ pub async fn run_nats(args: BenchNatsArgs) -> Result<()> {
     Ok(())
 }
 
-async fn measure_system(
-    name: &str,
-    clients: &[SocketAddr],
-    pids: &[u32],
+/// A cluster under measurement (`cluster` is `None` for `--urls`).
+struct System {
+    name: &'static str,
+    clients: Vec<SocketAddr>,
+    cluster: Option<Cluster>,
+}
+
+impl System {
+    fn pids(&self) -> Vec<u32> {
+        self.cluster.as_ref().map(Cluster::pids).unwrap_or_default()
+    }
+
+    async fn stop(self) {
+        if let Some(c) = self.cluster {
+            c.stop().await;
+        }
+    }
+}
+
+fn urls(clients: &[SocketAddr]) -> Vec<String> {
+    clients.iter().map(|a| format!("nats://{a}")).collect()
+}
+
+/// Slices each system's request/reply measurement is cut into; the
+/// systems take turns slice by slice.
+const RR_SLICES: u32 = 10;
+
+async fn measure_throughput(
+    sys: &System,
     args: &BenchNatsArgs,
     bar: &ProgressBar,
-) -> anyhow::Result<SystemResult> {
+) -> anyhow::Result<BTreeMap<String, driver::Outcome>> {
+    let name = sys.name;
+    let clients = &sys.clients;
+    let pids = sys.pids();
     let run_id = std::process::id();
     let mut throughput = BTreeMap::new();
     for (key, size, subs) in THROUGHPUT {
@@ -148,11 +217,11 @@ async fn measure_system(
             window: args.window.min((args.window_bytes / record).max(1)),
             subject: format!("bench.{run_id}.{key}"),
         };
-        let cpu_before = procs::cpu_seconds(pids);
+        let cpu_before = procs::cpu_seconds(&pids);
         let mut outcome = driver::run(&plan, |n| bar.set_message(format!("{name}: {key}: {n} received")))
             .await
             .with_context(|| format!("{name}: {key}"))?;
-        if let (Some(a), Some(b)) = (cpu_before, procs::cpu_seconds(pids))
+        if let (Some(a), Some(b)) = (cpu_before, procs::cpu_seconds(&pids))
             && !pids.is_empty()
         {
             // Includes the warm-up and the drain: a slight overestimate,
@@ -162,21 +231,40 @@ async fn measure_system(
         throughput.insert(key.to_string(), outcome);
         bar.inc(1);
     }
-    bar.set_message(format!("{name}: request/reply"));
-    let rr = rr::run(
-        &clients[0].to_string(),
-        &clients[1].to_string(),
-        &format!("bench.{run_id}.rr"),
-        Duration::from_secs_f64(args.duration),
-        |n| bar.set_message(format!("{name}: request/reply: {n}")),
-    )
-    .await
-    .with_context(|| format!("{name}: request/reply"))?;
-    bar.inc(1);
-    Ok(SystemResult {
-        name: name.to_string(),
-        clients: clients.iter().map(|a| format!("nats://{a}")).collect(),
-        throughput,
-        request_reply: rr,
-    })
+    Ok(throughput)
+}
+
+/// Request/reply latency of every system in `systems` (in that order),
+/// measured in [`RR_SLICES`] alternating slices of `--duration /
+/// RR_SLICES` each.
+async fn measure_request_reply(
+    systems: &[&System],
+    args: &BenchNatsArgs,
+    bar: &ProgressBar,
+) -> anyhow::Result<Vec<rr::Latency>> {
+    let run_id = std::process::id();
+    let mut sessions = Vec::new();
+    for sys in systems {
+        bar.set_message(format!("{}: request/reply: connecting", sys.name));
+        let session = rr::Session::open(
+            &sys.clients[0].to_string(),
+            &sys.clients[1].to_string(),
+            &format!("bench.{run_id}.rr"),
+        )
+        .await
+        .with_context(|| format!("{}: request/reply", sys.name))?;
+        sessions.push(session);
+    }
+    let slice = Duration::from_secs_f64(args.duration) / RR_SLICES;
+    for _ in 0..RR_SLICES {
+        for (sys, session) in systems.iter().zip(sessions.iter_mut()) {
+            let name = sys.name;
+            session
+                .measure(slice, |n| bar.set_message(format!("{name}: request/reply: {n}")))
+                .await
+                .with_context(|| format!("{name}: request/reply"))?;
+        }
+    }
+    bar.inc(systems.len() as u64);
+    Ok(sessions.iter().map(rr::Session::latency).collect())
 }
