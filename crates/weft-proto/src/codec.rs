@@ -180,14 +180,18 @@ impl EncodedFrame {
     }
 }
 
-/// Data-class frames encoded back to back into one buffer, to be queued
-/// and written as a single [`EncodedFrame`] item.
+/// Frames encoded back to back into one buffer, to be queued and written
+/// as a single data-class [`EncodedFrame`] item.
 ///
 /// A burst of small frames for the same peer (the publishes of one client
 /// read, say) then costs one queue push, one queue pop and no per-frame
 /// copy in the writer, instead of one of each per frame. The bytes on the
-/// wire are exactly those of the frames sent one by one. Frames are copied
-/// into the run, so it suits small payloads; send a large one on its own.
+/// wire are exactly those of the frames sent one by one. Put only
+/// data-class frames in a run (a control frame in it would lose its lane).
+/// Frames are copied into the run, so it suits small payloads; send a
+/// large one on its own. The buffer grows by doubling and runs taken from
+/// it share its allocation, so the memory behind a queued run may be up
+/// to about twice the wire bytes a queue counts for it.
 #[derive(Debug, Default)]
 pub struct FrameRun {
     buf: BytesMut,
