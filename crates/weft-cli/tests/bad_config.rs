@@ -7,6 +7,19 @@ use std::net::{Ipv4Addr, TcpListener};
 
 use common::{SECRET, free_port, run_to_exit};
 
+/// A port on 127.0.0.1 and the listener holding it. A port found free
+/// can be taken by someone else before the bind (seen once in CI), so a
+/// few are tried.
+fn port_taken() -> (u16, TcpListener) {
+    for _ in 0..20 {
+        let port = free_port();
+        if let Ok(l) = TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+            return (port, l);
+        }
+    }
+    panic!("no port could be bound on 127.0.0.1");
+}
+
 /// The `error:` line of a failed run.
 fn error_line(stderr: &str) -> &str {
     stderr
@@ -69,8 +82,7 @@ fn unparsable_addresses() {
 
 #[test]
 fn cluster_port_in_use() {
-    let port = free_port();
-    let _taken = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+    let (port, _taken) = port_taken();
     let listen = format!("127.0.0.1:{port}");
     expect_config_error(
         &["node", "--listen", &listen],
@@ -80,8 +92,7 @@ fn cluster_port_in_use() {
 
 #[test]
 fn http_port_in_use() {
-    let port = free_port();
-    let _taken = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+    let (port, _taken) = port_taken();
     let http = format!("127.0.0.1:{port}");
     expect_config_error(
         &["node", "--listen", "127.0.0.1:0", "--http", &http],
