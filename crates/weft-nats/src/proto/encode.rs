@@ -46,51 +46,6 @@ pub fn msg(out: &mut BytesMut, subject: &[u8], sid: &[u8], reply: Option<&[u8]>,
     out.put_slice(b"\r\n");
 }
 
-/// The `MSG <subject> <sid> ` prefix of a record without a reply
-/// subject, for [`msg_after_prefix`]: a subscription delivering a run of
-/// messages on one subject builds it once.
-pub fn msg_prefix(out: &mut Vec<u8>, subject: &[u8], sid: &[u8]) {
-    out.clear();
-    out.extend_from_slice(b"MSG ");
-    out.extend_from_slice(subject);
-    out.push(b' ');
-    out.extend_from_slice(sid);
-    out.push(b' ');
-}
-
-/// Appends a `MSG` record from its prefix ([`msg_prefix`]): the same bytes
-/// as [`msg`] without a reply subject.
-pub fn msg_after_prefix(out: &mut BytesMut, prefix: &[u8], payload: &[u8]) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = payload.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // One line buffer for prefix, size and CRLF: fewer, larger copies.
-    let mut line = [0u8; 128];
-    let len = prefix.len() + (digits.len() - i) + 2;
-    if len <= line.len() {
-        line[..prefix.len()].copy_from_slice(prefix);
-        line[prefix.len()..len - 2].copy_from_slice(&digits[i..]);
-        line[len - 2..len].copy_from_slice(b"\r\n");
-        out.reserve(len + payload.len() + 2);
-        out.put_slice(&line[..len]);
-    } else {
-        out.reserve(len + payload.len() + 2);
-        out.put_slice(prefix);
-        out.put_slice(&digits[i..]);
-        out.put_slice(b"\r\n");
-    }
-    out.put_slice(payload);
-    out.put_slice(b"\r\n");
-}
-
 /// Appends `HMSG <subject> <sid> [reply] <hdr size> <total size>\r\n`, the
 /// header block of `hdrs`, the payload and `\r\n`.
 pub fn hmsg<'a, I>(
@@ -158,19 +113,6 @@ mod tests {
         let h = [("K".to_string(), "v".to_string())];
         hmsg(&mut out, b"s", b"1", Some(b"r"), h.iter(), b"xy");
         assert_eq!(s(&out), "HMSG s 1 r 18 20\r\nNATS/1.0\r\nK: v\r\n\r\nxy\r\n");
-        out.clear();
-        let mut prefix = Vec::new();
-        for (subject, payload) in [
-            (&b"a.b"[..], &b"hello"[..]),
-            (b"x", b""),
-            (&[b'y'; 150][..], b"z"),
-        ] {
-            let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
-            msg(&mut a, subject, b"42", None, payload);
-            msg_prefix(&mut prefix, subject, b"42");
-            msg_after_prefix(&mut b, &prefix, payload);
-            assert_eq!(a, b);
-        }
         out.clear();
         no_responders(&mut out, b"_INBOX.a.b", b"3");
         assert_eq!(s(&out), "HMSG _INBOX.a.b 3 16 16\r\nNATS/1.0 503\r\n\r\n\r\n");

@@ -303,7 +303,7 @@ async fn write_loop(mut wr: tokio::io::WriteHalf<BoxStream>, p: &ConnParams) -> 
             continue;
         }
         // An item may be a run of many frames (see `FrameRun`).
-        let frames: u64 = batch.iter().map(|f| u64::from(f.frames)).sum();
+        let frames = batch.iter().map(ByteSized::messages).sum::<usize>() as u64;
         match write_batch(&mut wr, &batch, &mut staging, &mut segments).await {
             Ok(bytes) => {
                 p.counters.frames_sent.fetch_add(frames, Ordering::Relaxed);

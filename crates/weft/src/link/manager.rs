@@ -39,7 +39,7 @@ use super::tls::TlsContext;
 use crate::config::NodeConfig;
 use crate::error::SendError;
 use crate::net::{BoxStream, Listener, Net};
-use crate::queue::{ByteQueue, Pushed};
+use crate::queue::{ByteQueue, ByteSized, Pushed};
 use crate::stats::{PeerCounters, Stats};
 
 /// Most inbound handshakes in progress at once.
@@ -402,7 +402,7 @@ impl Links {
         frames: Vec<EncodedFrame>,
         count: impl Fn(&PeerCounters) -> &AtomicU64,
     ) -> Result<(), (SendError, usize)> {
-        let count_frames = |items: &[EncodedFrame]| items.iter().map(|f| f.frames as usize).sum::<usize>();
+        let count_frames = |items: &[EncodedFrame]| items.iter().map(ByteSized::messages).sum::<usize>();
         let n = count_frames(&frames);
         if self.inner.closing.load(Ordering::Relaxed) {
             return Err((SendError::ShuttingDown, n));
