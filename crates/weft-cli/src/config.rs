@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use serde::Deserialize;
 use weft::config::DEFAULT_PORT;
-use weft::{LinkConfig, MembershipConfig, NodeConfig, Secret, ShardConfig, TlsConfig};
+use weft::{
+    LinkConfig, MembershipConfig, NodeConfig, PubSubConfig, QueueLocality, Secret, ShardConfig, TlsConfig,
+};
 use weft_nats::{Auth, NatsConfig};
 
 use crate::addr;
@@ -47,6 +49,35 @@ pub struct FileConfig {
     pub nats: Option<NatsFile>,
     /// Sharded routing and its consensus group.
     pub shards: Option<ShardsFile>,
+    /// Pub/sub.
+    pub pubsub: Option<PubSubFile>,
+}
+
+/// The `[pubsub]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PubSubFile {
+    /// [`PubSubConfig::queue_locality`]: `"cluster"` or `"local"`.
+    pub queue_locality: Option<QueueLocalityFile>,
+}
+
+/// `queue_locality` values in the configuration file.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueLocalityFile {
+    /// [`QueueLocality::Cluster`].
+    Cluster,
+    /// [`QueueLocality::Local`].
+    Local,
+}
+
+impl From<QueueLocalityFile> for QueueLocality {
+    fn from(f: QueueLocalityFile) -> Self {
+        match f {
+            QueueLocalityFile::Cluster => QueueLocality::Cluster,
+            QueueLocalityFile::Local => QueueLocality::Local,
+        }
+    }
 }
 
 /// The `[shards]` table (durations in milliseconds).
@@ -287,6 +318,9 @@ impl Settings {
         if let Some(f) = file.shards {
             apply_shards(&mut node.shards, f);
         }
+        if let Some(f) = file.pubsub {
+            apply_pubsub(&mut node.pubsub, f);
+        }
         set(&mut node.shards.voters, args.shard_voters.map(usize::from));
         node.validate()?;
         let nats = match client {
@@ -313,6 +347,10 @@ fn apply_link(c: &mut LinkConfig, f: LinkFile) {
     set(&mut c.connect_timeout, f.connect_timeout_ms.map(ms));
     set(&mut c.backoff_min, f.backoff_min_ms.map(ms));
     set(&mut c.backoff_max, f.backoff_max_ms.map(ms));
+}
+
+fn apply_pubsub(c: &mut PubSubConfig, f: PubSubFile) {
+    set(&mut c.queue_locality, f.queue_locality.map(QueueLocality::from));
 }
 
 fn apply_membership(c: &mut MembershipConfig, f: MembershipFile) {
@@ -408,6 +446,7 @@ mod tests {
     #[test]
     fn defaults_make_a_lone_loopback_node() {
         let s = Settings::from_args(&args()).unwrap();
+        assert_eq!(s.node.pubsub.queue_locality, QueueLocality::Cluster);
         assert_eq!(s.node.listen, "127.0.0.1:7420".parse().unwrap());
         assert!(s.secret_generated);
         assert!(s.node.join.is_empty());
@@ -446,6 +485,8 @@ count = 16
 voters = 5
 auto_rebalance = false
 route_timeout_ms = 2000
+[pubsub]
+queue_locality = "local"
 "#,
         )
         .unwrap();
@@ -474,6 +515,7 @@ route_timeout_ms = 2000
         assert_eq!(s.node.shards.voters, 5);
         assert!(!s.node.shards.auto_rebalance);
         assert_eq!(s.node.shards.route_timeout, Duration::from_millis(2000));
+        assert_eq!(s.node.pubsub.queue_locality, QueueLocality::Local);
         assert!(!s.secret_generated);
         // The flag wins over the file.
         a.shard_voters = Some(2);
@@ -503,6 +545,7 @@ route_timeout_ms = 2000
                 "client = \"127.0.0.1:4222\"\n[nats]\nmax_payload = 0\n",
                 "max_payload",
             ),
+            ("[pubsub]\nqueue_locality = \"nearest\"\n", "unknown variant"),
         ] {
             std::fs::write(&cfg, text).unwrap();
             let mut a = args();

@@ -150,6 +150,29 @@ impl Default for MessagingConfig {
     }
 }
 
+/// Where a queue group's messages go when its members are on several
+/// nodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QueueLocality {
+    /// Each message goes to one member chosen across the whole cluster,
+    /// each node weighted by its number of members in the group (as
+    /// nats-server spreads a queue group over its routes). The default.
+    #[default]
+    Cluster,
+    /// A message goes to a member on the publisher's node whenever the
+    /// group has one there; to a remote member only otherwise. Saves the
+    /// hop at the price of an uneven spread.
+    Local,
+}
+
+/// Pub/sub tuning.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PubSubConfig {
+    /// Where queue-group messages go; exactly one member gets each
+    /// message either way while the cluster is stable.
+    pub queue_locality: QueueLocality,
+}
+
 /// Stream relay tuning.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RelayConfig {
@@ -260,6 +283,8 @@ pub struct NodeConfig {
     pub membership: MembershipConfig,
     /// Messaging and registry tuning.
     pub messaging: MessagingConfig,
+    /// Pub/sub tuning.
+    pub pubsub: PubSubConfig,
     /// Stream relay tuning.
     pub relay: RelayConfig,
     /// Sharded routing.
@@ -285,6 +310,7 @@ impl NodeConfig {
             link: LinkConfig::default(),
             membership: MembershipConfig::default(),
             messaging: MessagingConfig::default(),
+            pubsub: PubSubConfig::default(),
             relay: RelayConfig::default(),
             shards: ShardConfig::default(),
             rng_seed: None,

@@ -135,7 +135,9 @@
 //! # Pub/sub
 //!
 //! Subjects are dot-separated tokens; `*` matches one token, `>` the rest.
-//! A queue group delivers each message to one member cluster-wide. Each
+//! A queue group delivers each message to one member cluster-wide, chosen
+//! across the nodes in proportion to their member counts (or on the
+//! publisher's node first, [`QueueLocality::Local`]). Each
 //! subscription has a bounded queue: a subscriber that falls behind loses
 //! messages (counted, see [`Subscription::dropped`]), the publisher never
 //! waits for it. [`Node::subscribe_direct`] hands each message to a
@@ -301,7 +303,8 @@ pub mod stats;
 
 pub use channel::{ChannelReceiver, Delivery};
 pub use config::{
-    LinkConfig, MembershipConfig, MessagingConfig, NodeConfig, RelayConfig, Secret, ShardConfig, TlsConfig,
+    LinkConfig, MembershipConfig, MessagingConfig, NodeConfig, PubSubConfig, QueueLocality, RelayConfig,
+    Secret, ShardConfig, TlsConfig,
 };
 pub use directory::GroupEvent;
 pub use error::{ConfigError, SendError, StartError};

@@ -246,6 +246,7 @@ impl Node {
             stats.clone(),
             registry.clone(),
             config.messaging.subscription_bytes,
+            config.pubsub.queue_locality,
         ));
         registry.set_pubsub(&pubsub);
         let relay = Relay::new(
@@ -551,8 +552,12 @@ impl Node {
     }
 
     /// Subscribes to `pattern` in queue group `queue`: each message goes
-    /// to exactly one member of the group cluster-wide, a local member when
-    /// there is one.
+    /// to exactly one member of the group cluster-wide while the cluster
+    /// is stable. Which one follows the publisher's node's
+    /// [`crate::PubSubConfig::queue_locality`]: by default a member
+    /// anywhere, each node weighted by its member count; with
+    /// [`crate::QueueLocality::Local`] a member on the publisher's node
+    /// when it has one.
     pub fn queue_subscribe(&self, pattern: &str, queue: &str) -> Result<Subscription, PubSubError> {
         self.inner.pubsub.subscribe(pattern, Some(queue), None)
     }

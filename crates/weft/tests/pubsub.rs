@@ -18,11 +18,21 @@ use weft::{Node, PubMsg, PubSubError, SinkResult, Subscription};
 const LIMIT: Duration = Duration::from_secs(30);
 
 async fn cluster(n: usize) -> Vec<Node> {
-    let first = Node::start(config("n1", &[])).await.expect("n1");
+    cluster_with(n, |_| {}).await
+}
+
+/// `n` linked nodes, each configured by `tune` after the test defaults.
+async fn cluster_with(n: usize, tune: impl Fn(&mut weft::NodeConfig)) -> Vec<Node> {
+    let start = |name: String, seed: &[std::net::SocketAddr]| {
+        let mut c = config(&name, seed);
+        tune(&mut c);
+        Node::start(c)
+    };
+    let first = start("n1".into(), &[]).await.expect("n1");
     let seed = [first.addr()];
     let mut nodes = vec![first];
     for i in 2..=n {
-        nodes.push(Node::start(config(&format!("n{i}"), &seed)).await.expect("node"));
+        nodes.push(start(format!("n{i}"), &seed).await.expect("node"));
     }
     let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -154,7 +164,88 @@ async fn queue_group_on_three_nodes_delivers_each_message_once() {
     }
     assert_eq!(seen.len(), 300, "every message delivered");
     assert!(seen.values().all(|c| *c == 1), "exactly once across the group");
-    // The publisher's node has local members, so it prefers them.
+    stop(nodes).await;
+}
+
+/// One member of group `q` on each of the three nodes; 3,000 messages
+/// published on n1. Returns how many each node's member got, after
+/// checking that every message reached exactly one member.
+async fn spread_of_3000(nodes: &[Node]) -> [usize; 3] {
+    let members: Vec<Subscription> = nodes
+        .iter()
+        .map(|n| {
+            n.subscribe_with_capacity("spread.job", Some("q"), 16 * 1024 * 1024)
+                .expect("qsub")
+        })
+        .collect();
+    wait_for("every node's member known on n1", LIMIT, || {
+        interest_of(&nodes[0], "n2") == 2 && interest_of(&nodes[0], "n3") == 2
+    })
+    .await;
+    for i in 0..3000u32 {
+        nodes[0]
+            .publish("spread.job", vec![], Bytes::from(i.to_string()))
+            .await
+            .expect("publish");
+    }
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut per_node = [0usize; 3];
+    wait_for("3,000 deliveries in the group", LIMIT, || {
+        for (i, m) in members.iter().enumerate() {
+            let mut got = Vec::new();
+            per_node[i] += m.drain_into(&mut got);
+            for msg in got {
+                *seen.entry(text(&msg)).or_default() += 1;
+            }
+        }
+        seen.values().sum::<usize>() >= 3000
+    })
+    .await;
+    // Anything delivered twice would arrive with the rest: one more look
+    // after the links have carried everything sent.
+    wait_for("links idle", LIMIT, || {
+        nodes.iter().skip(1).all(|n| {
+            n.stats()
+                .peers
+                .get("n1")
+                .map(|p| p.publishes_received)
+                .unwrap_or(0)
+                == publishes_to(&nodes[0], &n.id().name)
+        })
+    })
+    .await;
+    for (i, m) in members.iter().enumerate() {
+        let mut got = Vec::new();
+        per_node[i] += m.drain_into(&mut got);
+        for msg in got {
+            *seen.entry(text(&msg)).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), 3000, "every message delivered");
+    assert!(seen.values().all(|c| *c == 1), "exactly once across the group");
+    assert_eq!(per_node.iter().sum::<usize>(), 3000);
+    per_node
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_group_spreads_over_the_cluster_by_default() {
+    let nodes = cluster(3).await;
+    let per_node = spread_of_3000(&nodes).await;
+    for (i, got) in per_node.iter().enumerate() {
+        assert!(
+            (800..=1200).contains(got),
+            "n{} got {got} of 3,000 (share 1,000 +-20 %): {per_node:?}",
+            i + 1
+        );
+    }
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_group_stays_on_the_publishers_node_with_local_locality() {
+    let nodes = cluster_with(3, |c| c.pubsub.queue_locality = weft::QueueLocality::Local).await;
+    let per_node = spread_of_3000(&nodes).await;
+    assert_eq!(per_node, [3000, 0, 0], "a local member takes every message");
     stop(nodes).await;
 }
 

@@ -5,9 +5,11 @@
 //! group pattern with its local member count. A publish is delivered to
 //! the local matching subscriptions and sent as one frame to each other
 //! node with matching interest, which fans out locally. Queue groups get
-//! each message exactly once cluster-wide: a local member if there is one,
-//! otherwise one remote node picked in proportion to its member count
-//! (named in the frame's `queues`).
+//! each message exactly once cluster-wide: by default one node is picked
+//! in proportion to its member count, the publisher's own node included
+//! ([`QueueLocality::Cluster`]); with [`QueueLocality::Local`] a local
+//! member is preferred when there is one. A remote pick is named in the
+//! frame's `queues`, and that node hands it to one of its members.
 
 mod outgoing;
 pub mod subscription;
@@ -28,6 +30,7 @@ use weft_proto::registry::{EntryKey, Event, table};
 use weft_proto::subject::{validate_pattern, validate_queue, validate_subject};
 use weft_proto::trie::SubjectTrie;
 
+use crate::config::QueueLocality;
 use crate::link::Links;
 use crate::queue::{ByteQueue, Pushed};
 use crate::registry::RegistryService;
@@ -114,6 +117,15 @@ pub(crate) struct PubSub {
     next_token: AtomicU64,
     rr: AtomicU64,
     sub_capacity: usize,
+    queue_locality: QueueLocality,
+}
+
+/// The local members of one queue group that a publish matched, before
+/// the cluster-wide choice of [`PubSub::route`] decides whether one of
+/// them gets the message.
+struct LocalGroup {
+    queue: String,
+    members: Vec<Arc<Sink>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -127,6 +139,7 @@ impl PubSub {
         stats: Arc<Stats>,
         registry: Arc<RegistryService>,
         sub_capacity: usize,
+        queue_locality: QueueLocality,
     ) -> Self {
         let inbox_prefix = format!("_INBOX.{}.{}.", local.name, local.incarnation);
         let me = Self {
@@ -141,6 +154,7 @@ impl PubSub {
             next_token: AtomicU64::new(1),
             rr: AtomicU64::new(0),
             sub_capacity,
+            queue_locality,
         };
         // One wildcard inbox per node serves every request's replies.
         let inbox = format!("{}>", me.inbox_prefix);
@@ -354,6 +368,10 @@ impl PubSub {
     /// Their sinks go to `sinks`, the groups served to `served`. A reply to
     /// one of this node's requests is handed to its waiter here.
     ///
+    /// With `pending` (a local publish under [`QueueLocality::Cluster`])
+    /// the queue groups are not served here: their local members go to
+    /// `pending`, and [`Self::route`] weighs them against the remote ones.
+    ///
     /// Nothing is allocated when nothing local matches (the common case
     /// on a publisher's node).
     fn pick_local(
@@ -363,6 +381,7 @@ impl PubSub {
         queues: Option<&[String]>,
         sinks: &mut Vec<Arc<Sink>>,
         served: &mut Vec<String>,
+        mut pending: Option<&mut Vec<LocalGroup>>,
     ) {
         if msg.subject.starts_with(&self.inbox_prefix) {
             let token = &msg.subject[self.inbox_prefix.len()..];
@@ -389,7 +408,12 @@ impl PubSub {
                 }
             }
             for (q, members) in groups.into_iter().flatten() {
-                if queues.is_none_or(|only| only.iter().any(|w| w == q)) {
+                if let Some(pending) = pending.as_deref_mut() {
+                    pending.push(LocalGroup {
+                        queue: q.to_string(),
+                        members: members.into_iter().cloned().collect(),
+                    });
+                } else if queues.is_none_or(|only| only.iter().any(|w| w == q)) {
                     sinks.push(members[self.pick(members.len())].clone());
                     served.push(q.to_string());
                 }
@@ -419,15 +443,29 @@ impl PubSub {
     /// node serves (groups in `served` were served locally). The frames are
     /// appended per node to `out`. Without queue groups every node gets
     /// the same frame, whose head is encoded once.
+    ///
+    /// Each queue group in `pending` (local members not yet chosen) and
+    /// each group only remote nodes have gets exactly one pick, across
+    /// this node and the others, weighted by member counts; a local pick
+    /// adds one member's sink to `sinks`.
+    #[allow(clippy::too_many_arguments)]
     fn route(
         &self,
         remote: &mut RemoteInterest,
         msg: &PubMsg,
         served: &[String],
+        pending: &[LocalGroup],
+        sinks: &mut Vec<Arc<Sink>>,
         max_frame: usize,
         out: &mut Outgoing,
     ) {
         let matched = remote.trie.matches(&msg.subject);
+        if matched.iter().all(|(_, q)| q.is_none()) {
+            // No remote member of any group: the local ones serve them.
+            for group in pending {
+                sinks.push(group.members[self.pick(group.members.len())].clone());
+            }
+        }
         if matched.is_empty() {
             return;
         }
@@ -457,6 +495,9 @@ impl PubSub {
         // Which nodes get the frame, and which queue groups each serves.
         let mut targets: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         let mut queue_nodes: BTreeMap<&str, BTreeMap<&str, u32>> = BTreeMap::new();
+        for group in pending {
+            queue_nodes.entry(group.queue.as_str()).or_default();
+        }
         for (node, queue) in matched.iter() {
             match queue {
                 None => {
@@ -481,8 +522,17 @@ impl PubSub {
             }
         }
         for (q, nodes) in queue_nodes {
-            let total: u32 = nodes.values().sum();
+            let local = pending.iter().find(|g| g.queue == q).map(|g| &g.members);
+            let local_weight = local.map_or(0, |m| m.len() as u32);
+            let total: u32 = local_weight + nodes.values().sum::<u32>();
             let mut ticket = (self.rr.fetch_add(1, Ordering::Relaxed) % u64::from(total.max(1))) as u32;
+            if let Some(members) = local
+                && ticket < local_weight
+            {
+                sinks.push(members[ticket as usize].clone());
+                continue;
+            }
+            ticket -= local_weight;
             for (node, weight) in nodes {
                 if ticket < weight {
                     targets.entry(node).or_default().push(q.to_string());
@@ -528,6 +578,8 @@ impl PubSub {
             let mut remote = lock(&self.remote);
             let mut sinks: Vec<Arc<Sink>> = Vec::new();
             let mut served: Vec<String> = Vec::new();
+            let mut pending: Vec<LocalGroup> = Vec::new();
+            let cluster_wide = self.queue_locality == QueueLocality::Cluster;
             for (i, msg) in msgs.into_iter().enumerate() {
                 let valid = validate_subject(&msg.subject)
                     .and_then(|()| msg.reply.as_deref().map_or(Ok(()), validate_subject));
@@ -538,8 +590,18 @@ impl PubSub {
                 self.stats.pubsub_published.fetch_add(1, Ordering::Relaxed);
                 sinks.clear();
                 served.clear();
-                self.pick_local(&mut subs, &msg, None, &mut sinks, &mut served);
-                self.route(&mut remote, &msg, &served, max_frame, &mut out);
+                pending.clear();
+                let defer = cluster_wide.then_some(&mut pending);
+                self.pick_local(&mut subs, &msg, None, &mut sinks, &mut served, defer);
+                self.route(
+                    &mut remote,
+                    &msg,
+                    &served,
+                    &pending,
+                    &mut sinks,
+                    max_frame,
+                    &mut out,
+                );
                 self.deliver_all(&sinks, msg);
             }
         }
@@ -580,6 +642,7 @@ impl PubSub {
             Some(&p.queues),
             &mut sinks,
             &mut served,
+            None,
         );
         self.deliver_all(&sinks, msg);
     }
