@@ -23,8 +23,11 @@ pub enum RefuseReason {
 }
 
 impl RefuseReason {
+    /// Number of reasons.
+    pub const COUNT: usize = 4;
+
     /// Every reason, in the order of [`NatsStatsSnapshot::publish_refused`].
-    pub const ALL: [RefuseReason; 4] = [
+    pub const ALL: [RefuseReason; Self::COUNT] = [
         RefuseReason::InvalidSubject,
         RefuseReason::NotUtf8,
         RefuseReason::BadHeaders,
@@ -75,7 +78,7 @@ pub struct NatsStats {
     pub(crate) msgs_dropped: AtomicU64,
     pub(crate) subscriptions: AtomicU64,
     /// By [`RefuseReason::index`].
-    pub(crate) publish_refused: [AtomicU64; 4],
+    pub(crate) publish_refused: [AtomicU64; RefuseReason::COUNT],
 }
 
 /// Adds `n` to a counter.
@@ -121,7 +124,7 @@ pub struct NatsStatsSnapshot {
     pub subscriptions: u64,
     /// Publishes refused, by reason (in the order of
     /// [`RefuseReason::ALL`]; see [`Self::refused`]).
-    pub publish_refused: [u64; 4],
+    pub publish_refused: [u64; RefuseReason::COUNT],
 }
 
 impl NatsStatsSnapshot {
