@@ -5,7 +5,7 @@
 //! in which case it panics. The process is killed when the guard drops,
 //! also when a test fails.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -50,7 +50,10 @@ impl NatsServerProcess {
                 std::env::var_os("WEFT_REQUIRE_NATS_SERVER").is_none(),
                 "WEFT_REQUIRE_NATS_SERVER is set but nats-server is not on PATH"
             );
-            eprintln!(
+            // Straight to the process's stderr: the test harness would
+            // capture `eprintln!` and hide the warning of a passing test.
+            let _ = writeln!(
+                std::io::stderr(),
                 "WARNING: nats-server not on PATH: the nats-server half of this test is SKIPPED \
                  (apt-get install nats-server; set WEFT_REQUIRE_NATS_SERVER=1 to make this fatal)"
             );
