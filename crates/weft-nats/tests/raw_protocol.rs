@@ -12,7 +12,7 @@ use bytes::Bytes;
 use common::raw::Raw;
 use common::{Cluster, LIMIT, wait_for};
 use futures::StreamExt;
-use tokio::net::TcpSocket;
+use tokio::net::{TcpSocket, TcpStream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_the_nats_error_and_is_closed() {
@@ -240,5 +240,33 @@ async fn a_slow_consumer_is_closed_and_others_are_not() {
     let stats = c.servers[0].stats();
     assert_eq!(stats.slow_consumers, 1);
     assert_eq!(stats.clients_connected, 2);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hpub_zero_and_an_empty_block_keep_their_form_across_nodes() {
+    let c = Cluster::start(2, |_| {}).await;
+    let quiet = b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true}\r\n";
+    let mut sub = Raw::on(TcpStream::connect(c.servers[1].local_addr()).await.unwrap()).await;
+    sub.send(quiet).await;
+    sub.send(b"SUB foo 1\r\nPING\r\n").await;
+    sub.until("PONG\r\n").await;
+    c.interest_everywhere("foo").await;
+    // One publisher with echo on, one with echo off (tagged publishes).
+    for echo in ["true", "false"] {
+        let mut publisher = Raw::connect(&c).await;
+        publisher
+            .send(format!("CONNECT {{\"verbose\":false,\"headers\":true,\"echo\":{echo}}}\r\n").as_bytes())
+            .await;
+        publisher
+            .send(b"HPUB foo 0 2\r\nhi\r\nHPUB foo 12 14\r\nNATS/1.0\r\n\r\nhi\r\nHPUB foo 18 20\r\nNATS/1.0\r\nK: v\r\n\r\nhi\r\n")
+            .await;
+        assert_eq!(
+            sub.until("K: v\r\n\r\nhi\r\n").await,
+            "MSG foo 1 2\r\nhi\r\nHMSG foo 1 12 14\r\nNATS/1.0\r\n\r\nhi\r\nHMSG foo 1 18 20\r\nNATS/1.0\r\nK: v\r\n\r\nhi\r\n",
+            "echo {echo}"
+        );
+    }
+    assert_eq!(c.servers[0].stats().refused_total(), 0);
     c.stop().await;
 }
