@@ -27,6 +27,11 @@ use common::{Proc, Trio, accepts, free_port, http_get, wait_for};
 /// assertion).
 const SCRIPT_LIMIT: Duration = Duration::from_secs(300);
 
+/// Outbound bytes a server queues for one client before closing it as a
+/// slow consumer, on weft and nats-server alike (the slow-consumer
+/// scenario overruns it; the stopped-subscriber one stays well under it).
+const MAX_PENDING: usize = 4 << 20;
+
 /// The two tests start 6 servers and many clients each: one at a time on
 /// a 2-core machine.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -61,6 +66,7 @@ fn alive(p: &mut Option<Proc>) -> bool {
 /// Three `weft node --client` processes.
 struct Weft {
     trio: Trio,
+    config: PathBuf,
     clients: Vec<u16>,
     procs: Vec<Option<Proc>>,
 }
@@ -69,9 +75,12 @@ impl Weft {
     fn start_all(dir: &Path) -> Weft {
         std::fs::create_dir_all(dir).expect("weft dir");
         let trio = Trio::new(dir);
+        let config = dir.join("weft.toml");
+        std::fs::write(&config, format!("[nats]\nmax_pending = {MAX_PENDING}\n")).expect("weft config");
         let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let mut w = Weft {
             trio,
+            config,
             clients,
             procs: vec![None, None, None],
         };
@@ -91,7 +100,12 @@ impl Weft {
 
     fn spawn(&mut self, i: usize) {
         let client = common::addr(self.clients[i]).to_string();
-        self.procs[i] = Some(self.trio.spec(i).start_with(&["--client", &client]));
+        let config = self.config.to_string_lossy().into_owned();
+        self.procs[i] = Some(
+            self.trio
+                .spec(i)
+                .start_with(&["--client", &client, "--config", &config]),
+        );
     }
 }
 
@@ -127,6 +141,7 @@ impl Cluster for Weft {
 
 /// Three `nats-server`s routed to each other on loopback.
 struct NatsServers {
+    config: PathBuf,
     ports: Vec<u16>,
     routes: Vec<u16>,
     monitors: Vec<u16>,
@@ -138,7 +153,10 @@ struct NatsServers {
 impl NatsServers {
     fn start_all(dir: &Path) -> NatsServers {
         std::fs::create_dir_all(dir).expect("nats-server dir");
+        let config = dir.join("nats-server.conf");
+        std::fs::write(&config, format!("max_pending: {MAX_PENDING}\n")).expect("nats-server config");
         let mut n = NatsServers {
+            config,
             ports: (0..3).map(|_| free_port()).collect(),
             routes: (0..3).map(|_| free_port()).collect(),
             monitors: (0..3).map(|_| free_port()).collect(),
@@ -161,7 +179,9 @@ impl NatsServers {
             .map(|j| format!("nats://127.0.0.1:{}", self.routes[j]))
             .collect();
         let mut cmd = Command::new("nats-server");
-        cmd.args(["-a", "127.0.0.1", "-p", &self.ports[i].to_string()])
+        cmd.arg("-c")
+            .arg(&self.config)
+            .args(["-a", "127.0.0.1", "-p", &self.ports[i].to_string()])
             .args(["-m", &self.monitors[i].to_string()])
             .args(["--cluster", &format!("nats://127.0.0.1:{}", self.routes[i])])
             .args(["--cluster_name", "weft-compare"])
@@ -392,6 +412,7 @@ fn python() -> String {
 const ORDER_N: u64 = 500;
 const QUEUE_N: u64 = 300;
 const STOPPED_N: u64 = 2000;
+const SLOW_N: u64 = 32768;
 
 #[test]
 fn nats_py_sees_weft_as_nats_server() {
@@ -430,6 +451,7 @@ fn nats_py_sees_weft_as_nats_server() {
             json!({"max_payload": 1_048_576, "error": "MaxPayloadError", "usable_after": true}),
         ),
         ("stopped_subscriber", json!({"others": STOPPED_N, "stopped_after_cont": STOPPED_N})),
+        ("slow_consumer", json!({"others": SLOW_N, "reconnected": true, "receives_again": true})),
         (
             "jetstream",
             json!({"publish": "NoStreamResponseError", "account_info": "ServiceUnavailableError"}),
@@ -504,6 +526,8 @@ fn nats_js_sees_weft_as_nats_server() {
             json!({"max_payload": 1_048_576, "error": "MAX_PAYLOAD_EXCEEDED", "usable_after": true}),
         ),
         ("stopped_subscriber", json!({"others": STOPPED_N, "stopped_after_cont": STOPPED_N})),
+        ("slow_consumer", json!({"others": SLOW_N, "reconnected": true, "receives_again": true})),
+        ("slow_consumer", json!({"others": SLOW_N, "reconnected": true, "receives_again": true})),
         ("jetstream", json!({"publish": "503", "manager": "503"})),
         (
             "node_kill",

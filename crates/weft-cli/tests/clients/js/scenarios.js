@@ -11,7 +11,9 @@
 //
 // `--role sub` runs one subscriber process (the SIGSTOP scenario): it
 // prints `ready` once subscribed, then {"received": N} when it has COUNT
-// messages or its deadline passes.
+// messages or its deadline passes. `--role slowsub` is the slow-consumer
+// scenario's subscriber process: `ready`, then {"reconnected": true} on
+// every reconnect and {"again": true} once it receives an `again` message.
 //
 // Every wait is bounded. Waits marked INTEREST-WAIT exist only because
 // cross-node interest propagation is asynchronous today; once SUB + flush
@@ -393,6 +395,69 @@ async function scStoppedSubscriber(s) {
   }
 }
 
+async function scSlowConsumer(s) {
+  // The servers run with max_pending = 4 MiB (see real_clients.rs): a
+  // stopped subscriber that falls 32 MiB behind is closed as a slow
+  // consumer, while the other subscriber gets everything; continued, the
+  // stopped one reconnects by itself and receives again.
+  const n = 32768;
+  const payload = new Uint8Array(1024).fill(119);
+  const child = spawn(process.execPath, [__filename, "--role", "slowsub", "--servers", s.join(","), "--subject", "slow.x"], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const said = new Set();
+  let ready = false;
+  readline.createInterface({ input: child.stdout }).on("line", (l) => {
+    if (l.trim() === "ready") ready = true;
+    else {
+      try {
+        for (const k of Object.keys(JSON.parse(l))) said.add(k);
+      } catch (_) {
+        log("slow subscriber said", l);
+      }
+    }
+  });
+  try {
+    await waitUntil(() => ready, 15000, "slow subscriber ready");
+    const otherNc = await conn([s[0]]);
+    const pub = await conn([s[1]]);
+    const other = new Collector();
+    otherNc.subscribe("slow.x", { callback: other.cb });
+    await otherNc.flush();
+    await probeUntil(pub, "slow.x", () => other.probes, "slow consumer");
+    process.kill(child.pid, "SIGSTOP");
+    for (let i = 0; i < n; i++) {
+      pub.publish("slow.x", payload);
+      // Paced by the running subscriber, so that only the stopped one
+      // falls behind.
+      if (i % 1024 === 1023) {
+        await pub.flush();
+        await waitUntil(() => other.msgs.length >= i - 2048, 30000, "the running subscriber to keep up");
+      }
+    }
+    await pub.flush();
+    await waitUntil(() => other.msgs.length >= n, 30000, "the running subscriber");
+    const others = other.msgs.length;
+    process.kill(child.pid, "SIGCONT");
+    // Probes until the continued subscriber, reconnected and resubscribed,
+    // gets one (bounded).
+    const deadline = Date.now() + 20000;
+    while (!said.has("again") && Date.now() < deadline && child.exitCode === null) {
+      pub.publish("slow.x", te.encode("again"));
+      await pub.flush();
+      await sleep(100);
+    }
+    await otherNc.close();
+    await pub.close();
+    return [{ others, reconnected: said.has("reconnected"), receives_again: said.has("again") }, {}];
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) {
+      process.kill(child.pid, "SIGCONT");
+      child.kill("SIGKILL");
+    }
+  }
+}
+
 async function scJetstream(s) {
   const nc = await conn([s[1]]);
   const js = nc.jetstream({ timeout: 3000 });
@@ -495,6 +560,7 @@ const SCENARIOS = [
   ["drain", scDrain],
   ["max_payload", scMaxPayload],
   ["stopped_subscriber", scStoppedSubscriber],
+  ["slow_consumer", scSlowConsumer],
   ["jetstream", scJetstream],
   ["node_kill", scNodeKill],
   ["reconnect_50", scReconnect50],
@@ -534,6 +600,34 @@ async function mainSub(server, subject, count) {
   process.exit(0);
 }
 
+async function mainSlowSub(servers, subject) {
+  // The slow-consumer subscriber: says when it reconnected and when it got
+  // an `again` message after that.
+  const nc = await conn(servers);
+  (async () => {
+    for await (const st of nc.status()) {
+      if (st.type === "reconnect") emit({ reconnected: true });
+      else log("slow subscriber status", st.type, st.data);
+    }
+  })().catch(() => {});
+  let again = false;
+  nc.subscribe(subject, {
+    callback: (err, msg) => {
+      if (!err && td.decode(msg.data) === "again") again = true;
+    },
+  });
+  await nc.flush();
+  process.stdout.write("ready\n");
+  try {
+    await waitUntil(() => again, 90000, "again");
+    emit({ again: true });
+  } catch (_) {
+    // reported by its absence
+  }
+  await nc.close();
+  process.exit(0);
+}
+
 function arg(name, dflt) {
   const i = process.argv.indexOf(name);
   return i >= 0 ? process.argv[i + 1] : dflt;
@@ -546,6 +640,8 @@ if (!servers.length) {
 }
 if (arg("--role", "scenarios") === "sub") {
   mainSub(servers[0], arg("--subject"), Number(arg("--count")));
+} else if (arg("--role", "scenarios") === "slowsub") {
+  mainSlowSub(servers, arg("--subject"));
 } else {
   mainScenarios(servers, arg("--only", "").split(",").filter(Boolean));
 }

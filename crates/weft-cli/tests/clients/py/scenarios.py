@@ -12,7 +12,9 @@ Rust test compares the results. Protocol with the test (stdout/stdin):
 
 `--role sub` runs one subscriber process (the SIGSTOP scenario): it prints
 `ready` once subscribed, then `{"received": N}` when it has COUNT messages
-or its deadline passes.
+or its deadline passes. `--role slowsub` is the slow-consumer scenario's
+subscriber process: `ready`, then `{"reconnected": true}` on every
+reconnect and `{"again": true}` once it receives an `again` message.
 
 Every wait is bounded. Waits marked INTEREST-WAIT exist only because
 cross-node interest propagation is asynchronous today; once SUB + flush
@@ -401,6 +403,74 @@ async def sc_stopped_subscriber(s):
             await child.wait()
 
 
+async def sc_slow_consumer(s):
+    # The servers run with max_pending = 4 MiB (see real_clients.rs): a
+    # stopped subscriber that falls 32 MiB behind is closed as a slow
+    # consumer, while the other subscriber gets everything; continued, the
+    # stopped one reconnects by itself and receives again.
+    n = 32768
+    payload = b"w" * 1024
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        os.path.abspath(__file__),
+        "--role",
+        "slowsub",
+        "--servers",
+        ",".join(s),
+        "--subject",
+        "slow.x",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        line = await asyncio.wait_for(child.stdout.readline(), 15)
+        if line.strip() != b"ready":
+            raise RuntimeError(f"subscriber process said {line!r}")
+        other_nc = await connect([s[0]])
+        pub = await connect([s[1]])
+        other = Collector()
+        await other_nc.subscribe("slow.x", cb=other.cb)
+        await other_nc.flush()
+        await probe_until(pub, "slow.x", lambda: other.probes, "slow consumer")
+        os.kill(child.pid, signal.SIGSTOP)
+        for i in range(n):
+            await pub.publish("slow.x", payload)
+            if i % 1024 == 1023:
+                # Paced by the running subscriber, so that only the
+                # stopped one falls behind.
+                await wait_until(lambda: len(other.msgs) >= i - 2048, 30, "the running subscriber to keep up")
+        await pub.flush()
+        await wait_until(lambda: len(other.msgs) >= n, 30, "the running subscriber")
+        others = len(other.msgs)
+        os.kill(child.pid, signal.SIGCONT)
+        said = set()
+
+        async def read_child():
+            while True:
+                line = await child.stdout.readline()
+                if not line:
+                    return
+                said.update(json.loads(line).keys())
+
+        reader = asyncio.create_task(read_child())
+        # Probes until the continued subscriber, reconnected and
+        # resubscribed, gets one (bounded).
+        deadline = time.monotonic() + 20
+        while "again" not in said and time.monotonic() < deadline and not reader.done():
+            await pub.publish("slow.x", b"again")
+            await pub.flush()
+            await asyncio.sleep(0.1)
+        reader.cancel()
+        await other_nc.close()
+        await pub.close()
+        return {"others": others, "reconnected": "reconnected" in said, "receives_again": "again" in said}, {}
+    finally:
+        if child.returncode is None:
+            os.kill(child.pid, signal.SIGCONT)
+            child.kill()
+            await child.wait()
+
+
 async def sc_jetstream(s):
     nc = await connect([s[1]])
     js = nc.jetstream(timeout=3)
@@ -507,6 +577,7 @@ SCENARIOS = [
     ("drain", sc_drain),
     ("max_payload", sc_max_payload),
     ("stopped_subscriber", sc_stopped_subscriber),
+    ("slow_consumer", sc_slow_consumer),
     ("jetstream", sc_jetstream),
     ("node_kill", sc_node_kill),
     ("reconnect_50", sc_reconnect_50),
@@ -542,6 +613,34 @@ async def main_sub(server, subject, count):
     await nc.close()
 
 
+async def main_slowsub(servers, subject):
+    """The slow-consumer subscriber: says when it reconnected and when it
+    got an `again` message after that."""
+
+    async def on_reconnect():
+        emit({"reconnected": True})
+
+    async def on_disconnect():
+        log("slow subscriber disconnected")
+
+    nc = await connect(servers, reconnected_cb=on_reconnect, disconnected_cb=on_disconnect)
+    again = asyncio.Event()
+
+    async def cb(msg):
+        if msg.data == b"again":
+            again.set()
+
+    await nc.subscribe(subject, cb=cb, pending_bytes_limit=256 * 1024 * 1024)
+    await nc.flush()
+    print("ready", flush=True)
+    try:
+        await asyncio.wait_for(again.wait(), 90)
+        emit({"again": True})
+    except asyncio.TimeoutError:
+        pass
+    await nc.close()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--servers", required=True, help="comma-separated nats:// URLs, node order")
@@ -553,6 +652,8 @@ def main():
     servers = a.servers.split(",")
     if a.role == "sub":
         asyncio.run(main_sub(servers[0], a.subject, a.count))
+    elif a.role == "slowsub":
+        asyncio.run(main_slowsub(servers, a.subject))
     else:
         asyncio.run(main_scenarios(servers, [x for x in a.only.split(",") if x]))
 
