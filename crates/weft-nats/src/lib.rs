@@ -33,4 +33,4 @@ pub mod stats;
 pub use config::{Auth, NatsConfig};
 pub use error::NatsError;
 pub use server::NatsServer;
-pub use stats::{Metric, MetricKind, NatsStats, NatsStatsSnapshot};
+pub use stats::{Metric, MetricKind, NatsStats, NatsStatsSnapshot, RefuseReason};

@@ -41,6 +41,8 @@ pub(crate) struct Ctx {
     /// This server's advertised `host:port`.
     pub advertise: String,
     pub local: SocketAddr,
+    /// Throttles the warn lines of refused publishes.
+    pub refuse_log: crate::client::RefuseLog,
 }
 
 impl Ctx {
@@ -132,6 +134,7 @@ impl NatsServer {
             node: node.clone(),
             config,
             stats: Arc::new(NatsStats::default()),
+            refuse_log: crate::client::RefuseLog::new(),
             advertise: advertise.clone(),
             local,
         });

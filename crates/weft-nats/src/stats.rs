@@ -2,6 +2,60 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Why a client's `PUB`/`HPUB` was not published. Every refused publish
+/// is counted under its reason (`weft_nats_publish_refused_total{reason}`)
+/// and logged at warn (rate-limited); a pedantic client also gets
+/// `-ERR 'Invalid Publish Subject'` where nats-server sends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefuseReason {
+    /// The subject or reply subject breaks weft's subject grammar (an
+    /// empty token, a wildcard, a control character, over 1024 bytes).
+    InvalidSubject,
+    /// The subject or reply subject is not UTF-8 (weft subjects are
+    /// strings; nats-server accepts any bytes).
+    NotUtf8,
+    /// The header block is not a `NATS/1.0` block of `key: value` lines
+    /// (weft headers are key/value pairs; nats-server passes any block
+    /// through).
+    BadHeaders,
+    /// weft could not publish it (a node's link refused the frame).
+    SendFailed,
+}
+
+impl RefuseReason {
+    /// Every reason, in the order of [`NatsStatsSnapshot::publish_refused`].
+    pub const ALL: [RefuseReason; 4] = [
+        RefuseReason::InvalidSubject,
+        RefuseReason::NotUtf8,
+        RefuseReason::BadHeaders,
+        RefuseReason::SendFailed,
+    ];
+
+    /// The `reason` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            RefuseReason::InvalidSubject => "invalid_subject",
+            RefuseReason::NotUtf8 => "not_utf8",
+            RefuseReason::BadHeaders => "bad_headers",
+            RefuseReason::SendFailed => "send_failed",
+        }
+    }
+
+    fn labels(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            RefuseReason::InvalidSubject => &[("reason", "invalid_subject")],
+            RefuseReason::NotUtf8 => &[("reason", "not_utf8")],
+            RefuseReason::BadHeaders => &[("reason", "bad_headers")],
+            RefuseReason::SendFailed => &[("reason", "send_failed")],
+        }
+    }
+
+    /// Index in [`Self::ALL`].
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Live counters, shared by every client task. Hot-path counts (messages,
 /// bytes) are added once per read or per delivered batch, not per message.
 #[derive(Debug, Default)]
@@ -20,6 +74,8 @@ pub struct NatsStats {
     pub(crate) no_responders: AtomicU64,
     pub(crate) msgs_dropped: AtomicU64,
     pub(crate) subscriptions: AtomicU64,
+    /// By [`RefuseReason::index`].
+    pub(crate) publish_refused: [AtomicU64; 4],
 }
 
 /// Adds `n` to a counter.
@@ -56,11 +112,28 @@ pub struct NatsStatsSnapshot {
     pub protocol_errors: u64,
     /// No-responders status messages sent.
     pub no_responders: u64,
-    /// Messages not delivered: refused publishes (invalid subject or
-    /// headers) and messages weft dropped for a full subscription queue.
+    /// Messages not delivered to a subscription: dropped for a slow
+    /// consumer (the record that crossed `max_pending`) or for a full
+    /// subscription. Refused publishes are counted in
+    /// [`Self::publish_refused`] instead.
     pub msgs_dropped: u64,
     /// Subscriptions held by clients now.
     pub subscriptions: u64,
+    /// Publishes refused, by reason (in the order of
+    /// [`RefuseReason::ALL`]; see [`Self::refused`]).
+    pub publish_refused: [u64; 4],
+}
+
+impl NatsStatsSnapshot {
+    /// Publishes refused for `reason`.
+    pub fn refused(&self, reason: RefuseReason) -> u64 {
+        self.publish_refused[reason.index()]
+    }
+
+    /// Publishes refused for any reason.
+    pub fn refused_total(&self) -> u64 {
+        self.publish_refused.iter().sum()
+    }
 }
 
 /// Whether a family is a counter or a gauge.
@@ -108,9 +181,14 @@ impl NatsStats {
             no_responders: l(&self.no_responders),
             msgs_dropped: l(&self.msgs_dropped),
             subscriptions: l(&self.subscriptions),
+            publish_refused: std::array::from_fn(|i| l(&self.publish_refused[i])),
         }
     }
 }
+
+/// HELP of `weft_nats_publish_refused_total`.
+const REFUSED_HELP: &str = "PUB/HPUB not published, by reason: invalid_subject (subject or reply \
+breaks weft's grammar), not_utf8, bad_headers (not a NATS/1.0 key: value block), send_failed.";
 
 /// HELP of `weft_nats_errors_total`.
 const ERRORS_HELP: &str = "NATS client errors, by kind: connections refused at the limit, \
@@ -134,7 +212,14 @@ impl NatsStatsSnapshot {
             help: ERRORS_HELP,
             value,
         };
-        vec![
+        let refused = RefuseReason::ALL.map(|r| Metric {
+            name: "weft_nats_publish_refused_total",
+            labels: r.labels(),
+            kind: Counter,
+            help: REFUSED_HELP,
+            value: self.refused(r),
+        });
+        let mut all = vec![
             m(
                 "weft_nats_connections",
                 Gauge,
@@ -185,7 +270,7 @@ impl NatsStatsSnapshot {
             m(
                 "weft_nats_msgs_dropped_total",
                 Counter,
-                "Messages refused or dropped (invalid subject or headers, full subscription queue).",
+                "Messages not delivered to a NATS subscription (slow consumer, full subscription).",
                 self.msgs_dropped,
             ),
             m(
@@ -194,6 +279,8 @@ impl NatsStatsSnapshot {
                 "Subscriptions held by NATS clients.",
                 self.subscriptions,
             ),
-        ]
+        ];
+        all.extend(refused);
+        all
     }
 }

@@ -9,85 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::raw::Raw;
 use common::{Cluster, LIMIT, wait_for};
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
-
-/// A raw protocol client that keeps what it has read.
-struct Raw {
-    stream: TcpStream,
-    seen: Vec<u8>,
-    taken: usize,
-}
-
-impl Raw {
-    async fn connect(c: &Cluster) -> Raw {
-        Self::on(TcpStream::connect(c.servers[0].local_addr()).await.unwrap()).await
-    }
-
-    async fn on(stream: TcpStream) -> Raw {
-        let mut r = Raw {
-            stream,
-            seen: Vec::new(),
-            taken: 0,
-        };
-        let info = r.until("\r\n").await;
-        assert!(info.starts_with("INFO {"), "{info}");
-        r
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.unwrap();
-    }
-
-    /// Reads until the unread text contains `needle`; returns the unread
-    /// text up to and including it.
-    async fn until(&mut self, needle: &str) -> String {
-        let deadline = tokio::time::Instant::now() + LIMIT;
-        loop {
-            let unread = &self.seen[self.taken..];
-            if let Some(i) = unread.windows(needle.len()).position(|w| w == needle.as_bytes()) {
-                let end = self.taken + i + needle.len();
-                let text = String::from_utf8_lossy(&self.seen[self.taken..end]).into_owned();
-                self.taken = end;
-                return text;
-            }
-            let mut chunk = [0u8; 64 * 1024];
-            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk))
-                .await
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "timed out waiting for {needle:?}; unread: {:?}",
-                        String::from_utf8_lossy(&self.seen[self.taken..])
-                    )
-                })
-                .unwrap_or(0);
-            assert!(
-                n > 0,
-                "closed before {needle:?}; unread: {:?}",
-                String::from_utf8_lossy(&self.seen[self.taken..])
-            );
-            self.seen.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// Reads until the server closes; returns the unread text.
-    async fn read_to_close(&mut self) -> String {
-        let deadline = tokio::time::Instant::now() + LIMIT;
-        let mut chunk = vec![0u8; 256 * 1024];
-        loop {
-            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
-                Err(_) => panic!("the server did not close the connection"),
-                Ok(Ok(0)) | Ok(Err(_)) => break,
-                Ok(Ok(n)) => self.seen.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let text = String::from_utf8_lossy(&self.seen[self.taken..]).into_owned();
-        self.taken = self.seen.len();
-        text
-    }
-}
+use tokio::net::TcpSocket;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_the_nats_error_and_is_closed() {
@@ -298,9 +223,10 @@ async fn a_slow_consumer_is_closed_and_others_are_not() {
     })
     .await;
 
+    // Closed without an -ERR, as nats-server does (see nats_server_compat).
     let tail = slow.read_to_close().await;
     assert!(
-        tail.ends_with("-ERR 'Slow Consumer'\r\n"),
+        !tail.contains("-ERR"),
         "{:?}",
         &tail[tail.len().saturating_sub(64)..]
     );

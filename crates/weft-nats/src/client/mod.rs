@@ -9,6 +9,7 @@
 //! by everyone and written by the writer task only.
 
 mod outbound;
+mod refuse;
 mod subs;
 
 use std::net::SocketAddr;
@@ -29,8 +30,9 @@ use crate::echo;
 use crate::proto::json::ConnectOptions;
 use crate::proto::{ClientOp, Parser, encode, headers};
 use crate::server::Ctx;
-use crate::stats;
+use crate::stats::{self, RefuseReason};
 use outbound::Outbound;
+pub(crate) use refuse::RefuseLog;
 use subs::{ClientView, SubHandle, SubSink, SubState, Subs};
 
 /// Read buffer: at least this much room before each read.
@@ -242,17 +244,32 @@ impl Client {
         flow
     }
 
-    /// Publishes and empties `batch`; refused messages are dropped and
-    /// counted (pedantic clients never batch, so no `-ERR` is owed).
+    /// Publishes and empties `batch`; refused messages are counted and
+    /// logged (pedantic clients never batch, so no `-ERR` is owed).
     async fn publish_batch(&mut self, batch: &mut Vec<PubMsg>) {
         if batch.is_empty() {
             return;
         }
         let refused = self.ctx.node.publish_batch(batch.drain(..)).await;
         for (_, e) in refused {
-            debug!(cid = self.cid, error = %e, "publish refused");
-            self.dropped();
+            self.publish_failed(&e);
         }
+    }
+
+    /// Counts and logs a publish weft refused.
+    fn publish_failed(&self, e: &PubSubError) {
+        let reason = match e {
+            PubSubError::Subject(_) => RefuseReason::InvalidSubject,
+            _ => RefuseReason::SendFailed,
+        };
+        self.refuse(reason, e);
+    }
+
+    /// Counts and logs (rate-limited) a publish that is not published.
+    fn refuse(&self, reason: RefuseReason, detail: &dyn std::fmt::Display) {
+        self.ctx
+            .refuse_log
+            .refused(&self.ctx.stats, reason, self.cid, detail);
     }
 
     /// Sends `-ERR '<text>'` and closes.
@@ -333,20 +350,12 @@ impl Client {
         Flow::Continue
     }
 
-    fn dropped(&self) {
-        stats::add(&self.ctx.stats.msgs_dropped, 1);
-    }
-
-    fn invalid_publish(&self) {
-        self.dropped();
-        if self.opts.pedantic {
-            self.out.send(b"-ERR 'Invalid Publish Subject'\r\n");
-        }
-    }
-
-    /// Turns a `PUB`/`HPUB` into a weft message, or handles it here (an
-    /// undecodable one is dropped, a request nobody can answer gets the
-    /// no-responders status) and returns `None`.
+    /// Turns a `PUB`/`HPUB` into a weft message, or handles it here and
+    /// returns `None`: a publish weft cannot carry is refused (counted by
+    /// reason and logged), a request nobody can answer gets the
+    /// no-responders status. What the client is sent comes in nats-server's
+    /// order: the pedantic `-ERR` first, then the verbose `+OK`, then any
+    /// delivery or status.
     fn prepare_publish(
         &mut self,
         subject: Bytes,
@@ -354,48 +363,64 @@ impl Client {
         hdr: Option<Bytes>,
         payload: Bytes,
     ) -> Option<PubMsg> {
-        let Ok(subject) = std::str::from_utf8(&subject) else {
-            self.invalid_publish();
+        // `HPUB` with a header size of 0 is a plain message, delivered as
+        // `MSG` (as nats-server): nats.js sends it for a publish with an
+        // empty `headers()` and for every JetStream publish.
+        let hdr = hdr.filter(|h| !h.is_empty());
+        if self.opts.pedantic && !nats_literal_subject(&subject) {
+            // nats-server's pedantic check; it still publishes, weft
+            // refuses below (an empty token or a wildcard is not a weft
+            // subject).
+            self.out.send(b"-ERR 'Invalid Publish Subject'\r\n");
+        }
+        self.ok();
+        let (Ok(subject_str), Ok(reply)) = (
+            std::str::from_utf8(&subject),
+            reply.as_deref().map(std::str::from_utf8).transpose(),
+        ) else {
+            self.refuse(
+                RefuseReason::NotUtf8,
+                &format_args!(
+                    "subject {:?} or reply {:?} is not UTF-8",
+                    String::from_utf8_lossy(&subject),
+                    reply.as_deref().map(String::from_utf8_lossy)
+                ),
+            );
             return None;
-        };
-        let reply = match reply.as_deref().map(std::str::from_utf8) {
-            None => None,
-            Some(Ok(r)) => Some(r.to_string()),
-            Some(Err(_)) => {
-                self.invalid_publish();
-                return None;
-            }
         };
         let mut headers = match hdr.as_deref().map(headers::parse) {
             None => Vec::new(),
+            Some(Ok(h)) if h.is_empty() => {
+                // `NATS/1.0\r\n\r\n`: delivered as `HMSG` with that block
+                // (as nats-server), which weft's empty headers cannot say.
+                vec![(headers::EMPTY_BLOCK_KEY.to_string(), String::new())]
+            }
             Some(Ok(h)) => h,
             Some(Err(e)) => {
-                debug!(cid = self.cid, error = %e, "publish with a malformed header block dropped");
-                self.dropped();
-                if self.opts.pedantic {
-                    self.out.send(b"-ERR 'Invalid Header'\r\n");
-                }
+                self.refuse(
+                    RefuseReason::BadHeaders,
+                    &format_args!("subject {subject_str:?}: {e}"),
+                );
                 return None;
             }
         };
         if let Some(tag) = &self.own_tag {
             headers.push((echo::KEY.to_string(), echo::value(tag, hdr.is_some())));
         }
-        if let Some(r) = &reply
+        if let Some(r) = reply
             && self.opts.no_responders
             && self.opts.headers
-            && weft::weft_proto::subject::validate_subject(subject).is_ok()
-            && !self.ctx.node.has_interest(subject)
+            && weft::weft_proto::subject::validate_subject(subject_str).is_ok()
+            && !self.ctx.node.has_interest(subject_str)
         {
             if let Some(state) = self.subs.first_matching(r) {
                 subs::deliver_no_responders(r.as_bytes(), &state, &self.out, &self.ctx.stats);
             }
-            self.ok();
             return None;
         }
         Some(PubMsg {
-            subject: subject.to_string(),
-            reply,
+            subject: subject_str.to_string(),
+            reply: reply.map(str::to_string),
             headers,
             payload,
         })
@@ -405,16 +430,8 @@ impl Client {
         let Some(msg) = self.prepare_publish(subject, reply, hdr, payload) else {
             return;
         };
-        match self.ctx.node.publish_msg(msg).await {
-            Ok(()) => self.ok(),
-            Err(PubSubError::Subject(e)) => {
-                debug!(cid = self.cid, error = %e, "publish refused");
-                self.invalid_publish();
-            }
-            Err(e) => {
-                debug!(cid = self.cid, error = %e, "publish failed");
-                self.dropped();
-            }
+        if let Err(e) = self.ctx.node.publish_msg(msg).await {
+            self.publish_failed(&e);
         }
     }
 
@@ -456,5 +473,28 @@ impl Client {
         };
         self.subs.insert(SubHandle { sub, state });
         self.ok();
+    }
+}
+
+/// nats-server's pedantic test of a publish subject
+/// (`IsValidLiteralSubject`): no empty token and no `*` or `>` token.
+fn nats_literal_subject(subject: &[u8]) -> bool {
+    subject
+        .split(|&b| b == b'.')
+        .all(|t| !t.is_empty() && t != b"*" && t != b">")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nats_literal_subject;
+
+    #[test]
+    fn literal_subjects_as_nats_server() {
+        for ok in [&b"a"[..], b"a.b", b"a*.b>", b"\xff\xfe", b"$GNR.x"] {
+            assert!(nats_literal_subject(ok), "{ok:?}");
+        }
+        for bad in [&b""[..], b"a..b", b".a", b"a.", b"a.*", b"a.>", b"*", b">.a"] {
+            assert!(!nats_literal_subject(bad), "{bad:?}");
+        }
     }
 }

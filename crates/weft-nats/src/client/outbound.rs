@@ -10,9 +10,12 @@
 //! batch: a lone reply is written as soon as it is appended, which keeps
 //! request/reply latency low. Pending bytes (buffered plus being written) are
 //! bounded by `max_pending`; a write stalled past `write_deadline` or a
-//! buffer over the bound makes the client a slow consumer: it gets
-//! `-ERR 'Slow Consumer'` (when the stream is at a message boundary) and
-//! is closed. Other clients are not affected.
+//! buffer over the bound makes the client a slow consumer: what is
+//! buffered is dropped, a write in progress is abandoned (the client may
+//! get a truncated record) and the connection is closed without an
+//! `-ERR`, byte for byte as nats-server does, so that clients see a
+//! closed connection and reconnect (nats-py treats an unknown `-ERR` as
+//! fatal). Other clients are not affected.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -23,7 +26,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::proto::encode;
 use crate::stats::{self, NatsStats};
@@ -38,7 +41,8 @@ const KEEP_CAPACITY: usize = 4 * 1024 * 1024;
 pub(crate) enum Closing {
     /// Flush what is buffered (an `-ERR` perhaps), then close.
     Flush,
-    /// Over `max_pending`: drop what is buffered, send the error, close.
+    /// A slow consumer: drop what is buffered, abandon the write in
+    /// progress, close (no `-ERR`, as nats-server).
     SlowConsumer,
 }
 
@@ -55,6 +59,9 @@ pub(crate) struct Outbound {
     max_pending: usize,
     /// Cancelled when the client must stop (any reason).
     pub(crate) token: CancellationToken,
+    /// Cancelled when the client is a slow consumer: the writer abandons
+    /// its write at once instead of waiting for `write_deadline`.
+    abort: CancellationToken,
     stats: Arc<NatsStats>,
 }
 
@@ -82,15 +89,16 @@ impl Drop for Guard<'_> {
     fn drop(&mut self) {
         let pending = self.state.buf.len() + self.state.in_flight;
         if pending > self.outbound.max_pending && self.state.closing.is_none() {
-            debug!(
+            warn!(
                 pending,
                 max = self.outbound.max_pending,
-                "slow consumer: pending bytes over the limit"
+                "NATS slow consumer closed: pending bytes over max_pending"
             );
             self.state.buf.clear();
             self.state.closing = Some(Closing::SlowConsumer);
             stats::add(&self.outbound.stats.slow_consumers, 1);
             self.outbound.token.cancel();
+            self.outbound.abort.cancel();
         }
         self.outbound.wake.notify_one();
     }
@@ -107,6 +115,7 @@ impl Outbound {
             wake: Notify::new(),
             max_pending,
             token,
+            abort: CancellationToken::new(),
             stats,
         }
     }
@@ -202,7 +211,12 @@ impl Outbound {
             };
             if !data.is_empty() {
                 let limit = if closing.is_some() { CLOSE_GRACE } else { deadline };
-                match tokio::time::timeout(limit, wr.write_all(&data)).await {
+                let written = tokio::select! {
+                    r = tokio::time::timeout(limit, wr.write_all(&data)) => r,
+                    // Over `max_pending` while this write waited.
+                    _ = self.abort.cancelled() => break,
+                };
+                match written {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
                         debug!(error = %e, "client write failed");
@@ -210,8 +224,10 @@ impl Outbound {
                     }
                     Err(_) if closing.is_some() => break,
                     Err(_) => {
-                        // Stalled mid-stream: no -ERR can be framed now.
-                        debug!(?deadline, "slow consumer: write stalled past the deadline");
+                        warn!(
+                            ?deadline,
+                            "NATS slow consumer closed: write stalled past write_deadline"
+                        );
                         self.mark_stalled();
                         break;
                     }
@@ -230,13 +246,7 @@ impl Outbound {
                 (s.closing, s.buf.is_empty())
             };
             match after {
-                (Some(Closing::Flush), true) => break,
-                (Some(Closing::SlowConsumer), _) => {
-                    let mut last = BytesMut::new();
-                    encode::err(&mut last, "Slow Consumer");
-                    let _ = tokio::time::timeout(CLOSE_GRACE, wr.write_all(&last)).await;
-                    break;
-                }
+                (Some(Closing::Flush), true) | (Some(Closing::SlowConsumer), _) => break,
                 _ => {}
             }
         }

@@ -19,7 +19,7 @@ use weft::{DeliverySink, DirectSubscription, PubMsg, SinkResult};
 
 use super::outbound::Outbound;
 use crate::echo::{self, Origin};
-use crate::proto::encode;
+use crate::proto::{encode, headers};
 use crate::stats::{self, NatsStats};
 
 /// What the sink and the reader share about one subscription.
@@ -204,8 +204,13 @@ impl DeliverySink for SubSink {
         }
         let had_block = origin.as_ref().is_none_or(|o| o.had_header_block);
         let reply = m.reply.as_deref().map(str::as_bytes);
-        let visible = m.headers.iter().filter(|(k, _)| k != echo::KEY);
-        let has_headers = visible.clone().next().is_some() || (origin.is_some() && had_block);
+        let visible = m
+            .headers
+            .iter()
+            .filter(|(k, _)| k != echo::KEY && k != headers::EMPTY_BLOCK_KEY);
+        let has_headers = visible.clone().next().is_some()
+            || m.headers.iter().any(|(k, _)| k == headers::EMPTY_BLOCK_KEY)
+            || (origin.is_some() && had_block);
         if headers_ok && has_headers {
             encode::hmsg(
                 g.buf(),

@@ -11,6 +11,13 @@ use bytes::{BufMut, BytesMut};
 /// Pseudo-header carrying the status of a header block's first line.
 pub const STATUS_KEY: &str = ":status";
 
+/// Pseudo-header (empty value) marking a message published with an empty
+/// header block, `NATS/1.0\r\n\r\n`: weft's empty headers mean "no
+/// block", and nats-server delivers such a message as `HMSG` with the
+/// block. Stripped on delivery to NATS clients; native weft subscribers
+/// see it.
+pub const EMPTY_BLOCK_KEY: &str = ":weft-nats-empty-block";
+
 const VERSION: &[u8] = b"NATS/1.0";
 
 /// Why a header block was refused (the message is dropped, the connection

@@ -4,6 +4,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub mod nats_server;
+pub mod raw;
+
 use weft::{Node, NodeConfig, Secret};
 use weft_nats::{NatsConfig, NatsServer};
 
