@@ -571,21 +571,6 @@ fn nats_js_sees_weft_as_nats_server() {
         },
         &expected,
         &nats_may,
-        &known_weft_bugs(&[
-            // weft drops `HPUB subject 0 size` (a header block of size 0,
-            // as nats.js sends an empty headers object and js.publish).
-            (
-                "headers",
-                json!({
-                    "received": {
-                        "multi": {"headers": {"X-Multi": ["a", "b"], "X-One": ["1"]}, "code": 0, "description": ""},
-                        "single": {"headers": {"X-Two": ["two words"]}, "code": 0, "description": ""},
-                        "end": {"headers": null, "code": null, "description": null},
-                    },
-                    "order": ["multi", "single", "end"],
-                }),
-            ),
-            ("jetstream", json!({"publish": "TIMEOUT", "manager": "503"})),
-        ]),
+        &known_weft_bugs(&[]),
     );
 }
