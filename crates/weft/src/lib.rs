@@ -307,6 +307,7 @@ pub use directory::GroupEvent;
 pub use error::{ConfigError, SendError, StartError};
 pub use membership::{MemberInfo, MemberState, MembershipEvent};
 pub use messaging::GroupPublishReport;
+pub use messaging::dead_letter::{DeadLetter, DeadLetterReceiver, DeadReason};
 pub use messaging::mailbox::{GroupMonitor, Mailbox, MonitorError};
 pub use messaging::message::{CallError, Envelope, Message, MessageError, NameError, Target};
 pub use node::Groups;

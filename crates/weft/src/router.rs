@@ -8,6 +8,7 @@ use weft_proto::{Frame, NodeId};
 use crate::channel::Dispatcher;
 use crate::link::FrameHandler;
 use crate::messaging::Messaging;
+use crate::messaging::dead_letter::DeadLetters;
 use crate::pubsub::PubSub;
 use crate::registry::RegistryService;
 use crate::relay::Relay;
@@ -20,6 +21,7 @@ use crate::stats::Stats;
 pub(crate) struct Services {
     pub registry: Arc<RegistryService>,
     pub messaging: Arc<Messaging>,
+    pub dead_letters: Arc<DeadLetters>,
     pub pubsub: Arc<PubSub>,
     pub relay: Arc<Relay>,
     pub rpc: Arc<Rpc>,
@@ -56,6 +58,11 @@ impl FrameHandler for Router {
             | Header::StreamEnd(_)
             | Header::StreamHeartbeat(_) => s.relay.on_frame(from, frame),
             Header::RpcRequest(_) | Header::RpcReply(_) => s.rpc.on_frame(from, frame),
+            Header::DeadLetter(_) => {
+                if let Header::DeadLetter(d) = frame.header {
+                    s.dead_letters.on_frame(from, d);
+                }
+            }
             _ => self.stats.frames_dropped.inc("unhandled_kind"),
         }
     }
@@ -76,6 +83,7 @@ impl FrameHandler for Router {
         if let Some(s) = self.services.get() {
             s.registry.member_down(peer);
             s.messaging.member_down(peer);
+            s.dead_letters.member_down(peer);
             s.relay.member_down(peer);
             s.rpc.member_down(peer);
             if let Some(shards) = s.shards.get() {

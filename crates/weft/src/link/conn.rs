@@ -256,7 +256,8 @@ fn on_frame(frame: Frame, p: &ConnParams) -> Option<CloseReason> {
         | Header::StreamEnd(_)
         | Header::StreamHeartbeat(_)
         | Header::RpcRequest(_)
-        | Header::RpcReply(_) => {
+        | Header::RpcReply(_)
+        | Header::DeadLetter(_) => {
             p.handler.on_frame(&p.peer, frame);
             None
         }
