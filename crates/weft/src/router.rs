@@ -3,7 +3,7 @@
 use std::sync::{Arc, OnceLock};
 
 use weft_proto::frame::Header;
-use weft_proto::{Frame, NodeId};
+use weft_proto::{EncodedFrame, Frame, NodeId};
 
 use crate::channel::Dispatcher;
 use crate::link::FrameHandler;
@@ -64,6 +64,12 @@ impl FrameHandler for Router {
                 }
             }
             _ => self.stats.frames_dropped.inc("unhandled_kind"),
+        }
+    }
+
+    fn on_unsent(&self, peer: &str, frames: &[EncodedFrame]) {
+        if let Some(s) = self.services.get() {
+            s.dead_letters.unsent(peer, frames);
         }
     }
 

@@ -27,11 +27,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
-use weft_proto::frame::{Addressee, DeadLetter as DeadLetterFrame, DropCount, Header, Undelivered};
-use weft_proto::{Frame, NodeId, Pid};
+use weft_proto::frame::{Addressee, DeadLetter as DeadLetterFrame, DropCount, Header, Undelivered, kind};
+use weft_proto::{EncodedFrame, Frame, FrameDecoder, NodeId, Pid};
 
 use super::message::Target;
 use crate::link::Links;
@@ -64,6 +65,11 @@ pub enum DeadReason {
     SlowConsumer,
     /// The queue group member chosen for a publish left before it arrived.
     QueueMemberGone,
+    /// Reported by this node itself: the tell was still queued for the
+    /// target node when membership declared it down (or it restarted), so
+    /// it was never written. Tells already written when a node crashes
+    /// are lost without a report (at most once).
+    NodeDown,
     /// A reason this node does not know (from a newer node).
     Other,
 }
@@ -77,6 +83,7 @@ impl DeadReason {
             DeadReason::NoGroupMembers => "no_group_members",
             DeadReason::SlowConsumer => "slow_consumer",
             DeadReason::QueueMemberGone => "queue_member_gone",
+            DeadReason::NodeDown => "node_down",
             DeadReason::Other => "other",
         }
     }
@@ -89,6 +96,7 @@ impl DeadReason {
             "no_group_members" => DeadReason::NoGroupMembers,
             "slow_consumer" => DeadReason::SlowConsumer,
             "queue_member_gone" => DeadReason::QueueMemberGone,
+            "node_down" => DeadReason::NodeDown,
             _ => DeadReason::Other,
         }
     }
@@ -396,6 +404,61 @@ impl DeadLetters {
                 // Dropped between the retain and now: nobody to tell.
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
+        }
+    }
+
+    /// Frames queued for `peer` were dropped unsent (it went down or
+    /// restarted): each tell among them is a dead letter of this node's
+    /// own, reason [`DeadReason::NodeDown`]. Calls are not: they fail with
+    /// `NodeDown` by themselves.
+    pub(crate) fn unsent(&self, peer: &str, frames: &[EncodedFrame]) {
+        let mut decoder = FrameDecoder::new(self.links.max_frame());
+        for item in frames {
+            let is_tell =
+                item.frames == 1 && matches!(item.head.get(4), Some(&kind::TELL | &kind::TELL_NAMED));
+            if !is_tell {
+                continue;
+            }
+            let mut wire = BytesMut::with_capacity(item.wire_len());
+            wire.extend_from_slice(&item.head);
+            wire.extend_from_slice(&item.payload);
+            // Our own encoding: a failure here is a bug, counted not hidden.
+            let frame = match decoder.decode(&mut wire) {
+                Ok(Some(f)) => f,
+                _ => {
+                    self.stats.dead_letters_lost.inc("undecodable");
+                    continue;
+                }
+            };
+            let (target, meta) = match frame.header {
+                Header::Tell(t) => (
+                    Target::Pid(Pid {
+                        node: peer.to_string(),
+                        incarnation: t.incarnation,
+                        id: t.to,
+                    }),
+                    t.meta,
+                ),
+                Header::TellNamed(t) => (
+                    Target::Named {
+                        node: peer.to_string(),
+                        name: t.name,
+                    },
+                    t.meta,
+                ),
+                _ => continue,
+            };
+            if meta.call.is_some() {
+                continue;
+            }
+            self.stats.dead_letters_received.inc(DeadReason::NodeDown.label());
+            self.offer(DeadLetter {
+                target,
+                reason: DeadReason::NodeDown,
+                from: meta.from,
+                manifest: meta.manifest,
+                size: frame.payload.len() as u64,
+            });
         }
     }
 
