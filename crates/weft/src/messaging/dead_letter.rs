@@ -41,9 +41,11 @@ use crate::stats::Stats;
 /// Most letters kept per sending node between two flushes; later tell
 /// drops in the same window are reported as counts only.
 pub const MAX_LETTERS: usize = 256;
-/// Most bytes of letters (manifests, names, sender pids) kept per sending
-/// node between two flushes, so a batch always fits in a frame.
-pub const MAX_LETTER_BYTES: usize = 64 * 1024;
+/// Most bytes of letters (manifests, names, sender pids, as an upper bound
+/// of their encoding) kept per sending node between two flushes: letters
+/// travel in the frame header, which holds at most 64 KiB, and the counts
+/// need a little room too.
+pub const MAX_LETTER_BYTES: usize = 32 * 1024;
 /// How long the flusher gathers drops after the first one before it sends:
 /// the latency of a dead letter, and at most one frame per node per window.
 pub const BATCH_DELAY: Duration = Duration::from_millis(20);
@@ -191,6 +193,18 @@ struct Batch {
 }
 
 impl Batch {
+    /// Keeps `letter` if the batch has room (`budget` bytes of letters),
+    /// else counts it.
+    fn add_letter(&mut self, letter: Undelivered, reason: DeadReason, budget: usize) {
+        let len = letter_bytes(&letter);
+        if self.letters.len() < MAX_LETTERS && self.letter_bytes + len <= budget {
+            self.letter_bytes += len;
+            self.letters.push(letter);
+        } else {
+            *self.counts.entry((DropKind::Tell, reason)).or_default() += 1;
+        }
+    }
+
     /// Messages this batch reports, per reason.
     fn per_reason(&self) -> BTreeMap<DeadReason, u64> {
         let mut out = BTreeMap::new();
@@ -210,7 +224,8 @@ fn letter_bytes(l: &Undelivered) -> usize {
         Addressee::Name(n) => n.len(),
     };
     let from = l.from.as_ref().map_or(0, |p| p.node.len() + 24);
-    to + from + l.manifest.len() + l.reason.len() + 16
+    // Tags, length varints and the size varint: at most 32 bytes more.
+    to + from + l.manifest.len() + l.reason.len() + 32
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -221,6 +236,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub(crate) struct DeadLetters {
     links: Links,
     stats: Arc<Stats>,
+    /// Bytes of letters per batch: [`MAX_LETTER_BYTES`], or half the
+    /// link's frame limit when that is smaller.
+    letter_budget: usize,
     pending: Mutex<HashMap<String, Batch>>,
     wake: Notify,
     listeners: Mutex<Vec<Listener>>,
@@ -229,6 +247,7 @@ pub(crate) struct DeadLetters {
 impl DeadLetters {
     pub(crate) fn new(links: Links, stats: Arc<Stats>) -> Self {
         Self {
+            letter_budget: MAX_LETTER_BYTES.min(links.max_frame() / 2),
             links,
             stats,
             pending: Mutex::new(HashMap::new()),
@@ -290,15 +309,8 @@ impl DeadLetters {
             manifest: manifest.to_string(),
             size: size as u64,
         };
-        let len = letter_bytes(&letter);
-        self.batch(sender, |b| {
-            if b.letters.len() < MAX_LETTERS && b.letter_bytes + len <= MAX_LETTER_BYTES {
-                b.letter_bytes += len;
-                b.letters.push(letter);
-            } else {
-                *b.counts.entry((DropKind::Tell, reason)).or_default() += 1;
-            }
-        });
+        let budget = self.letter_budget;
+        self.batch(sender, |b| b.add_letter(letter, reason, budget));
     }
 
     /// `n` messages of `kind` from `sender` were dropped here for `reason`.
@@ -491,6 +503,98 @@ impl DeadLetters {
                 // but no letter reaches the receivers.
                 self.stats.dead_letters_lost.add("summarized", c.count);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(manifest: &str) -> Undelivered {
+        Undelivered {
+            to: Addressee::Name("echo".into()),
+            reason: DeadReason::MailboxFull.label().into(),
+            from: None,
+            manifest: manifest.into(),
+            size: 1,
+        }
+    }
+
+    #[test]
+    fn reasons_round_trip_and_unknown_ones_are_other() {
+        for r in [
+            DeadReason::NoSuchMailbox,
+            DeadReason::MailboxFull,
+            DeadReason::NoGroupMembers,
+            DeadReason::SlowConsumer,
+            DeadReason::QueueMemberGone,
+            DeadReason::NodeDown,
+            DeadReason::Other,
+        ] {
+            assert_eq!(DeadReason::from_label(r.label()), r);
+        }
+        assert_eq!(DeadReason::from_label("from_the_future"), DeadReason::Other);
+    }
+
+    #[test]
+    fn a_batch_keeps_at_most_max_letters_and_counts_the_rest() {
+        let mut b = Batch::default();
+        for _ in 0..MAX_LETTERS + 10 {
+            b.add_letter(letter("m"), DeadReason::MailboxFull, MAX_LETTER_BYTES);
+        }
+        assert_eq!(b.letters.len(), MAX_LETTERS);
+        assert_eq!(
+            b.counts.get(&(DropKind::Tell, DeadReason::MailboxFull)),
+            Some(&10)
+        );
+        let per_reason = b.per_reason();
+        assert_eq!(
+            per_reason.get(&DeadReason::MailboxFull),
+            Some(&(MAX_LETTERS as u64 + 10))
+        );
+    }
+
+    #[test]
+    fn a_batch_is_bounded_in_bytes() {
+        let mut b = Batch::default();
+        let big = "x".repeat(MAX_LETTER_BYTES / 3);
+        for _ in 0..5 {
+            b.add_letter(letter(&big), DeadReason::MailboxFull, MAX_LETTER_BYTES);
+        }
+        assert_eq!(b.letters.len(), 2);
+        assert!(b.letter_bytes <= MAX_LETTER_BYTES);
+        assert_eq!(b.counts.get(&(DropKind::Tell, DeadReason::MailboxFull)), Some(&3));
+    }
+
+    #[test]
+    fn a_full_batch_fits_in_a_frame_header_and_in_the_smallest_frame() {
+        let smallest = weft_proto::codec::MIN_MAX_FRAME;
+        for (manifest_len, max_frame) in [(1, 1 << 20), (200, 1 << 20), (5_000, 1 << 20), (200, smallest)] {
+            let budget = MAX_LETTER_BYTES.min(max_frame / 2);
+            let mut b = Batch::default();
+            for i in 0..MAX_LETTERS * 2 {
+                let m = format!("{i:0>width$}", width = manifest_len);
+                b.add_letter(letter(&m), DeadReason::NoSuchMailbox, budget);
+            }
+            let counts = b.counts.len();
+            let frame = Frame::control(Header::DeadLetter(DeadLetterFrame {
+                letters: b.letters,
+                counts: vec![
+                    DropCount {
+                        kind: "publish".into(),
+                        reason: "queue_member_gone".into(),
+                        count: u64::MAX,
+                    };
+                    counts + 20
+                ],
+            }));
+            let enc = frame.encode(max_frame).expect("a full batch encodes");
+            assert!(
+                enc.head.len() <= MAX_LETTER_BYTES + 1024,
+                "{manifest_len}: {}",
+                enc.head.len()
+            );
         }
     }
 }
