@@ -425,7 +425,7 @@ async fn tells_to_a_full_remote_mailbox_come_back_as_dead_letters() {
     .await;
     let full = received(a, "mailbox_full");
     assert!(
-        full > 0 && slow.len() > 0,
+        full > 0 && !slow.is_empty(),
         "some kept ({}), some dropped ({full})",
         slow.len()
     );
