@@ -257,19 +257,21 @@ impl DeadLetters {
     }
 
     /// Sends pending batches, [`BATCH_DELAY`] after the first drop of a
-    /// window, until `stop`.
+    /// window, until `stop`; then tries once more, so that what could not
+    /// leave is counted rather than forgotten.
     pub(crate) async fn run(self: Arc<Self>, stop: CancellationToken) {
         loop {
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => break,
                 _ = self.wake.notified() => {}
             }
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(BATCH_DELAY) => {}
             }
             self.flush();
         }
+        self.flush();
     }
 
     fn batch<R>(&self, sender: &NodeId, f: impl FnOnce(&mut Batch) -> R) -> R {
