@@ -481,7 +481,9 @@ impl Node {
 
     /// Sends `msg` to a mailbox (by pid, or by name on a node), waiting
     /// for room in the target's queue (local) or the link's (remote).
-    /// FIFO per sender→receiver; at most once across a link failure.
+    /// FIFO per sender→receiver; at most once across a link failure. A
+    /// remote tell that the receiving node drops (mailbox gone or full)
+    /// comes back as a dead letter ([`Node::dead_letters`]).
     pub async fn send(&self, to: impl Into<Target>, msg: Message) -> Result<(), MessageError> {
         self.inner.messaging.send(None, &to.into(), msg, true).await
     }
