@@ -146,6 +146,21 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Messages delivered into local mailboxes.",
     ),
+    (
+        "weft_dead_letters_sent_total",
+        Kind::Counter,
+        "Messages from other nodes dropped here and reported back to their sender's node, by reason.",
+    ),
+    (
+        "weft_dead_letters_received_total",
+        Kind::Counter,
+        "Messages sent by this node that another node reported dropped, by reason.",
+    ),
+    (
+        "weft_dead_letters_lost_total",
+        Kind::Counter,
+        "Dead-letter reports that did not complete, in messages, by reason.",
+    ),
     // Pub/sub.
     (
         "weft_pubsub_subscriptions",
@@ -362,6 +377,9 @@ pub fn record(node: &Node) {
     counter!("weft_messages_sent_total", "kind" => "call").absolute(s.calls_sent);
     counter!("weft_messages_sent_total", "kind" => "group").absolute(s.group_publishes);
     counter!("weft_messages_delivered_total").absolute(s.messages_delivered);
+    by_reason("weft_dead_letters_sent_total", &s.dead_letters_sent);
+    by_reason("weft_dead_letters_received_total", &s.dead_letters_received);
+    by_reason("weft_dead_letters_lost_total", &s.dead_letters_lost);
 
     // Pub/sub.
     let subscriptions: u64 = node.local_interest().iter().map(|(_, _, n)| u64::from(*n)).sum();

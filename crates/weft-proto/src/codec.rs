@@ -323,6 +323,7 @@ fn encode_head(header: &Header, payload_len: usize, max_frame: usize) -> Result<
         Header::StreamHeartbeat(h) => head_of(k, h, payload_len, max_frame),
         Header::RpcRequest(h) => head_of(k, h, payload_len, max_frame),
         Header::RpcReply(h) => head_of(k, h, payload_len, max_frame),
+        Header::DeadLetter(h) => head_of(k, h, payload_len, max_frame),
         // No header fields: postcard writes nothing for `()`.
         Header::Welcome | Header::Registry | Header::Unknown { .. } => {
             head_of(k, &(), payload_len, max_frame)
@@ -487,6 +488,7 @@ fn decode_header(kind_byte: u8, bytes: &[u8]) -> Result<Header, FrameError> {
         kind::STREAM_HEARTBEAT => Header::StreamHeartbeat(get("stream_heartbeat", bytes)?),
         kind::RPC_REQUEST => Header::RpcRequest(get("rpc_request", bytes)?),
         kind::RPC_REPLY => Header::RpcReply(get("rpc_reply", bytes)?),
+        kind::DEAD_LETTER => Header::DeadLetter(get("dead_letter", bytes)?),
         other => Header::Unknown { kind: other },
     })
 }
@@ -634,6 +636,24 @@ mod tests {
             Frame::control(Header::StreamHeartbeat(crate::frame::StreamHeartbeat {
                 key: "k".into(),
                 last_seq: Some(3),
+            })),
+            Frame::control(Header::DeadLetter(crate::frame::DeadLetter {
+                letters: vec![crate::frame::Undelivered {
+                    to: crate::frame::Addressee::Name("echo".into()),
+                    reason: "no_such_mailbox".into(),
+                    from: Some(crate::Pid {
+                        node: "n1".into(),
+                        incarnation: 4,
+                        id: 2,
+                    }),
+                    manifest: "chat.Post".into(),
+                    size: 12,
+                }],
+                counts: vec![crate::frame::DropCount {
+                    kind: "publish".into(),
+                    reason: "slow_consumer".into(),
+                    count: 40,
+                }],
             })),
             Frame {
                 header: Header::Unknown { kind: 200 },

@@ -33,6 +33,9 @@ pub mod kind {
     pub const RPC_REQUEST: u8 = 24;
     /// [`super::RpcReply`]: the reply to a request.
     pub const RPC_REPLY: u8 = 25;
+    /// [`super::DeadLetter`]: messages the sender's node sent that the
+    /// receiver dropped. Never answered (no dead letter for a dead letter).
+    pub const DEAD_LETTER: u8 = 26;
     /// [`super::Data`]: application bytes on a numbered channel.
     pub const DATA: u8 = 64;
     /// [`super::Tell`]: a message to a mailbox by pid.
@@ -302,6 +305,54 @@ pub struct RpcReply {
     pub ok: bool,
 }
 
+/// Whom an undelivered tell was addressed to, on the node reporting it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Addressee {
+    /// A mailbox by pid.
+    Pid(Pid),
+    /// A mailbox by registered name.
+    Name(String),
+}
+
+/// One tell the reporting node dropped, reported back to the sender's node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Undelivered {
+    /// The tell's target.
+    pub to: Addressee,
+    /// Why it was dropped: `no_such_mailbox` or `mailbox_full` today; a
+    /// string so that newer nodes can add reasons (older ones count them
+    /// as `other`).
+    pub reason: String,
+    /// The sending mailbox, if the tell was sent from one.
+    pub from: Option<Pid>,
+    /// The message's manifest (its type tag).
+    pub manifest: String,
+    /// The message body's length in bytes.
+    pub size: u64,
+}
+
+/// Dropped messages reported as a count only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropCount {
+    /// The frame kind that carried them, by name: `tell` (beyond the
+    /// batch's letter limit), `group_publish`, `publish`.
+    pub kind: String,
+    /// Why they were dropped (the receiver's `frames_dropped` reason).
+    pub reason: String,
+    /// How many.
+    pub count: u64,
+}
+
+/// A batch of drops at the sending node of this frame of messages from
+/// the receiving node (kind 26, control class). The payload is empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Tells reported one by one, in the order they were dropped.
+    pub letters: Vec<Undelivered>,
+    /// Every other drop, summed per kind and reason.
+    pub counts: Vec<DropCount>,
+}
+
 /// The header of a frame; the variant fixes the kind byte.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Header {
@@ -347,6 +398,8 @@ pub enum Header {
     RpcRequest(RpcRequest),
     /// See [`RpcReply`].
     RpcReply(RpcReply),
+    /// See [`DeadLetter`].
+    DeadLetter(DeadLetter),
     /// A kind this node does not know. Decoding skips it whole; the link
     /// counts it and carries on (forward compatibility).
     Unknown {
@@ -380,6 +433,7 @@ impl Header {
             Header::StreamHeartbeat(_) => kind::STREAM_HEARTBEAT,
             Header::RpcRequest(_) => kind::RPC_REQUEST,
             Header::RpcReply(_) => kind::RPC_REPLY,
+            Header::DeadLetter(_) => kind::DEAD_LETTER,
             Header::Unknown { kind } => *kind,
         }
     }
@@ -413,6 +467,7 @@ impl Header {
             Header::StreamHeartbeat(_) => "stream_heartbeat",
             Header::RpcRequest(_) => "rpc_request",
             Header::RpcReply(_) => "rpc_reply",
+            Header::DeadLetter(_) => "dead_letter",
             Header::Unknown { .. } => "unknown",
         }
     }

@@ -155,6 +155,14 @@ impl Directory {
             .unwrap_or_default()
     }
 
+    /// Whether a mailbox registered as `name` on `node` is known.
+    pub(crate) fn has_name_on(&self, name: &str, node: &str) -> bool {
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        st.names
+            .get(name)
+            .is_some_and(|s| s.iter().any(|p| p.node == node))
+    }
+
     /// Subscribes to group events, then reads the current members, so no
     /// change falls between the two.
     pub(crate) fn monitor(&self, group: &str) -> (Vec<Pid>, broadcast::Receiver<GroupEvent>) {

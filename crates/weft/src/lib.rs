@@ -89,6 +89,18 @@
 //! and a target that does not exist or whose node is down is a typed
 //! error ([`CallError`], [`MessageError`]), never a hang.
 //!
+//! A remote tell returns once it is queued on the link. If the receiving
+//! node then drops it (the mailbox is gone or full), the drop comes back to
+//! the sending node as a [`DeadLetter`] (target, [`DeadReason`], sender,
+//! manifest, size) on [`Node::dead_letters`], and is counted on both nodes
+//! (`dead_letters_sent` / `dead_letters_received` in [`Node::stats`]); tells
+//! still queued for a node declared down come back the same way with
+//! [`DeadReason::NodeDown`]. A tell by name to a name this node's directory
+//! does not hold fails at once with [`MessageError::NoSuchMailbox`]. Group
+//! publishes and pub/sub stay at most once; their drops at a receiver are
+//! counted back on the publishing node. See `docs/guide.md`, "When a
+//! message cannot be delivered".
+//!
 //! ```
 //! use std::time::Duration;
 //! use weft::{Message, Node, NodeConfig, Secret, Target};
@@ -118,6 +130,9 @@
 //!     let gone = node.spawn_mailbox().pid().clone();
 //!     let err = node.call(&gone, Message::new("ping", ""), Duration::from_secs(5)).await;
 //!     assert_eq!(err, Err(weft::CallError::NoSuchMailbox));
+//!     // A name nobody registered: a tell fails at once too.
+//!     let err = node.send_named("n1", "nobody", Message::new("ping", "")).await;
+//!     assert!(matches!(err, Err(weft::MessageError::NoSuchMailbox(_))));
 //!
 //!     // Process groups: members anywhere; a publish sends one frame per
 //!     // node that has members, which delivers to each of its members.
@@ -310,6 +325,7 @@ pub use directory::GroupEvent;
 pub use error::{ConfigError, SendError, StartError};
 pub use membership::{MemberInfo, MemberState, MembershipEvent};
 pub use messaging::GroupPublishReport;
+pub use messaging::dead_letter::{DeadLetter, DeadLetterReceiver, DeadReason};
 pub use messaging::mailbox::{GroupMonitor, Mailbox, MonitorError};
 pub use messaging::message::{CallError, Envelope, Message, MessageError, NameError, Target};
 pub use node::Groups;

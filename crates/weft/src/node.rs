@@ -20,6 +20,7 @@ use crate::error::{SendError, StartError};
 use crate::link::manager::LinksParams;
 use crate::link::{LinkEvent, LinkInfo, Links, TlsContext};
 use crate::membership::{self, Command, MemberInfo, MemberState, Membership, MembershipEvent, SwimId};
+use crate::messaging::dead_letter::{DEFAULT_RECEIVER_CAPACITY, DeadLetterReceiver, DeadLetters};
 use crate::messaging::mailbox::{GroupMonitor, Mailbox};
 use crate::messaging::message::{CallError, Message, MessageError, NameError, Target};
 use crate::messaging::{GroupPublishReport, Messaging};
@@ -52,6 +53,7 @@ struct NodeInner {
     stats: Arc<Stats>,
     dispatcher: Arc<Dispatcher>,
     messaging: Arc<Messaging>,
+    dead_letters: Arc<DeadLetters>,
     directory: Arc<Directory>,
     registry: Arc<RegistryService>,
     pubsub: Arc<PubSub>,
@@ -233,18 +235,22 @@ impl Node {
             stats.clone(),
             directory.clone(),
         ));
+        let dead_letters = Arc::new(DeadLetters::new(links.clone(), stats.clone()));
+        tokio::spawn(dead_letters.clone().run(shutdown.clone()));
         let messaging = Arc::new(Messaging::new(
             id.clone(),
             links.clone(),
             stats.clone(),
             registry.clone(),
             directory.clone(),
+            dead_letters.clone(),
         ));
         let pubsub = Arc::new(PubSub::new(
             id.clone(),
             links.clone(),
             stats.clone(),
             registry.clone(),
+            dead_letters.clone(),
             config.messaging.subscription_bytes,
             config.pubsub.queue_locality,
         ));
@@ -263,6 +269,7 @@ impl Node {
         let _ = router.services.set(Services {
             registry: registry.clone(),
             messaging: messaging.clone(),
+            dead_letters: dead_letters.clone(),
             pubsub: pubsub.clone(),
             relay: relay.clone(),
             rpc: rpc.clone(),
@@ -325,6 +332,7 @@ impl Node {
                 stats,
                 dispatcher,
                 messaging,
+                dead_letters,
                 directory,
                 registry,
                 pubsub,
@@ -474,7 +482,9 @@ impl Node {
 
     /// Sends `msg` to a mailbox (by pid, or by name on a node), waiting
     /// for room in the target's queue (local) or the link's (remote).
-    /// FIFO per sender→receiver; at most once across a link failure.
+    /// FIFO per sender→receiver; at most once across a link failure. A
+    /// remote tell that the receiving node drops (mailbox gone or full)
+    /// comes back as a dead letter ([`Node::dead_letters`]).
     pub async fn send(&self, to: impl Into<Target>, msg: Message) -> Result<(), MessageError> {
         self.inner.messaging.send(None, &to.into(), msg, true).await
     }
@@ -485,8 +495,28 @@ impl Node {
         self.inner.messaging.send(None, &to.into(), msg, false).await
     }
 
+    /// The dead letters of this node's tells: each tell another node
+    /// received but dropped (mailbox gone or full) comes back as a
+    /// [`DeadLetter`](crate::DeadLetter), within about
+    /// [`BATCH_DELAY`](crate::messaging::dead_letter::BATCH_DELAY) of the
+    /// drop. Every call returns a new receiver that sees the letters
+    /// arriving from then on; it holds up to 1024 letters, later ones are
+    /// dropped and counted (see [`DeadLetterReceiver`]).
+    pub fn dead_letters(&self) -> DeadLetterReceiver {
+        self.dead_letters_with_capacity(DEFAULT_RECEIVER_CAPACITY)
+    }
+
+    /// Like [`Node::dead_letters`], holding up to `capacity` letters (at
+    /// least 1).
+    pub fn dead_letters_with_capacity(&self, capacity: usize) -> DeadLetterReceiver {
+        self.inner.dead_letters.subscribe(capacity)
+    }
+
     /// Sends to the mailbox registered as `name` on `node` (the remote
-    /// tell to an actor path).
+    /// tell to an actor path). Fails at once with
+    /// [`MessageError::NoSuchMailbox`] when this node's replicated
+    /// directory holds no such name on `node` (a name registered there
+    /// moments ago may not have arrived yet: see [`Node::whereis`]).
     pub async fn send_named(&self, node: &str, name: &str, msg: Message) -> Result<(), MessageError> {
         let target = Target::Named {
             node: node.to_string(),

@@ -423,6 +423,22 @@ impl<T: ByteSized> ByteQueue<T> {
         self.lock().closed = false;
     }
 
+    /// Removes and returns every queued item, control lane first.
+    pub fn take_all(&self) -> Vec<T> {
+        let (items, push_waiters) = {
+            let mut l = self.lock();
+            let mut items: Vec<T> = l.control.drain(..).collect();
+            items.extend(l.data.drain(..));
+            l.control_bytes = 0;
+            l.data_bytes = 0;
+            (items, l.push_waiters > 0)
+        };
+        if push_waiters {
+            self.writable.notify_waiters();
+        }
+        items
+    }
+
     /// Removes every queued item, returning how many messages they stood
     /// for ([`ByteSized::messages`]).
     pub fn clear(&self) -> usize {

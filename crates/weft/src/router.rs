@@ -3,11 +3,12 @@
 use std::sync::{Arc, OnceLock};
 
 use weft_proto::frame::Header;
-use weft_proto::{Frame, NodeId};
+use weft_proto::{EncodedFrame, Frame, NodeId};
 
 use crate::channel::Dispatcher;
 use crate::link::FrameHandler;
 use crate::messaging::Messaging;
+use crate::messaging::dead_letter::DeadLetters;
 use crate::pubsub::PubSub;
 use crate::registry::RegistryService;
 use crate::relay::Relay;
@@ -20,6 +21,7 @@ use crate::stats::Stats;
 pub(crate) struct Services {
     pub registry: Arc<RegistryService>,
     pub messaging: Arc<Messaging>,
+    pub dead_letters: Arc<DeadLetters>,
     pub pubsub: Arc<PubSub>,
     pub relay: Arc<Relay>,
     pub rpc: Arc<Rpc>,
@@ -56,7 +58,18 @@ impl FrameHandler for Router {
             | Header::StreamEnd(_)
             | Header::StreamHeartbeat(_) => s.relay.on_frame(from, frame),
             Header::RpcRequest(_) | Header::RpcReply(_) => s.rpc.on_frame(from, frame),
+            Header::DeadLetter(_) => {
+                if let Header::DeadLetter(d) = frame.header {
+                    s.dead_letters.on_frame(from, d);
+                }
+            }
             _ => self.stats.frames_dropped.inc("unhandled_kind"),
+        }
+    }
+
+    fn on_unsent(&self, peer: &str, frames: &[EncodedFrame]) {
+        if let Some(s) = self.services.get() {
+            s.dead_letters.unsent(peer, frames);
         }
     }
 
@@ -76,6 +89,7 @@ impl FrameHandler for Router {
         if let Some(s) = self.services.get() {
             s.registry.member_down(peer);
             s.messaging.member_down(peer);
+            s.dead_letters.member_down(peer);
             s.relay.member_down(peer);
             s.rpc.member_down(peer);
             if let Some(shards) = s.shards.get() {

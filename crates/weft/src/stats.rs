@@ -130,6 +130,18 @@ pub struct Stats {
     pub pubsub_published: AtomicU64,
     /// Messages put into local subscriptions' queues.
     pub pubsub_delivered: AtomicU64,
+    /// Messages from other nodes dropped here and reported back to their
+    /// sender's node in a `DEAD_LETTER` frame, by drop reason
+    /// (`no_such_mailbox`, `mailbox_full`, `no_group_members`,
+    /// `slow_consumer`, `queue_member_gone`).
+    pub dead_letters_sent: Labelled,
+    /// Messages this node sent that another node reported dropped, by the
+    /// receiver's drop reason (same labels as `dead_letters_sent`).
+    pub dead_letters_received: Labelled,
+    /// Dead-letter reports that did not complete, in messages, by reason:
+    /// `sender_down` and `not_queued` on the dropping node, `stream_full`
+    /// and `summarized` (a tell reported as a count only) on the sender.
+    pub dead_letters_lost: Labelled,
     peers: Mutex<BTreeMap<String, Arc<PeerCounters>>>,
 }
 
@@ -224,6 +236,12 @@ pub struct StatsSnapshot {
     pub pubsub_published: u64,
     /// Messages put into local subscriptions' queues.
     pub pubsub_delivered: u64,
+    /// Messages dropped here and reported to their sender, by reason.
+    pub dead_letters_sent: BTreeMap<String, u64>,
+    /// Messages of ours other nodes reported dropped, by reason.
+    pub dead_letters_received: BTreeMap<String, u64>,
+    /// Dead-letter reports that did not complete, by reason.
+    pub dead_letters_lost: BTreeMap<String, u64>,
     /// Traffic per peer name.
     pub peers: BTreeMap<String, PeerTraffic>,
 }
@@ -294,6 +312,9 @@ impl Stats {
             group_publishes: r(&self.group_publishes),
             pubsub_published: r(&self.pubsub_published),
             pubsub_delivered: r(&self.pubsub_delivered),
+            dead_letters_sent: self.dead_letters_sent.snapshot(),
+            dead_letters_received: self.dead_letters_received.snapshot(),
+            dead_letters_lost: self.dead_letters_lost.snapshot(),
             peers,
         }
     }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{config, sees_up, wait_for};
-use weft::{CallError, GroupEvent, Message, MessageError, Node, Target};
+use weft::{
+    CallError, DeadLetter, DeadLetterReceiver, DeadReason, GroupEvent, Message, MessageError, Node, Target,
+};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -278,5 +280,295 @@ async fn a_flooded_mailbox_does_not_affect_others() {
         || b.stats().frames_dropped.get("mailbox_full").copied().unwrap_or(0) as usize + slow.len();
     wait_for("all flood messages accounted for", LIMIT, || accounted() == 5_000).await;
     assert!(slow.len() < 5_000, "the slow mailbox is bounded");
+    stop(nodes).await;
+}
+
+fn count(map: &std::collections::BTreeMap<String, u64>, reason: &str) -> u64 {
+    map.get(reason).copied().unwrap_or(0)
+}
+
+/// Dead letters reported back to `node`, by reason.
+fn received(node: &Node, reason: &str) -> u64 {
+    count(&node.stats().dead_letters_received, reason)
+}
+
+/// Drops `node` reported back to their senders, by reason.
+fn reported(node: &Node, reason: &str) -> u64 {
+    count(&node.stats().dead_letters_sent, reason)
+}
+
+async fn next_letter(rx: &mut DeadLetterReceiver) -> DeadLetter {
+    tokio::time::timeout(LIMIT, rx.recv())
+        .await
+        .expect("a dead letter within the limit")
+        .expect("node running")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tell_to_a_missing_name_fails_at_once_locally_and_remotely() {
+    let nodes = cluster(2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut letters = a.dead_letters();
+    // Local: the node's own name table.
+    assert!(matches!(
+        a.send_named("n1", "nobody", Message::new("t", Bytes::new()))
+            .await,
+        Err(MessageError::NoSuchMailbox(_))
+    ));
+    // Remote: the replicated directory, no round trip (nothing is sent).
+    let tells_before = a.stats().tells_sent;
+    assert!(matches!(
+        a.send_named("n2", "nobody", Message::new("t", Bytes::new()))
+            .await,
+        Err(MessageError::NoSuchMailbox(_))
+    ));
+    let named = Target::Named {
+        node: "n2".into(),
+        name: "nobody".into(),
+    };
+    let sender = a.spawn_mailbox();
+    assert!(matches!(
+        sender.send(named, Message::new("t", Bytes::new())).await,
+        Err(MessageError::NoSuchMailbox(_))
+    ));
+    assert_eq!(a.stats().tells_sent, tells_before, "refused tells are not sent");
+
+    // A name the directory holds is sent; once it is gone there too, the
+    // tell is refused again.
+    let echo = b.spawn_mailbox();
+    b.register("echo", &echo).expect("register");
+    wait_for("name visible on n1", LIMIT, || !a.whereis("echo").is_empty()).await;
+    a.send_named("n2", "echo", Message::new("t", Bytes::from_static(b"x")))
+        .await
+        .expect("known name");
+    let env = tokio::time::timeout(LIMIT, echo.recv())
+        .await
+        .expect("delivered")
+        .expect("open");
+    assert_eq!(env.message.payload.as_ref(), b"x");
+    drop(echo);
+    wait_for("name gone on n1", LIMIT, || a.whereis("echo").is_empty()).await;
+    assert!(matches!(
+        a.send_named("n2", "echo", Message::new("t", Bytes::new())).await,
+        Err(MessageError::NoSuchMailbox(_))
+    ));
+    // Errors, not dead letters: nothing came back.
+    assert!(letters.try_recv().is_none());
+    assert_eq!(received(a, "no_such_mailbox"), 0);
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tell_to_a_dropped_mailbox_is_an_error_locally_and_a_dead_letter_remotely() {
+    let nodes = cluster(2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut letters = a.dead_letters();
+    let sender = a.spawn_mailbox();
+
+    // Local: an error at once.
+    let local_gone = a.spawn_mailbox().pid().clone();
+    assert!(matches!(
+        sender.send(&local_gone, Message::new("t", Bytes::new())).await,
+        Err(MessageError::NoSuchMailbox(_))
+    ));
+
+    // Remote: queued, dropped by n2, reported back to n1.
+    let remote_gone = b.spawn_mailbox().pid().clone();
+    sender
+        .send(
+            &remote_gone,
+            Message::new("chat.Post", Bytes::from_static(b"hello")),
+        )
+        .await
+        .expect("queued on the link");
+    let letter = next_letter(&mut letters).await;
+    assert_eq!(letter.target, Target::Pid(remote_gone.clone()));
+    assert_eq!(letter.reason, DeadReason::NoSuchMailbox);
+    assert_eq!(letter.from.as_ref(), Some(sender.pid()));
+    assert_eq!(letter.manifest, "chat.Post");
+    assert_eq!(letter.size, 5);
+    // Counted on both sides, by reason.
+    assert_eq!(received(a, "no_such_mailbox"), 1);
+    wait_for("n2 counted the report", LIMIT, || {
+        reported(b, "no_such_mailbox") == 1
+    })
+    .await;
+    assert_eq!(count(&b.stats().frames_dropped, "no_such_mailbox"), 1);
+    // Only the sender's node learns it.
+    assert_eq!(received(b, "no_such_mailbox"), 0);
+    assert_eq!(reported(a, "no_such_mailbox"), 0);
+
+    // A call to the same pid keeps its typed error, and no dead letter.
+    let e = a.call(&remote_gone, Message::new("q", Bytes::new()), LIMIT).await;
+    assert_eq!(e, Err(CallError::NoSuchMailbox));
+    assert_eq!(received(a, "no_such_mailbox"), 1);
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_to_a_full_remote_mailbox_come_back_as_dead_letters() {
+    let nodes = cluster(2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut letters = a.dead_letters();
+    // Room for about two 100-byte messages.
+    let slow = b.spawn_mailbox_with_capacity(400);
+    const SENT: u64 = 20;
+    for i in 0..SENT {
+        a.send(slow.pid(), Message::new("bulk", vec![i as u8; 100]))
+            .await
+            .expect("queued on the link");
+    }
+    // Every tell is either in the mailbox or a dead letter on n1.
+    wait_for("every tell accounted for", LIMIT, || {
+        slow.len() as u64 + received(a, "mailbox_full") == SENT
+    })
+    .await;
+    let full = received(a, "mailbox_full");
+    assert!(
+        full > 0 && !slow.is_empty(),
+        "some kept ({}), some dropped ({full})",
+        slow.len()
+    );
+    for _ in 0..full {
+        let l = next_letter(&mut letters).await;
+        assert_eq!(l.reason, DeadReason::MailboxFull);
+        assert_eq!(l.target, Target::Pid(slow.pid().clone()));
+        assert_eq!((l.manifest.as_str(), l.size), ("bulk", 100));
+    }
+    assert!(letters.try_recv().is_none(), "one letter per dropped tell");
+    wait_for("n2 reported each drop", LIMIT, || {
+        reported(b, "mailbox_full") == full
+    })
+    .await;
+    assert_eq!(count(&b.stats().frames_dropped, "mailbox_full"), full);
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_receiver_overflow_is_counted() {
+    let nodes = cluster(2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut small = a.dead_letters_with_capacity(2);
+    let mut big = a.dead_letters();
+    let gone = b.spawn_mailbox().pid().clone();
+    for i in 0..10u32 {
+        a.send(&gone, Message::typed("n", &i).expect("encode"))
+            .await
+            .expect("queued");
+    }
+    wait_for("10 reported back", LIMIT, || received(a, "no_such_mailbox") == 10).await;
+    // The big receiver has all ten; the small one two, the rest counted.
+    for _ in 0..10 {
+        next_letter(&mut big).await;
+    }
+    assert!(small.try_recv().is_some());
+    assert!(small.try_recv().is_some());
+    assert!(small.try_recv().is_none());
+    assert_eq!(small.dropped(), 8);
+    assert_eq!(big.dropped(), 0);
+    assert_eq!(count(&a.stats().dead_letters_lost, "stream_full"), 8);
+    // A dropped receiver no longer counts.
+    drop(small);
+    a.send(&gone, Message::new("t", Bytes::new()))
+        .await
+        .expect("queued");
+    next_letter(&mut big).await;
+    assert_eq!(count(&a.stats().dead_letters_lost, "stream_full"), 8);
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_to_a_crashed_node_are_errors_or_dead_letters() {
+    let nodes = cluster(3).await;
+    let mut letters = nodes[0].dead_letters();
+    let target = nodes[2].spawn_mailbox();
+    let pid = target.pid().clone();
+    nodes[2].abort();
+    // Once the connection is gone, tells queue for n3 until membership
+    // declares it down: then the queued ones come back as `node_down`
+    // letters and later ones fail with `NodeDown`.
+    wait_for("link to n3 closed", LIMIT, || !nodes[0].is_linked("n3")).await;
+    let mut queued = 0u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "n3 never declared down");
+        match nodes[0].try_send(&pid, Message::new("t", Bytes::new())).await {
+            Ok(()) => queued += 1,
+            Err(MessageError::NodeDown(n)) => {
+                assert_eq!(n, "n3");
+                break;
+            }
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        queued > 0,
+        "some tells were queued before the node was declared down"
+    );
+    wait_for("every queued tell came back", LIMIT, || {
+        received(&nodes[0], "node_down") == queued
+    })
+    .await;
+    for _ in 0..queued {
+        let l = next_letter(&mut letters).await;
+        assert_eq!(l.reason, DeadReason::NodeDown);
+        assert_eq!(l.target, Target::Pid(pid.clone()));
+    }
+    drop(target);
+    let mut nodes = nodes;
+    nodes.truncate(2);
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_and_pubsub_drops_are_counted_on_the_sender() {
+    let nodes = cluster(2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    // A group member on n2 with room for about one message.
+    let member = b.spawn_mailbox_with_capacity(200);
+    b.groups().join("g", member.pid()).expect("join");
+    wait_for("member visible on n1", LIMIT, || {
+        a.groups().members("g").len() == 1
+    })
+    .await;
+    for _ in 0..10 {
+        let r = a
+            .groups()
+            .publish("g", Message::new("m", vec![0u8; 100]))
+            .await
+            .expect("publish");
+        assert_eq!(r.remote_nodes, 1);
+    }
+    wait_for("every copy accounted for", LIMIT, || {
+        member.len() as u64 + received(a, "mailbox_full") == 10
+    })
+    .await;
+    let full = received(a, "mailbox_full");
+    assert!(full > 0);
+    wait_for("n2 reported them", LIMIT, || reported(b, "mailbox_full") == full).await;
+    assert_eq!(count(&b.stats().frames_dropped, "mailbox_full"), full);
+
+    // A slow subscriber on n2: its drops are counted on n1 too.
+    let sub = b.subscribe_with_capacity("dl.>", None, 300).expect("subscribe");
+    wait_for("interest on n1", LIMIT, || a.has_interest("dl.x")).await;
+    for _ in 0..20 {
+        a.publish("dl.x", Vec::new(), Bytes::from(vec![0u8; 100]))
+            .await
+            .expect("publish");
+    }
+    wait_for("slow-consumer drops reported to n1", LIMIT, || {
+        let dropped = count(&b.stats().frames_dropped, "slow_consumer");
+        dropped > 0 && received(a, "slow_consumer") == dropped
+    })
+    .await;
+    assert_eq!(
+        reported(b, "slow_consumer"),
+        count(&b.stats().frames_dropped, "slow_consumer")
+    );
+    assert_eq!(sub.dropped(), received(a, "slow_consumer"));
+    // Counts, not letters: the dead-letter stream carries tells only.
+    let mut letters = a.dead_letters();
+    assert!(letters.try_recv().is_none());
     stop(nodes).await;
 }

@@ -1,6 +1,6 @@
 //! Actor-style messaging: mailboxes with cluster-wide pids, a named actor,
-//! remote tells, a call with a reply, and typed errors when the target is
-//! gone.
+//! remote tells, a call with a reply, and typed errors (or, for a tell, a
+//! dead letter) when the target is gone.
 //!
 //! An actor here is a task that owns a [`weft::Mailbox`] and its state;
 //! other nodes reach it by pid or by the name it registered. Messages from
@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure};
-use weft::{CallError, Mailbox, Message, Target};
+use weft::{CallError, DeadReason, Mailbox, Message, Target};
 use weft_examples::{bounded, cluster, shutdown, wait_until};
 
 #[tokio::main]
@@ -81,6 +81,20 @@ async fn run() -> anyhow::Result<()> {
     {
         Err(CallError::NoSuchMailbox) => println!("n1 calls dropped mailbox {gone} -> NoSuchMailbox"),
         other => bail!("expected NoSuchMailbox, got {other:?}"),
+    }
+    // A tell to it returns once queued on the link; n3 drops it and
+    // reports it back, so n1 sees a dead letter instead of nothing.
+    let mut dead_letters = n1.dead_letters();
+    n1.send(&gone, Message::new("add", "")).await?;
+    let letter = tokio::time::timeout(Duration::from_secs(5), dead_letters.recv()).await;
+    match letter {
+        Ok(Some(l)) if l.reason == DeadReason::NoSuchMailbox => {
+            println!(
+                "n1 tells dropped mailbox {gone} -> dead letter {:?} ({})",
+                l.reason, l.manifest
+            )
+        }
+        other => bail!("expected a NoSuchMailbox dead letter, got {other:?}"),
     }
 
     // A node that crashes: the call fails with NodeDown as soon as

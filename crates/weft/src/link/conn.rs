@@ -72,6 +72,11 @@ pub trait FrameHandler: Send + Sync + 'static {
 
     /// Membership declared `peer` down: purge what it owned.
     fn on_member_down(&self, _peer: &NodeId) {}
+
+    /// Frames queued for `peer` were never written: the run of the peer
+    /// they were for ended (down, or restarted). Called with the peer's
+    /// state locked: must not call back into the links.
+    fn on_unsent(&self, _peer: &str, _frames: &[EncodedFrame]) {}
 }
 
 /// Why a connection ended.
@@ -256,7 +261,8 @@ fn on_frame(frame: Frame, p: &ConnParams) -> Option<CloseReason> {
         | Header::StreamEnd(_)
         | Header::StreamHeartbeat(_)
         | Header::RpcRequest(_)
-        | Header::RpcReply(_) => {
+        | Header::RpcReply(_)
+        | Header::DeadLetter(_) => {
             p.handler.on_frame(&p.peer, frame);
             None
         }

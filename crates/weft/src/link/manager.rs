@@ -250,11 +250,15 @@ impl Links {
     }
 
     /// Drops a peer's queued frames, counting them under `reason`.
+    /// Drops the frames queued for a run of `peer` that ended; the
+    /// handler sees them (dead letters for the tells among them).
     fn drop_queue(&self, peer: &Peer, reason: &'static str) {
-        let n = peer.queue.clear();
+        let items = peer.queue.take_all();
+        let n: usize = items.iter().map(ByteSized::messages).sum();
         if n > 0 {
             debug!(peer = %peer.name, frames = n, reason, "dropping queued frames");
             self.inner.stats.frames_dropped.add(reason, n as u64);
+            self.inner.handler.on_unsent(&peer.name, &items);
         }
     }
 

@@ -9,14 +9,20 @@
 //! - Remote sends are queued on the link to the target node (`send` waits
 //!   for room there, `try_send` returns `Full`); per sender→receiver order
 //!   is kept because one link carries them and one reader delivers them.
+//! - A tell by name to another node fails at once with `NoSuchMailbox`
+//!   when the replicated directory holds no such name on that node (local
+//!   knowledge: a name registered moments ago may not have arrived yet).
 //! - At the receiving node a message for a missing mailbox, or for a full
 //!   one, is dropped and counted (`frames_dropped{no_such_mailbox}` /
 //!   `{mailbox_full}`); if it was a call, the caller gets the matching
-//!   error at once. A slow mailbox never stalls the link or other
-//!   mailboxes.
+//!   error at once; if it was a tell, the drop goes back to the sender's
+//!   node as a dead letter ([`dead_letter`]). A slow mailbox never stalls
+//!   the link or other mailboxes.
 //! - Group publish delivers to each member without waiting: a full member
-//!   mailbox drops that copy and counts it.
+//!   mailbox drops that copy and counts it, on the receiving node and (as
+//!   a dead-letter count) on the publishing node.
 
+pub mod dead_letter;
 pub mod mailbox;
 pub mod message;
 
@@ -28,7 +34,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 use tracing::debug;
-use weft_proto::frame::{GroupPublish, Header, Reply, ReplyStatus, Tell, TellNamed};
+use weft_proto::frame::{Addressee, GroupPublish, Header, Reply, ReplyStatus, Tell, TellNamed};
 use weft_proto::registry::{EntryKey, table};
 use weft_proto::{Frame, NodeId, Pid};
 
@@ -38,6 +44,7 @@ use crate::queue::{ByteQueue, ByteSized, Pushed};
 use crate::registry::RegistryService;
 use crate::stats::Stats;
 
+use dead_letter::{DeadLetters, DeadReason, DropKind};
 use message::{CallError, Envelope, Message, MessageError, NameError, ReplyTo, Target};
 
 impl ByteSized for Envelope {
@@ -67,6 +74,7 @@ pub(crate) struct Messaging {
     stats: Arc<Stats>,
     registry: Arc<RegistryService>,
     directory: Arc<Directory>,
+    dead_letters: Arc<DeadLetters>,
     mailboxes: RwLock<HashMap<u64, Arc<Slot>>>,
     names: Mutex<HashMap<String, u64>>,
     next_id: AtomicU64,
@@ -85,6 +93,7 @@ impl Messaging {
         stats: Arc<Stats>,
         registry: Arc<RegistryService>,
         directory: Arc<Directory>,
+        dead_letters: Arc<DeadLetters>,
     ) -> Self {
         Self {
             local,
@@ -92,6 +101,7 @@ impl Messaging {
             stats,
             registry,
             directory,
+            dead_letters,
             mailboxes: RwLock::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -250,8 +260,13 @@ impl Messaging {
             self.stats.tells_sent.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        if let Target::Pid(pid) = target {
-            self.check_remote_pid(pid)?;
+        match target {
+            Target::Pid(pid) => self.check_remote_pid(pid)?,
+            Target::Named { node, name } => {
+                if !self.directory.has_name_on(name, node) {
+                    return Err(MessageError::NoSuchMailbox(format!("{node}/{name}")));
+                }
+            }
         }
         let frame = self.frame_for(target, &msg, from, None);
         if wait {
@@ -437,10 +452,17 @@ impl Messaging {
             .collect()
     }
 
-    fn fan_out_local(&self, group: &str, from: &Option<Pid>, msg: &Message) -> usize {
-        let mut delivered = 0;
+    /// Queues `msg` for every local member of `group`; returns how many
+    /// took it and how many copies were dropped (full, or the mailbox
+    /// went away while the directory still listed it), each counted.
+    fn fan_out_local(&self, group: &str, from: &Option<Pid>, msg: &Message) -> (usize, u64, u64) {
+        let (mut delivered, mut full, mut gone) = (0, 0, 0);
         for pid in self.local_members(group) {
-            let Some(slot) = self.slot(pid.id) else { continue };
+            let Some(slot) = self.slot(pid.id) else {
+                self.stats.frames_dropped.inc("no_such_mailbox");
+                gone += 1;
+                continue;
+            };
             let env = Envelope {
                 from: from.clone(),
                 message: msg.clone(),
@@ -448,10 +470,17 @@ impl Messaging {
             };
             match self.deliver_now(&slot, env) {
                 Ok(()) => delivered += 1,
-                Err(_) => self.stats.frames_dropped.inc("mailbox_full"),
+                Err(MessageError::Full) => {
+                    self.stats.frames_dropped.inc("mailbox_full");
+                    full += 1;
+                }
+                Err(_) => {
+                    self.stats.frames_dropped.inc("no_such_mailbox");
+                    gone += 1;
+                }
             }
         }
-        delivered
+        (delivered, full, gone)
     }
 
     /// Delivers `msg` to every member of `group`: local members directly,
@@ -470,7 +499,7 @@ impl Messaging {
                 nodes.insert(&p.node);
             }
         }
-        let local = self.fan_out_local(group, &from, &msg);
+        let (local, _, _) = self.fan_out_local(group, &from, &msg);
         let frame = Frame {
             header: Header::GroupPublish(GroupPublish {
                 group: group.to_string(),
@@ -512,22 +541,18 @@ impl Messaging {
         }
     }
 
+    /// Delivers a message from `from_node` addressed to `to`; a drop is
+    /// counted and answered: an error reply for a call, a dead letter for
+    /// a tell.
     fn deliver_inbound(
         &self,
         from_node: &NodeId,
+        to: impl FnOnce() -> Addressee,
         slot: Option<Arc<Slot>>,
         msg: Message,
         sender: Option<Pid>,
         call: Option<u64>,
     ) {
-        let Some(slot) = slot else {
-            debug!(peer = %from_node, "message for a mailbox that does not exist");
-            self.stats.frames_dropped.inc("no_such_mailbox");
-            if let Some(call) = call {
-                self.error_reply(from_node, call, ReplyStatus::NoSuchMailbox);
-            }
-            return;
-        };
         let env = Envelope {
             from: sender,
             message: msg,
@@ -536,15 +561,37 @@ impl Messaging {
                 call,
             }),
         };
-        if let Err(e) = self.deliver_now(&slot, env) {
-            let (label, status) = match e {
-                MessageError::Full => ("mailbox_full", ReplyStatus::MailboxFull),
-                _ => ("no_such_mailbox", ReplyStatus::NoSuchMailbox),
-            };
-            self.stats.frames_dropped.inc(label);
-            if let Some(call) = call {
+        let (reason, env) = match slot {
+            None => {
+                debug!(peer = %from_node, "message for a mailbox that does not exist");
+                (DeadReason::NoSuchMailbox, env)
+            }
+            Some(slot) => match slot.queue.try_push(env, false) {
+                Ok(()) => {
+                    self.stats.messages_delivered.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(Pushed::Full(env)) => (DeadReason::MailboxFull, env),
+                Err(Pushed::Closed(env)) => (DeadReason::NoSuchMailbox, env),
+            },
+        };
+        self.stats.frames_dropped.inc(reason.label());
+        match call {
+            Some(call) => {
+                let status = match reason {
+                    DeadReason::MailboxFull => ReplyStatus::MailboxFull,
+                    _ => ReplyStatus::NoSuchMailbox,
+                };
                 self.error_reply(from_node, call, status);
             }
+            None => self.dead_letters.tell_dropped(
+                from_node,
+                to(),
+                reason,
+                env.from,
+                &env.message.manifest,
+                env.message.payload.len(),
+            ),
         }
     }
 
@@ -557,14 +604,23 @@ impl Messaging {
                 } else {
                     None
                 };
+                let (id, incarnation) = (t.to, t.incarnation);
+                let to = || {
+                    Addressee::Pid(Pid {
+                        node: self.local.name.clone(),
+                        incarnation,
+                        id,
+                    })
+                };
                 let (msg, sender, call) = Message::from_wire(t.meta, frame.payload);
-                self.deliver_inbound(from, slot, msg, sender, call);
+                self.deliver_inbound(from, to, slot, msg, sender, call);
             }
             Header::TellNamed(t) => {
                 let id = lock(&self.names).get(&t.name).copied();
                 let slot = id.and_then(|id| self.slot(id));
                 let (msg, sender, call) = Message::from_wire(t.meta, frame.payload);
-                self.deliver_inbound(from, slot, msg, sender, call);
+                let name = t.name;
+                self.deliver_inbound(from, || Addressee::Name(name), slot, msg, sender, call);
             }
             Header::Reply(r) => {
                 let result = match r.status {
@@ -576,9 +632,13 @@ impl Messaging {
             }
             Header::GroupPublish(g) => {
                 let (msg, sender, _) = Message::from_wire(g.meta, frame.payload);
-                let delivered = self.fan_out_local(&g.group, &sender, &msg);
-                if delivered == 0 {
+                let (delivered, full, gone) = self.fan_out_local(&g.group, &sender, &msg);
+                let d = &self.dead_letters;
+                d.count_dropped(from, DropKind::GroupPublish, DeadReason::MailboxFull, full);
+                d.count_dropped(from, DropKind::GroupPublish, DeadReason::NoSuchMailbox, gone);
+                if delivered == 0 && full == 0 && gone == 0 {
                     self.stats.frames_dropped.inc("no_group_members");
+                    d.count_dropped(from, DropKind::GroupPublish, DeadReason::NoGroupMembers, 1);
                 }
             }
             _ => self.stats.frames_dropped.inc("unhandled_kind"),

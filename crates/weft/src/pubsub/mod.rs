@@ -32,6 +32,7 @@ use weft_proto::trie::SubjectTrie;
 
 use crate::config::QueueLocality;
 use crate::link::Links;
+use crate::messaging::dead_letter::{DeadLetters, DeadReason, DropKind};
 use crate::queue::{ByteQueue, Pushed};
 use crate::registry::RegistryService;
 use crate::stats::Stats;
@@ -110,6 +111,7 @@ pub(crate) struct PubSub {
     links: Links,
     stats: Arc<Stats>,
     registry: Arc<RegistryService>,
+    dead_letters: Arc<DeadLetters>,
     subs: Mutex<LocalSubs>,
     remote: Mutex<RemoteInterest>,
     inbox_prefix: String,
@@ -138,6 +140,7 @@ impl PubSub {
         links: Links,
         stats: Arc<Stats>,
         registry: Arc<RegistryService>,
+        dead_letters: Arc<DeadLetters>,
         sub_capacity: usize,
         queue_locality: QueueLocality,
     ) -> Self {
@@ -147,6 +150,7 @@ impl PubSub {
             links,
             stats,
             registry,
+            dead_letters,
             subs: Mutex::new(LocalSubs::default()),
             remote: Mutex::new(RemoteInterest::default()),
             inbox_prefix,
@@ -312,22 +316,22 @@ impl PubSub {
     }
 
     /// Delivers `msg` to `sink`; a queue gets a clone, a direct sink
-    /// borrows it.
-    fn deliver(&self, sink: &Sink, msg: &PubMsg) {
+    /// borrows it. Returns whether it was dropped as a slow consumer.
+    fn deliver(&self, sink: &Sink, msg: &PubMsg) -> bool {
         let result = match &sink.target {
             Target::Direct { sink: f, closed } => {
                 if closed.load(Ordering::Acquire) {
-                    return;
+                    return false;
                 }
                 f.deliver(msg)
             }
             Target::Queue(q) => Self::push(q, msg.clone()),
         };
-        self.count(sink, result);
+        self.count(sink, result)
     }
 
     /// Delivers `msg` to `sink`, moved into it when it is a queue.
-    fn deliver_owned(&self, sink: &Sink, msg: PubMsg) {
+    fn deliver_owned(&self, sink: &Sink, msg: PubMsg) -> bool {
         match &sink.target {
             Target::Queue(q) => self.count(sink, Self::push(q, msg)),
             Target::Direct { .. } => self.deliver(sink, &msg),
@@ -343,18 +347,20 @@ impl PubSub {
     }
 
     /// Counts a delivery's outcome: a full queue or sink is a
-    /// slow-consumer drop.
-    fn count(&self, sink: &Sink, result: SinkResult) {
+    /// slow-consumer drop (returns true).
+    fn count(&self, sink: &Sink, result: SinkResult) -> bool {
         match result {
             SinkResult::Delivered => {
                 self.stats.pubsub_delivered.fetch_add(1, Ordering::Relaxed);
+                false
             }
             SinkResult::Full => {
                 sink.dropped.fetch_add(1, Ordering::Relaxed);
                 self.stats.frames_dropped.inc("slow_consumer");
+                true
             }
             // Unsubscribing right now: nobody is waiting for it.
-            SinkResult::Closed => {}
+            SinkResult::Closed => false,
         }
     }
 
@@ -366,7 +372,9 @@ impl PubSub {
     /// `msg` goes to: every plain match and, for each queue group in
     /// `queues` (`None`: every group with a local member), one member.
     /// Their sinks go to `sinks`, the groups served to `served`. A reply to
-    /// one of this node's requests is handed to its waiter here.
+    /// one of this node's requests is handed to its waiter here. Returns
+    /// the number of queue groups in `queues` with no member left (each
+    /// counted `queue_member_gone`).
     ///
     /// With `pending` (a local publish under [`QueueLocality::Cluster`])
     /// the queue groups are not served here: their local members go to
@@ -382,7 +390,7 @@ impl PubSub {
         sinks: &mut Vec<Arc<Sink>>,
         served: &mut Vec<String>,
         mut pending: Option<&mut Vec<LocalGroup>>,
-    ) {
+    ) -> u64 {
         if msg.subject.starts_with(&self.inbox_prefix) {
             let token = &msg.subject[self.inbox_prefix.len()..];
             match lock(&self.requests).remove(token) {
@@ -391,7 +399,7 @@ impl PubSub {
                 }
                 None => self.stats.frames_dropped.inc("late_reply"),
             }
-            return;
+            return 0;
         }
         let ids = subs.trie.matches(&msg.subject);
         if !ids.is_empty() {
@@ -419,23 +427,29 @@ impl PubSub {
                 }
             }
         }
+        let mut gone = 0;
         for q in queues.unwrap_or_default() {
             if !served.contains(q) {
                 debug!(queue = %q, subject = %msg.subject, "queue group member gone before delivery");
                 self.stats.frames_dropped.inc("queue_member_gone");
+                gone += 1;
             }
         }
+        gone
     }
 
     /// Delivers `msg` to every sink of `sinks` (moved into the last one
-    /// when it is a queue; direct sinks only borrow it).
-    fn deliver_all(&self, sinks: &[Arc<Sink>], msg: PubMsg) {
+    /// when it is a queue; direct sinks only borrow it). Returns the
+    /// number of slow-consumer drops.
+    fn deliver_all(&self, sinks: &[Arc<Sink>], msg: PubMsg) -> u64 {
+        let mut dropped = 0;
         if let Some((last, rest)) = sinks.split_last() {
             for sink in rest {
-                self.deliver(sink, &msg);
+                dropped += u64::from(self.deliver(sink, &msg));
             }
-            self.deliver_owned(last, msg);
+            dropped += u64::from(self.deliver_owned(last, msg));
         }
+        dropped
     }
 
     /// Plans, under the remote interest lock, the frames `msg` needs: one
@@ -636,7 +650,7 @@ impl PubSub {
         };
         let mut sinks = Vec::new();
         let mut served = Vec::new();
-        self.pick_local(
+        let gone = self.pick_local(
             &mut lock(&self.subs),
             &msg,
             Some(&p.queues),
@@ -644,7 +658,12 @@ impl PubSub {
             &mut served,
             None,
         );
-        self.deliver_all(&sinks, msg);
+        let slow = self.deliver_all(&sinks, msg);
+        // Reported back to the publishing node's metrics (dead-letter
+        // counts): pub/sub stays at most once, nothing is retried.
+        let d = &self.dead_letters;
+        d.count_dropped(from, DropKind::Publish, DeadReason::QueueMemberGone, gone);
+        d.count_dropped(from, DropKind::Publish, DeadReason::SlowConsumer, slow);
     }
 
     /// Whether any subscription anywhere matches `subject`.
