@@ -138,6 +138,12 @@ pub struct MessagingConfig {
     /// Receive queue of a pub/sub subscription, in bytes, unless given at
     /// subscribe time.
     pub subscription_bytes: usize,
+    /// How long an interest barrier (`Subscription::ready`,
+    /// `InterestBarrier::wait`) waits for every up node to confirm before
+    /// it fails naming the nodes that did not. Longer than failure
+    /// detection, so that a crashed node is declared down (and stops
+    /// counting) before a barrier waiting for it gives up.
+    pub interest_barrier_timeout: Duration,
 }
 
 impl Default for MessagingConfig {
@@ -146,6 +152,7 @@ impl Default for MessagingConfig {
             mailbox_bytes: 1024 * 1024,
             anti_entropy_interval: Duration::from_secs(1),
             subscription_bytes: 4 * 1024 * 1024,
+            interest_barrier_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -313,6 +320,11 @@ impl NodeConfig {
         if self.messaging.mailbox_bytes == 0 || self.messaging.anti_entropy_interval.is_zero() {
             return Err(ConfigError::Messaging(
                 "mailbox_bytes and anti_entropy_interval must be positive",
+            ));
+        }
+        if self.messaging.interest_barrier_timeout.is_zero() {
+            return Err(ConfigError::Messaging(
+                "interest_barrier_timeout must be positive",
             ));
         }
         if self.relay.stall_timeout <= self.relay.heartbeat_interval {

@@ -311,6 +311,7 @@ pub use messaging::mailbox::{GroupMonitor, Mailbox, MonitorError};
 pub use messaging::message::{CallError, Envelope, Message, MessageError, NameError, Target};
 pub use node::Groups;
 pub use node::Node;
+pub use pubsub::barrier::{BarrierError, InterestBarrier};
 pub use pubsub::subscription::{
     DeliverySink, DirectSubscription, PubMsg, PubSubError, SinkResult, Subscription,
 };

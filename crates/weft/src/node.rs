@@ -232,6 +232,7 @@ impl Node {
             links.clone(),
             stats.clone(),
             directory.clone(),
+            member_table.clone(),
         ));
         let messaging = Arc::new(Messaging::new(
             id.clone(),
@@ -246,6 +247,7 @@ impl Node {
             stats.clone(),
             registry.clone(),
             config.messaging.subscription_bytes,
+            config.messaging.interest_barrier_timeout,
         ));
         registry.set_pubsub(&pubsub);
         let relay = Relay::new(
@@ -633,6 +635,15 @@ impl Node {
             .pubsub
             .request(subject, Vec::new(), payload, timeout)
             .await
+    }
+
+    /// A barrier covering every interest change (subscribe, unsubscribe,
+    /// queue group membership) made on this node so far: once
+    /// [`crate::InterestBarrier::wait`] resolves, every node that is up has
+    /// applied them. The NATS front end answers a client's `PING` that
+    /// follows `SUB`/`UNSUB` this way.
+    pub fn interest_barrier(&self) -> crate::InterestBarrier {
+        self.inner.pubsub.barrier()
     }
 
     /// Whether any subscription anywhere in the cluster matches `subject`.

@@ -9,6 +9,7 @@
 //! otherwise one remote node picked in proportion to its member count
 //! (named in the frame's `queues`).
 
+pub mod barrier;
 mod outgoing;
 pub mod subscription;
 
@@ -33,6 +34,7 @@ use crate::queue::{ByteQueue, Pushed};
 use crate::registry::RegistryService;
 use crate::stats::Stats;
 
+use barrier::InterestBarrier;
 use outgoing::Outgoing;
 use subscription::{
     DeliverySink, DirectSubscription, PubMsg, PubSubError, Sink, SinkResult, Subscription, Target,
@@ -114,6 +116,7 @@ pub(crate) struct PubSub {
     next_token: AtomicU64,
     rr: AtomicU64,
     sub_capacity: usize,
+    barrier_timeout: Duration,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -127,6 +130,7 @@ impl PubSub {
         stats: Arc<Stats>,
         registry: Arc<RegistryService>,
         sub_capacity: usize,
+        barrier_timeout: Duration,
     ) -> Self {
         let inbox_prefix = format!("_INBOX.{}.{}.", local.name, local.incarnation);
         let me = Self {
@@ -141,6 +145,7 @@ impl PubSub {
             next_token: AtomicU64::new(1),
             rr: AtomicU64::new(0),
             sub_capacity,
+            barrier_timeout,
         };
         // One wildcard inbox per node serves every request's replies.
         let inbox = format!("{}>", me.inbox_prefix);
@@ -161,9 +166,10 @@ impl PubSub {
         capacity: Option<usize>,
     ) -> Result<Subscription, PubSubError> {
         let target = Target::Queue(ByteQueue::new(capacity.unwrap_or(self.sub_capacity).max(1), 0));
-        let (id, sink) = self.add(pattern, queue, target)?;
+        let (id, sink, version) = self.add(pattern, queue, target)?;
         Ok(Subscription {
             id,
+            version,
             pattern: pattern.to_string(),
             queue_group: queue.map(str::to_string),
             sink,
@@ -182,9 +188,10 @@ impl PubSub {
             sink,
             closed: AtomicBool::new(false),
         };
-        let (id, sink) = self.add(pattern, queue, target)?;
+        let (id, sink, version) = self.add(pattern, queue, target)?;
         Ok(DirectSubscription {
             id,
+            version,
             pattern: pattern.to_string(),
             queue_group: queue.map(str::to_string),
             sink,
@@ -192,13 +199,15 @@ impl PubSub {
         })
     }
 
-    /// Registers a subscription and announces its interest.
+    /// Registers a subscription and announces its interest. Returns its
+    /// id, sink and the registry version that carries its interest (for
+    /// [`InterestBarrier`]s).
     fn add(
         &self,
         pattern: &str,
         queue: Option<&str>,
         target: Target,
-    ) -> Result<(u64, Arc<Sink>), PubSubError> {
+    ) -> Result<(u64, Arc<Sink>, u64), PubSubError> {
         validate_pattern(pattern)?;
         if let Some(q) = queue {
             validate_queue(q)?;
@@ -234,8 +243,26 @@ impl PubSub {
             self.registry
                 .put_many(vec![(interest_key(pattern, queue), value)]);
         }
+        // Read under the lock: an earlier subscription's announcement of
+        // the same interest is at this version or before.
+        let version = self.registry.version();
         drop(subs);
-        Ok((id, sink))
+        Ok((id, sink, version))
+    }
+
+    /// A barrier for this node's interest changes up to registry version
+    /// `version`.
+    pub(crate) fn barrier_at(&self, version: u64) -> InterestBarrier {
+        InterestBarrier {
+            registry: self.registry.clone(),
+            target: version,
+            timeout: self.barrier_timeout,
+        }
+    }
+
+    /// A barrier for every interest change made so far on this node.
+    pub(crate) fn barrier(&self) -> InterestBarrier {
+        self.barrier_at(self.registry.version())
     }
 
     pub(crate) fn unsubscribe(&self, id: u64) {
