@@ -125,8 +125,16 @@ async fn unsubscribe_barrier_stops_forwarding_at_once() {
         assert_eq!(interest_of(c, "n2"), base_c + 1, "iteration {i}");
         sub.unsubscribe().wait().await.expect("unsubscribe barrier");
         // No waiting: the barrier says both already dropped the interest.
-        assert_eq!(interest_of(a, "n2"), base_a, "iteration {i}: a still has interest");
-        assert_eq!(interest_of(c, "n2"), base_c, "iteration {i}: c still has interest");
+        assert_eq!(
+            interest_of(a, "n2"),
+            base_a,
+            "iteration {i}: a still has interest"
+        );
+        assert_eq!(
+            interest_of(c, "n2"),
+            base_c,
+            "iteration {i}: c still has interest"
+        );
         let (sent_a, sent_c) = (publishes_to(a, "n2"), publishes_to(c, "n2"));
         a.publish(&subject, vec![], Bytes::from_static(b"late"))
             .await
@@ -150,7 +158,9 @@ async fn a_node_that_is_down_does_not_block_ready() {
     // declares it down, and the barrier stops waiting for it then.
     c.abort();
     let sub = b.subscribe("after.crash").expect("subscribe");
-    sub.ready_within(LIMIT).await.expect("ready once n3 is declared down");
+    sub.ready_within(LIMIT)
+        .await
+        .expect("ready once n3 is declared down");
     assert_eq!(b.member("n3").map(|m| m.state), Some(MemberState::Down));
     a.publish("after.crash", vec![], Bytes::from_static(b"x"))
         .await
