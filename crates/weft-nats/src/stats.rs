@@ -20,6 +20,7 @@ pub struct NatsStats {
     pub(crate) no_responders: AtomicU64,
     pub(crate) msgs_dropped: AtomicU64,
     pub(crate) subscriptions: AtomicU64,
+    pub(crate) interest_barrier_timeouts: AtomicU64,
 }
 
 /// Adds `n` to a counter.
@@ -61,6 +62,9 @@ pub struct NatsStatsSnapshot {
     pub msgs_dropped: u64,
     /// Subscriptions held by clients now.
     pub subscriptions: u64,
+    /// `PONG`s sent after a `SUB`/`UNSUB` although some node had not
+    /// confirmed the interest change within `interest_barrier_timeout`.
+    pub interest_barrier_timeouts: u64,
 }
 
 /// Whether a family is a counter or a gauge.
@@ -108,6 +112,7 @@ impl NatsStats {
             no_responders: l(&self.no_responders),
             msgs_dropped: l(&self.msgs_dropped),
             subscriptions: l(&self.subscriptions),
+            interest_barrier_timeouts: l(&self.interest_barrier_timeouts),
         }
     }
 }
@@ -193,6 +198,12 @@ impl NatsStatsSnapshot {
                 Gauge,
                 "Subscriptions held by NATS clients.",
                 self.subscriptions,
+            ),
+            m(
+                "weft_nats_interest_barrier_timeouts_total",
+                Counter,
+                "PONGs sent after SUB/UNSUB before every live node confirmed the interest change.",
+                self.interest_barrier_timeouts,
             ),
         ]
     }

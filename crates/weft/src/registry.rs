@@ -182,28 +182,43 @@ impl RegistryService {
         self.reg.lock().unwrap_or_else(|p| p.into_inner()).version()
     }
 
-    /// The up (or suspect) members that have not acknowledged `target`.
-    fn unconfirmed(&self, target: u64) -> Vec<String> {
-        let up: Vec<NodeId> = self
+    /// The peers a barrier waits for: every member that membership
+    /// reports up (or suspect), and every peer linked to us that
+    /// membership has not declared down (a link proves it alive; it becomes
+    /// registry-live once membership learns it, and may publish to us).
+    fn barrier_peers(&self) -> Vec<NodeId> {
+        let mut peers: std::collections::BTreeMap<String, u64> = self
             .members
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .list()
             .into_iter()
             .filter(|m| m.state != MemberState::Down)
-            .map(|m| m.node())
+            .map(|m| (m.name, m.incarnation))
             .collect();
-        let mut missing = self
-            .reg
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .unconfirmed(target, &up);
-        missing.sort();
-        missing
+        for link in self.links.infos() {
+            if let (true, false, Some(inc)) = (link.connected, link.down, link.incarnation) {
+                peers.entry(link.peer).or_insert(inc);
+            }
+        }
+        peers
+            .into_iter()
+            .map(|(name, inc)| NodeId::new(name, inc))
+            .collect()
     }
 
-    /// Waits until every up member acknowledged `target`, at most
-    /// `timeout`.
+    /// The barrier peers that have not acknowledged `target`, sorted.
+    fn unconfirmed(&self, target: u64) -> Vec<String> {
+        let peers = self.barrier_peers();
+        self.reg
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unconfirmed(target, &peers)
+    }
+
+    /// Waits until every barrier peer acknowledged `target`, at most
+    /// `timeout`. Membership declaring a peer down (or its link dropping)
+    /// wakes the wait: a peer down no longer counts.
     pub(crate) async fn barrier(&self, target: u64, timeout: Duration) -> Result<(), BarrierError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut changed = self.barriers.subscribe();

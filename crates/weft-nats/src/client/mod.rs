@@ -9,6 +9,7 @@
 //! by everyone and written by the writer task only.
 
 mod outbound;
+mod replies;
 mod subs;
 
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ use crate::proto::{ClientOp, Parser, encode, headers};
 use crate::server::Ctx;
 use crate::stats;
 use outbound::Outbound;
+use replies::Replies;
 use subs::{ClientView, SubHandle, SubSink, SubState, Subs};
 
 /// Read buffer: at least this much room before each read.
@@ -58,6 +60,9 @@ struct Client {
     ctx: Arc<Ctx>,
     cid: u64,
     out: Arc<Outbound>,
+    /// `PONG`/`+OK` in command order (a `PONG` may wait for an interest
+    /// barrier).
+    replies: Replies,
     parser: Parser,
     opts: ConnectOptions,
     authenticated: bool,
@@ -95,6 +100,7 @@ pub(crate) async fn run(
             headers: AtomicBool::new(false),
             own_tag: std::sync::Mutex::new(None),
         }),
+        replies: Replies::new(out.clone(), cid),
         ctx,
         cid,
         out,
@@ -263,7 +269,7 @@ impl Client {
 
     fn ok(&self) {
         if self.opts.verbose {
-            self.out.send(encode::OK);
+            self.replies.send(encode::OK);
         }
     }
 
@@ -286,8 +292,12 @@ impl Client {
                 headers,
                 payload,
             } => self.publish(subject, reply, Some(headers), payload).await,
-            ClientOp::Sub { subject, queue, sid } => self.subscribe(&subject, queue.as_deref(), sid),
+            ClientOp::Sub { subject, queue, sid } => {
+                self.replies.interest_changed();
+                self.subscribe(&subject, queue.as_deref(), sid)
+            }
             ClientOp::Unsub { sid, max } => {
+                self.replies.interest_changed();
                 match max {
                     None => {
                         self.subs.remove(&sid);
@@ -296,7 +306,10 @@ impl Client {
                 }
                 self.ok();
             }
-            ClientOp::Ping => self.out.send(encode::PONG),
+            ClientOp::Ping => {
+                let timeout = self.ctx.config.interest_barrier_timeout;
+                self.replies.ping(&self.ctx.node, timeout, &self.ctx.stats);
+            }
             ClientOp::Pong => self.pings_out = 0,
         }
         Flow::Continue

@@ -4,10 +4,12 @@
 //! Each interest change is a registry change at some version of this
 //! node's registry; peers acknowledge the versions they applied (frame
 //! `REGISTRY_ACK`), after feeding the change to their pub/sub. A barrier
-//! for version `v` resolves once every member that membership reports up
-//! (or suspect) has acknowledged `v` or later. A member that goes down
-//! meanwhile stops counting; one that is up but not linked yet is waited
-//! for. All of it is bounded by a timeout.
+//! for version `v` resolves once every peer that is up has acknowledged
+//! `v` or later: every member membership reports up or suspect, and every
+//! peer with an established link that membership has not declared down
+//! (membership may learn of a new node after its link came up). A peer
+//! that goes down meanwhile stops counting; one that is up but not linked
+//! yet is waited for. All of it is bounded by a timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
