@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use serde::Deserialize;
 use weft::config::DEFAULT_PORT;
-use weft::{LinkConfig, MembershipConfig, NodeConfig, Secret, ShardConfig, TlsConfig};
+use weft::{LinkConfig, MembershipConfig, MessagingConfig, NodeConfig, Secret, ShardConfig, TlsConfig};
 use weft_nats::{Auth, NatsConfig};
 
 use crate::addr;
@@ -43,6 +43,8 @@ pub struct FileConfig {
     pub link: Option<LinkFile>,
     /// Membership timing.
     pub membership: Option<MembershipFile>,
+    /// Messaging and pub/sub tuning.
+    pub messaging: Option<MessagingFile>,
     /// NATS front end: authentication and limits.
     pub nats: Option<NatsFile>,
     /// Sharded routing and its consensus group.
@@ -65,6 +67,14 @@ pub struct ShardsFile {
     pub auto_rebalance: Option<bool>,
     /// [`ShardConfig::route_timeout`].
     pub route_timeout_ms: Option<u64>,
+}
+
+/// The `[messaging]` table (durations in milliseconds).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessagingFile {
+    /// [`MessagingConfig::interest_barrier_timeout`].
+    pub interest_barrier_timeout_ms: Option<u64>,
 }
 
 /// The `[nats]` table (durations in milliseconds, sizes in bytes). Used
@@ -98,6 +108,8 @@ pub struct NatsFile {
     pub max_subscriptions: Option<usize>,
     /// [`NatsConfig::max_connections`].
     pub max_connections: Option<usize>,
+    /// [`NatsConfig::interest_barrier_timeout`].
+    pub interest_barrier_timeout_ms: Option<u64>,
 }
 
 /// The `[tls]` table.
@@ -284,6 +296,9 @@ impl Settings {
         if let Some(m) = file.membership {
             apply_membership(&mut node.membership, m);
         }
+        if let Some(f) = file.messaging {
+            apply_messaging(&mut node.messaging, f);
+        }
         if let Some(f) = file.shards {
             apply_shards(&mut node.shards, f);
         }
@@ -326,6 +341,14 @@ fn apply_membership(c: &mut MembershipConfig, f: MembershipFile) {
     set(&mut c.remove_down_after, f.remove_down_after_ms.map(ms));
 }
 
+fn apply_messaging(c: &mut MessagingConfig, f: MessagingFile) {
+    let ms = Duration::from_millis;
+    set(
+        &mut c.interest_barrier_timeout,
+        f.interest_barrier_timeout_ms.map(ms),
+    );
+}
+
 fn apply_shards(c: &mut ShardConfig, f: ShardsFile) {
     let ms = Duration::from_millis;
     set(&mut c.count, f.count);
@@ -357,6 +380,10 @@ fn nats_config(listen: SocketAddr, f: NatsFile) -> anyhow::Result<NatsConfig> {
     set(&mut c.auth_timeout, f.auth_timeout_ms.map(ms));
     set(&mut c.max_subscriptions, f.max_subscriptions);
     set(&mut c.max_connections, f.max_connections);
+    set(
+        &mut c.interest_barrier_timeout,
+        f.interest_barrier_timeout_ms.map(ms),
+    );
     c.validate().map_err(|e| anyhow!("[nats]: {e}"))?;
     Ok(c)
 }
@@ -437,10 +464,13 @@ max_frame = 65536
 [membership]
 probe_period_ms = 500
 indirect_probes = 2
+[messaging]
+interest_barrier_timeout_ms = 1500
 [nats]
 token = "t0k"
 max_payload = 65536
 ping_interval_ms = 5000
+interest_barrier_timeout_ms = 2500
 [shards]
 count = 16
 voters = 5
@@ -464,12 +494,17 @@ route_timeout_ms = 2000
         assert_eq!(s.node.link.max_frame, 65536);
         assert_eq!(s.node.membership.probe_period, Duration::from_millis(500));
         assert_eq!(s.node.membership.indirect_probes, 2);
+        assert_eq!(
+            s.node.messaging.interest_barrier_timeout,
+            Duration::from_millis(1500)
+        );
         assert_eq!(s.http, Some("127.0.0.1:9100".parse().unwrap()));
         let nats = s.nats.expect("nats configured");
         assert_eq!(nats.listen, "127.0.0.1:4222".parse().unwrap());
         assert_eq!(nats.auth, Auth::Token("t0k".into()));
         assert_eq!(nats.max_payload, 65536);
         assert_eq!(nats.ping_interval, Duration::from_millis(5000));
+        assert_eq!(nats.interest_barrier_timeout, Duration::from_millis(2500));
         assert_eq!(s.node.shards.count, 16);
         assert_eq!(s.node.shards.voters, 5);
         assert!(!s.node.shards.auto_rebalance);

@@ -50,6 +50,17 @@ pub mod table {
     pub const ORIGINS: u16 = 4;
     /// Consensus identity: key `id`, value = postcard `u64` Raft node id.
     pub const RAFT: u16 = 5;
+    /// Protocol features the node implements: key = feature name (see
+    /// [`super::feature`]), value empty. Lets a node tell a peer too old
+    /// for a feature from one that has not answered yet.
+    pub const FEATURES: u16 = 6;
+}
+
+/// Feature names announced in table [`table::FEATURES`].
+pub mod feature {
+    /// The node acknowledges registry versions with `REGISTRY_ACK`
+    /// frames (interest barriers).
+    pub const REGISTRY_ACK: &str = "registry_ack";
 }
 
 /// Identifies one entry of one node.
@@ -506,8 +517,25 @@ impl Registry {
 
     /// The names of the peers in `peers` that have not acknowledged our
     /// version `target` or a later one (see [`AckTracker::unconfirmed`]).
+    /// A peer whose entries we hold (this incarnation) without the
+    /// [`feature::REGISTRY_ACK`] announcement is too old to acknowledge
+    /// and is not waited for; a peer whose entries we do not hold yet is.
     pub fn unconfirmed<'a>(&self, target: u64, peers: impl IntoIterator<Item = &'a NodeId>) -> Vec<String> {
-        self.acks.unconfirmed(target, peers)
+        let acks = EntryKey::new(table::FEATURES, feature::REGISTRY_ACK);
+        let can_ack = |p: &&NodeId| match self.views.get(&p.name) {
+            Some(v) if v.incarnation == p.incarnation => v.entries.contains_key(&acks),
+            _ => true,
+        };
+        self.acks.unconfirmed(target, peers.into_iter().filter(can_ack))
+    }
+
+    /// Announces that this node acknowledges registry versions (call once
+    /// at start; sent with the next flush).
+    pub fn announce_acks(&mut self) {
+        self.put(
+            EntryKey::new(table::FEATURES, feature::REGISTRY_ACK),
+            Bytes::new(),
+        );
     }
 
     fn apply_delta(&mut self, origin: &NodeId, to_version: u64, ops: Vec<Op>) {
@@ -642,7 +670,13 @@ mod tests {
     impl Net {
         fn new(n: usize) -> Self {
             let regs = (0..n)
-                .map(|i| Registry::new(NodeId::new(format!("n{i}"), 1)))
+                .map(|i| {
+                    let mut r = Registry::new(NodeId::new(format!("n{i}"), 1));
+                    r.announce_acks();
+                    r.flush();
+                    while r.poll_output().is_some() {}
+                    r
+                })
                 .collect();
             Net {
                 regs,
@@ -795,6 +829,36 @@ mod tests {
     }
 
     #[test]
+    fn peers_too_old_to_acknowledge_are_not_waited_for() {
+        let mut r = Registry::new(NodeId::new("a", 1));
+        let old = NodeId::new("old", 1);
+        let new = NodeId::new("new", 1);
+        let unknown = NodeId::new("unknown", 1);
+        for p in [&old, &new, &unknown] {
+            r.peer_up(p);
+        }
+        r.handle(
+            &old,
+            Msg::Snapshot {
+                origin: old.clone(),
+                version: 1,
+                entries: vec![(key("g"), vec![1])],
+            },
+        )
+        .expect("old snapshot");
+        r.handle(
+            &new,
+            Msg::Snapshot {
+                origin: new.clone(),
+                version: 1,
+                entries: vec![(EntryKey::new(table::FEATURES, feature::REGISTRY_ACK), vec![])],
+            },
+        )
+        .expect("new snapshot");
+        assert_eq!(r.unconfirmed(0, [&old, &new, &unknown]), vec!["new", "unknown"]);
+    }
+
+    #[test]
     fn backfill_delta_and_purge() {
         let mut net = Net::new(3);
         net.regs[0].put(key("g/1"), Bytes::from_static(b"p1"));
@@ -814,7 +878,7 @@ mod tests {
         let n2 = net.regs[2].local.clone();
         net.regs[0].peer_down(&n2);
         let removed: Vec<_> = std::iter::from_fn(|| net.regs[0].poll_output())
-            .filter(|o| matches!(o, Output::Event(Event::Removed { .. })))
+            .filter(|o| matches!(o, Output::Event(Event::Removed { key, .. }) if key.table == table::GROUPS))
             .collect();
         assert_eq!(removed.len(), 1);
         assert!(!net.view(0).contains(&("n2".into(), "g/2".into())));

@@ -53,8 +53,14 @@ impl RegistryService {
         directory: Arc<Directory>,
         members: Arc<RwLock<MemberTable>>,
     ) -> Self {
+        let mut reg = Registry::new(local);
+        reg.announce_acks();
+        reg.flush();
+        // Nothing observes the announcement's event: nobody subscribed yet,
+        // and no peer is live.
+        while reg.poll_output().is_some() {}
         Self {
-            reg: Mutex::new(Registry::new(local)),
+            reg: Mutex::new(reg),
             links,
             stats,
             directory,
