@@ -141,6 +141,14 @@
 //! waits for it. [`Node::subscribe_direct`] hands each message to a
 //! [`DeliverySink`] on the delivering task instead (no queue, no task).
 //!
+//! Interest reaches the other nodes asynchronously. The interest barrier
+//! removes the usual sleep between subscribing on one node and publishing
+//! on another: [`Subscription::ready`] resolves once every node that is up
+//! has applied the subscription (or fails with [`BarrierError::Timeout`]
+//! naming the nodes that did not confirm), and
+//! [`Subscription::unsubscribe`] returns an [`InterestBarrier`] that
+//! resolves once no node forwards the removed interest any more.
+//!
 //! ```
 //! use std::time::Duration;
 //! use bytes::Bytes;
@@ -154,6 +162,9 @@
 //!
 //!     let everything = node.subscribe("orders.>")?;
 //!     let billing = node.queue_subscribe("orders.*", "billing")?;
+//!     // Every node that is up now forwards matching messages here.
+//!     everything.ready().await?;
+//!     billing.ready().await?;
 //!     node.publish("orders.new", vec![], Bytes::from_static(b"#1")).await?;
 //!     let m = everything.next().await.ok_or("closed")?;
 //!     assert_eq!((m.subject.as_str(), m.payload.as_ref()), ("orders.new", &b"#1"[..]));
