@@ -53,12 +53,14 @@ pub struct FileConfig {
     pub pubsub: Option<PubSubFile>,
 }
 
-/// The `[pubsub]` table.
+/// The `[pubsub]` table (durations in milliseconds).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PubSubFile {
     /// [`PubSubConfig::queue_locality`]: `"cluster"` or `"local"`.
     pub queue_locality: Option<QueueLocalityFile>,
+    /// [`PubSubConfig::interest_barrier_timeout`].
+    pub interest_barrier_timeout_ms: Option<u64>,
 }
 
 /// `queue_locality` values in the configuration file.
@@ -129,6 +131,8 @@ pub struct NatsFile {
     pub max_subscriptions: Option<usize>,
     /// [`NatsConfig::max_connections`].
     pub max_connections: Option<usize>,
+    /// [`NatsConfig::interest_barrier_timeout`].
+    pub interest_barrier_timeout_ms: Option<u64>,
 }
 
 /// The `[tls]` table.
@@ -351,6 +355,10 @@ fn apply_link(c: &mut LinkConfig, f: LinkFile) {
 
 fn apply_pubsub(c: &mut PubSubConfig, f: PubSubFile) {
     set(&mut c.queue_locality, f.queue_locality.map(QueueLocality::from));
+    set(
+        &mut c.interest_barrier_timeout,
+        f.interest_barrier_timeout_ms.map(Duration::from_millis),
+    );
 }
 
 fn apply_membership(c: &mut MembershipConfig, f: MembershipFile) {
@@ -395,6 +403,10 @@ fn nats_config(listen: SocketAddr, f: NatsFile) -> anyhow::Result<NatsConfig> {
     set(&mut c.auth_timeout, f.auth_timeout_ms.map(ms));
     set(&mut c.max_subscriptions, f.max_subscriptions);
     set(&mut c.max_connections, f.max_connections);
+    set(
+        &mut c.interest_barrier_timeout,
+        f.interest_barrier_timeout_ms.map(ms),
+    );
     c.validate().map_err(|e| anyhow!("[nats]: {e}"))?;
     Ok(c)
 }
@@ -480,6 +492,7 @@ indirect_probes = 2
 token = "t0k"
 max_payload = 65536
 ping_interval_ms = 5000
+interest_barrier_timeout_ms = 2500
 [shards]
 count = 16
 voters = 5
@@ -487,6 +500,7 @@ auto_rebalance = false
 route_timeout_ms = 2000
 [pubsub]
 queue_locality = "local"
+interest_barrier_timeout_ms = 1500
 "#,
         )
         .unwrap();
@@ -505,12 +519,17 @@ queue_locality = "local"
         assert_eq!(s.node.link.max_frame, 65536);
         assert_eq!(s.node.membership.probe_period, Duration::from_millis(500));
         assert_eq!(s.node.membership.indirect_probes, 2);
+        assert_eq!(
+            s.node.pubsub.interest_barrier_timeout,
+            Duration::from_millis(1500)
+        );
         assert_eq!(s.http, Some("127.0.0.1:9100".parse().unwrap()));
         let nats = s.nats.expect("nats configured");
         assert_eq!(nats.listen, "127.0.0.1:4222".parse().unwrap());
         assert_eq!(nats.auth, Auth::Token("t0k".into()));
         assert_eq!(nats.max_payload, 65536);
         assert_eq!(nats.ping_interval, Duration::from_millis(5000));
+        assert_eq!(nats.interest_barrier_timeout, Duration::from_millis(2500));
         assert_eq!(s.node.shards.count, 16);
         assert_eq!(s.node.shards.voters, 5);
         assert!(!s.node.shards.auto_rebalance);

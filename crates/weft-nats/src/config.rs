@@ -100,6 +100,10 @@ pub struct NatsConfig {
     pub max_subscriptions: usize,
     /// Clients served at once; more are refused at accept [65536].
     pub max_connections: usize,
+    /// How long a `PING` that follows `SUB`/`UNSUB` waits for every live
+    /// node to apply the interest change before its `PONG` is sent anyway
+    /// (counted in `weft_nats_interest_barrier_timeouts_total`) [5 s].
+    pub interest_barrier_timeout: Duration,
 }
 
 impl NatsConfig {
@@ -118,6 +122,7 @@ impl NatsConfig {
             auth: Auth::None,
             max_subscriptions: 65536,
             max_connections: 65536,
+            interest_barrier_timeout: Duration::from_secs(5),
         }
     }
 
@@ -143,6 +148,9 @@ impl NatsConfig {
         }
         if self.ping_interval.is_zero() || self.write_deadline.is_zero() || self.auth_timeout.is_zero() {
             return bad("ping_interval, write_deadline and auth_timeout must be positive");
+        }
+        if self.interest_barrier_timeout.is_zero() {
+            return bad("interest_barrier_timeout must be positive");
         }
         if self.max_pings_out == 0 || self.max_subscriptions == 0 || self.max_connections == 0 {
             return bad("max_pings_out, max_subscriptions and max_connections must be positive");

@@ -79,6 +79,7 @@ pub struct NatsStats {
     pub(crate) subscriptions: AtomicU64,
     /// By [`RefuseReason::index`].
     pub(crate) publish_refused: [AtomicU64; RefuseReason::COUNT],
+    pub(crate) interest_barrier_timeouts: AtomicU64,
 }
 
 /// Adds `n` to a counter.
@@ -125,6 +126,9 @@ pub struct NatsStatsSnapshot {
     /// Publishes refused, by reason (in the order of
     /// [`RefuseReason::ALL`]; see [`Self::refused`]).
     pub publish_refused: [u64; RefuseReason::COUNT],
+    /// `PONG`s sent after a `SUB`/`UNSUB` although some node had not
+    /// confirmed the interest change within `interest_barrier_timeout`.
+    pub interest_barrier_timeouts: u64,
 }
 
 impl NatsStatsSnapshot {
@@ -185,6 +189,7 @@ impl NatsStats {
             msgs_dropped: l(&self.msgs_dropped),
             subscriptions: l(&self.subscriptions),
             publish_refused: std::array::from_fn(|i| l(&self.publish_refused[i])),
+            interest_barrier_timeouts: l(&self.interest_barrier_timeouts),
         }
     }
 }
@@ -281,6 +286,12 @@ impl NatsStatsSnapshot {
                 Gauge,
                 "Subscriptions held by NATS clients.",
                 self.subscriptions,
+            ),
+            m(
+                "weft_nats_interest_barrier_timeouts_total",
+                Counter,
+                "PONGs sent after SUB/UNSUB before every live node confirmed the interest change.",
+                self.interest_barrier_timeouts,
             ),
         ];
         all.extend(refused);

@@ -324,6 +324,7 @@ fn encode_head(header: &Header, payload_len: usize, max_frame: usize) -> Result<
         Header::RpcRequest(h) => head_of(k, h, payload_len, max_frame),
         Header::RpcReply(h) => head_of(k, h, payload_len, max_frame),
         Header::DeadLetter(h) => head_of(k, h, payload_len, max_frame),
+        Header::RegistryAck(h) => head_of(k, h, payload_len, max_frame),
         // No header fields: postcard writes nothing for `()`.
         Header::Welcome | Header::Registry | Header::Unknown { .. } => {
             head_of(k, &(), payload_len, max_frame)
@@ -476,6 +477,7 @@ fn decode_header(kind_byte: u8, bytes: &[u8]) -> Result<Header, FrameError> {
         kind::GOODBYE => Header::Goodbye(get("goodbye", bytes)?),
         kind::DATA => Header::Data(get("data", bytes)?),
         kind::REGISTRY => Header::Registry,
+        kind::REGISTRY_ACK => Header::RegistryAck(get("registry_ack", bytes)?),
         kind::TELL => Header::Tell(get("tell", bytes)?),
         kind::TELL_NAMED => Header::TellNamed(get("tell_named", bytes)?),
         kind::REPLY => Header::Reply(get("reply", bytes)?),
@@ -556,6 +558,10 @@ mod tests {
                 header: Header::Registry,
                 payload: Bytes::from_static(b"registry message"),
             },
+            Frame::control(Header::RegistryAck(crate::frame::RegistryAck {
+                incarnation: 7,
+                version: u64::MAX,
+            })),
             Frame {
                 header: Header::Tell(crate::frame::Tell {
                     to: 7,

@@ -29,6 +29,9 @@ pub mod kind {
     pub const GOODBYE: u8 = 18;
     /// Registry message (postcard [`crate::registry::Msg`] in the payload).
     pub const REGISTRY: u8 = 20;
+    /// [`super::RegistryAck`]: the receiver applied the origin's registry
+    /// entries up to a version (interest barrier).
+    pub const REGISTRY_ACK: u8 = 21;
     /// [`super::RpcRequest`]: a request expecting one reply.
     pub const RPC_REQUEST: u8 = 24;
     /// [`super::RpcReply`]: the reply to a request.
@@ -285,6 +288,21 @@ pub struct StreamHeartbeat {
     pub last_seq: Option<u64>,
 }
 
+/// Sent by a node that applied a registry delta or snapshot of the
+/// receiver (`origin`) to say how far its view of the receiver's entries
+/// goes. The sender is the authenticated link peer. The receiver uses it
+/// for interest barriers: a change made at version `v` is applied on a
+/// peer once that peer acknowledged `v` or later. A node that does not
+/// know this kind skips it (the barrier then names it as not confirming).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryAck {
+    /// The origin's incarnation the acknowledged view belongs to; an
+    /// acknowledgement of an older incarnation of the receiver is ignored.
+    pub incarnation: u64,
+    /// The origin's registry version the sender's view is at.
+    pub version: u64,
+}
+
 /// A request to a node service (consensus, shard routing); the payload is
 /// the method's request body. Travels in the control class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -374,6 +392,8 @@ pub enum Header {
     Data(Data),
     /// A registry message; the payload holds it.
     Registry,
+    /// See [`RegistryAck`].
+    RegistryAck(RegistryAck),
     /// See [`Tell`].
     Tell(Tell),
     /// See [`TellNamed`].
@@ -421,6 +441,7 @@ impl Header {
             Header::Goodbye(_) => kind::GOODBYE,
             Header::Data(_) => kind::DATA,
             Header::Registry => kind::REGISTRY,
+            Header::RegistryAck(_) => kind::REGISTRY_ACK,
             Header::Tell(_) => kind::TELL,
             Header::TellNamed(_) => kind::TELL_NAMED,
             Header::Reply(_) => kind::REPLY,
@@ -455,6 +476,7 @@ impl Header {
             Header::Goodbye(_) => "goodbye",
             Header::Data(_) => "data",
             Header::Registry => "registry",
+            Header::RegistryAck(_) => "registry_ack",
             Header::Tell(_) => "tell",
             Header::TellNamed(_) => "tell_named",
             Header::Reply(_) => "reply",

@@ -12,10 +12,13 @@
 //!   mutual HMAC-SHA256 proof of the cluster secret over fresh nonces).
 //! - [`seal`]: authenticated encryption of membership datagrams.
 //! - [`node_id`]: a node's identity on the wire.
+//! - [`registry`]: replicated node-owned entries; [`barrier`]: which peers
+//!   applied them up to a version (interest barriers).
 //!
 //! The byte-level description lives in `docs/wire.md`.
 
 pub mod auth;
+pub mod barrier;
 pub mod codec;
 pub mod frame;
 pub mod handshake;

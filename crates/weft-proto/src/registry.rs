@@ -11,7 +11,13 @@
 //! - sends a **digest** (its version) to every live peer on each tick; a
 //!   peer whose view is behind or from another incarnation asks for a
 //!   snapshot (anti-entropy repairs a lost delta);
-//! - **purges** a peer's entries when membership declares it down.
+//! - **purges** a peer's entries when membership declares it down;
+//! - **acknowledges** to the origin the version its view of the origin is
+//!   at, after applying a delta or snapshot and on an in-sync digest
+//!   ([`Output::Ack`]); the origin records the acknowledgements it gets
+//!   ([`Registry::handle_ack`], [`crate::barrier::AckTracker`]). The ack
+//!   is queued after the events of the change it confirms, so a driver
+//!   that applies events in output order has applied them when it sends it.
 //!
 //! Entries for node X are accepted only when X itself sent them: the caller
 //! passes the authenticated link peer, and a message whose `origin` differs
@@ -24,6 +30,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::barrier::{AckReject, AckTracker};
+use crate::frame::RegistryAck;
 use crate::node_id::NodeId;
 
 /// Registry table numbers used by weft's layers. A node keeps and
@@ -42,6 +50,17 @@ pub mod table {
     pub const ORIGINS: u16 = 4;
     /// Consensus identity: key `id`, value = postcard `u64` Raft node id.
     pub const RAFT: u16 = 5;
+    /// Protocol features the node implements: key = feature name (see
+    /// [`super::feature`]), value empty. Lets a node tell a peer too old
+    /// for a feature from one that has not answered yet.
+    pub const FEATURES: u16 = 6;
+}
+
+/// Feature names announced in table [`table::FEATURES`].
+pub mod feature {
+    /// The node acknowledges registry versions with `REGISTRY_ACK`
+    /// frames (interest barriers).
+    pub const REGISTRY_ACK: &str = "registry_ack";
 }
 
 /// Identifies one entry of one node.
@@ -142,6 +161,14 @@ pub enum Output {
     },
     /// Tell local observers.
     Event(Event),
+    /// Send a `REGISTRY_ACK` frame to the peer named `to`: our view of its
+    /// entries is at `ack.version`. Queued after the events of the change.
+    Ack {
+        /// Peer name (the origin of the acknowledged entries).
+        to: String,
+        /// What to acknowledge.
+        ack: RegistryAck,
+    },
 }
 
 /// Why an inbound message was refused. The driver counts each reason.
@@ -197,6 +224,7 @@ pub struct Registry {
     pending: Vec<Op>,
     views: HashMap<String, View>,
     live: HashMap<String, u64>,
+    acks: AckTracker,
     out: VecDeque<Output>,
 }
 
@@ -204,12 +232,13 @@ impl Registry {
     /// An empty registry for the node `local`.
     pub fn new(local: NodeId) -> Self {
         Self {
-            local,
             version: 0,
             mine: BTreeMap::new(),
             pending: Vec::new(),
             views: HashMap::new(),
             live: HashMap::new(),
+            acks: AckTracker::new(local.incarnation),
+            local,
             out: VecDeque::new(),
         }
     }
@@ -307,6 +336,8 @@ impl Registry {
             self.purge(&peer.name);
         }
         self.live.insert(peer.name.clone(), peer.incarnation);
+        // A new link starts over: the snapshot below is acknowledged anew.
+        self.acks.forget(peer);
         let msg = self.snapshot_msg();
         self.out.push_back(Output::Send {
             to: peer.name.clone(),
@@ -323,6 +354,7 @@ impl Registry {
         if self.live.get(&peer.name) == Some(&peer.incarnation) {
             self.live.remove(&peer.name);
         }
+        self.acks.forget(peer);
     }
 
     /// Membership declared `peer` down: purge every entry it owns.
@@ -330,6 +362,7 @@ impl Registry {
         if self.live.get(&peer.name).is_some_and(|i| *i <= peer.incarnation) {
             self.live.remove(&peer.name);
         }
+        self.acks.forget(peer);
         if self
             .views
             .get(&peer.name)
@@ -423,7 +456,10 @@ impl Registry {
                     .views
                     .get(&origin.name)
                     .is_some_and(|v| v.incarnation == origin.incarnation && v.version == version);
-                if !in_sync {
+                if in_sync {
+                    // Repairs a lost acknowledgement.
+                    self.ack(&origin, version);
+                } else {
                     self.request_snapshot(sender);
                 }
                 Ok(())
@@ -434,7 +470,8 @@ impl Registry {
                 entries,
             } => {
                 self.check_origin(sender, &origin)?;
-                self.install_snapshot(origin, version, entries);
+                self.install_snapshot(origin.clone(), version, entries);
+                self.ack(&origin, version);
                 Ok(())
             }
             Msg::Delta {
@@ -448,15 +485,57 @@ impl Registry {
                 match view {
                     Some(v) if v.incarnation == origin.incarnation && v.version == from_version => {
                         self.apply_delta(&origin, to_version, ops);
+                        self.ack(&origin, to_version);
                     }
                     Some(v) if v.incarnation == origin.incarnation && to_version <= v.version => {
                         // Already have it (a snapshot overtook the delta).
+                        let at = v.version;
+                        self.ack(&origin, at);
                     }
                     _ => self.request_snapshot(sender),
                 }
                 Ok(())
             }
         }
+    }
+
+    fn ack(&mut self, origin: &NodeId, version: u64) {
+        self.out.push_back(Output::Ack {
+            to: origin.name.clone(),
+            ack: RegistryAck {
+                incarnation: origin.incarnation,
+                version,
+            },
+        });
+    }
+
+    /// Handles a `REGISTRY_ACK` from the authenticated peer `sender`.
+    /// Returns whether the peer's acknowledged version went up.
+    pub fn handle_ack(&mut self, sender: &NodeId, ack: RegistryAck) -> Result<bool, AckReject> {
+        self.acks.on_ack(sender, ack, self.version)
+    }
+
+    /// The names of the peers in `peers` that have not acknowledged our
+    /// version `target` or a later one (see [`AckTracker::unconfirmed`]).
+    /// A peer whose entries we hold (this incarnation) without the
+    /// [`feature::REGISTRY_ACK`] announcement is too old to acknowledge
+    /// and is not waited for; a peer whose entries we do not hold yet is.
+    pub fn unconfirmed<'a>(&self, target: u64, peers: impl IntoIterator<Item = &'a NodeId>) -> Vec<String> {
+        let acks = EntryKey::new(table::FEATURES, feature::REGISTRY_ACK);
+        let can_ack = |p: &&NodeId| match self.views.get(&p.name) {
+            Some(v) if v.incarnation == p.incarnation => v.entries.contains_key(&acks),
+            _ => true,
+        };
+        self.acks.unconfirmed(target, peers.into_iter().filter(can_ack))
+    }
+
+    /// Announces that this node acknowledges registry versions (call once
+    /// at start; sent with the next flush).
+    pub fn announce_acks(&mut self) {
+        self.put(
+            EntryKey::new(table::FEATURES, feature::REGISTRY_ACK),
+            Bytes::new(),
+        );
     }
 
     fn apply_delta(&mut self, origin: &NodeId, to_version: u64, ops: Vec<Op>) {
@@ -571,24 +650,41 @@ mod tests {
         EntryKey::new(table::GROUPS, k)
     }
 
+    /// What travels between two registries.
+    enum Wire {
+        Reg(Msg),
+        Ack(RegistryAck),
+    }
+
     /// A tiny in-memory network of registries with controllable delivery.
     struct Net {
         regs: Vec<Registry>,
-        inflight: VecDeque<(usize, usize, Msg)>,
+        inflight: VecDeque<(usize, usize, Wire)>,
         up: Vec<Vec<bool>>,
         rejects: Vec<Reject>,
+        ack_rejects: Vec<AckReject>,
+        /// Per node: its own entries at each version it reached.
+        history: Vec<BTreeMap<u64, BTreeMap<EntryKey, Bytes>>>,
     }
 
     impl Net {
         fn new(n: usize) -> Self {
             let regs = (0..n)
-                .map(|i| Registry::new(NodeId::new(format!("n{i}"), 1)))
+                .map(|i| {
+                    let mut r = Registry::new(NodeId::new(format!("n{i}"), 1));
+                    r.announce_acks();
+                    r.flush();
+                    while r.poll_output().is_some() {}
+                    r
+                })
                 .collect();
             Net {
                 regs,
                 inflight: VecDeque::new(),
                 up: vec![vec![false; n]; n],
                 rejects: Vec::new(),
+                ack_rejects: Vec::new(),
+                history: vec![BTreeMap::new(); n],
             }
         }
         fn idx(&self, name: &str) -> usize {
@@ -597,13 +693,23 @@ mod tests {
                 .position(|r| r.local.name == name)
                 .expect("known")
         }
+        /// Records each node's entries at its current version (called
+        /// whenever no unflushed change can be pending for that version).
+        fn record(&mut self) {
+            for (i, r) in self.regs.iter().enumerate() {
+                self.history[i].entry(r.version).or_insert_with(|| r.mine.clone());
+            }
+        }
         fn collect(&mut self, i: usize) {
             while let Some(o) = self.regs[i].poll_output() {
-                if let Output::Send { to, msg } = o {
-                    let j = self.idx(&to);
-                    if self.up[i][j] {
-                        self.inflight.push_back((i, j, msg));
-                    }
+                let (to, wire) = match o {
+                    Output::Send { to, msg } => (to, Wire::Reg(msg)),
+                    Output::Ack { to, ack } => (to, Wire::Ack(ack)),
+                    Output::Event(_) => continue,
+                };
+                let j = self.idx(&to);
+                if self.up[i][j] {
+                    self.inflight.push_back((i, j, wire));
                 }
             }
         }
@@ -618,17 +724,54 @@ mod tests {
         }
         fn deliver_all(&mut self, drop_every: Option<usize>) {
             let mut n = 0;
-            while let Some((from, to, msg)) = self.inflight.pop_front() {
+            while let Some((from, to, wire)) = self.inflight.pop_front() {
                 n += 1;
-                if drop_every.is_some_and(|d| n % d == 0) && matches!(msg, Msg::Delta { .. }) {
-                    continue;
-                }
+                let lost = drop_every.is_some_and(|d| n % d == 0);
                 let sender = self.regs[from].local.clone();
-                if let Err(e) = self.regs[to].handle(&sender, msg) {
-                    self.rejects.push(e);
+                match wire {
+                    Wire::Reg(Msg::Delta { .. }) | Wire::Ack(_) if lost => continue,
+                    Wire::Reg(msg) => {
+                        if let Err(e) = self.regs[to].handle(&sender, msg) {
+                            self.rejects.push(e);
+                        }
+                    }
+                    Wire::Ack(ack) => {
+                        if let Err(e) = self.regs[to].handle_ack(&sender, ack) {
+                            self.ack_rejects.push(e);
+                        }
+                    }
                 }
                 self.collect(to);
             }
+            self.record();
+        }
+        /// Every acknowledgement held is true: the peer's view of the
+        /// origin is at that version or later and equals the origin's
+        /// entries at the view's version.
+        fn acks_are_true(&self) -> Result<(), String> {
+            for (o, origin) in self.regs.iter().enumerate() {
+                for (p, peer) in self.regs.iter().enumerate() {
+                    let Some(acked) = origin.acks.acked(&peer.local) else {
+                        continue;
+                    };
+                    let Some(view) = peer.views.get(&origin.local.name) else {
+                        return Err(format!("n{p} acked {acked} of n{o} without a view"));
+                    };
+                    if view.version < acked {
+                        return Err(format!(
+                            "n{p} acked {acked} of n{o}, its view is at {}",
+                            view.version
+                        ));
+                    }
+                    if self.history[o].get(&view.version) != Some(&view.entries) {
+                        return Err(format!(
+                            "n{p}'s view of n{o} at {} is not n{o}'s state then",
+                            view.version
+                        ));
+                    }
+                }
+            }
+            Ok(())
         }
         fn view(&self, i: usize) -> BTreeSet<(String, String)> {
             let r = &self.regs[i];
@@ -640,6 +783,79 @@ mod tests {
                 )
                 .collect()
         }
+    }
+
+    #[test]
+    fn acks_confirm_a_change_once_applied() {
+        let mut net = Net::new(3);
+        for a in 0..3 {
+            for b in (a + 1)..3 {
+                net.connect(a, b);
+            }
+        }
+        net.deliver_all(None);
+        net.regs[1].put(key("sub"), Bytes::from_static(b"1"));
+        net.regs[1].flush();
+        let target = net.regs[1].version();
+        let peers = [net.regs[0].local.clone(), net.regs[2].local.clone()];
+        assert_eq!(net.regs[1].unconfirmed(target, &peers), vec!["n0", "n2"]);
+        // The ack follows the applied event in the receiver's output.
+        let n1 = net.regs[1].local.clone();
+        let delta = std::iter::from_fn(|| net.regs[1].poll_output())
+            .find_map(|o| match o {
+                Output::Send { to, msg } if to == "n0" => Some(msg),
+                _ => None,
+            })
+            .expect("delta to n0");
+        net.regs[0].handle(&n1, delta).expect("applied");
+        let outs: Vec<Output> = std::iter::from_fn(|| net.regs[0].poll_output()).collect();
+        let put = outs
+            .iter()
+            .position(|o| matches!(o, Output::Event(Event::Put { .. })));
+        let ack = outs.iter().position(|o| matches!(o, Output::Ack { .. }));
+        assert!(put.is_some() && ack > put, "{outs:?}");
+        let Some(Output::Ack { to, ack }) = ack.map(|i| outs[i].clone()) else {
+            unreachable!()
+        };
+        assert_eq!(to, "n1");
+        let n0 = net.regs[0].local.clone();
+        assert_eq!(net.regs[1].handle_ack(&n0, ack), Ok(true));
+        assert_eq!(net.regs[1].unconfirmed(target, &peers), vec!["n2"]);
+        // n2's link drops: what it acknowledged is forgotten until the
+        // next link's snapshot is acknowledged.
+        let n2 = net.regs[2].local.clone();
+        net.regs[1].link_down(&n2);
+        assert_eq!(net.regs[1].unconfirmed(0, &peers), vec!["n2"]);
+    }
+
+    #[test]
+    fn peers_too_old_to_acknowledge_are_not_waited_for() {
+        let mut r = Registry::new(NodeId::new("a", 1));
+        let old = NodeId::new("old", 1);
+        let new = NodeId::new("new", 1);
+        let unknown = NodeId::new("unknown", 1);
+        for p in [&old, &new, &unknown] {
+            r.peer_up(p);
+        }
+        r.handle(
+            &old,
+            Msg::Snapshot {
+                origin: old.clone(),
+                version: 1,
+                entries: vec![(key("g"), vec![1])],
+            },
+        )
+        .expect("old snapshot");
+        r.handle(
+            &new,
+            Msg::Snapshot {
+                origin: new.clone(),
+                version: 1,
+                entries: vec![(EntryKey::new(table::FEATURES, feature::REGISTRY_ACK), vec![])],
+            },
+        )
+        .expect("new snapshot");
+        assert_eq!(r.unconfirmed(0, [&old, &new, &unknown]), vec!["new", "unknown"]);
     }
 
     #[test]
@@ -662,7 +878,7 @@ mod tests {
         let n2 = net.regs[2].local.clone();
         net.regs[0].peer_down(&n2);
         let removed: Vec<_> = std::iter::from_fn(|| net.regs[0].poll_output())
-            .filter(|o| matches!(o, Output::Event(Event::Removed { .. })))
+            .filter(|o| matches!(o, Output::Event(Event::Removed { key, .. }) if key.table == table::GROUPS))
             .collect();
         assert_eq!(removed.len(), 1);
         assert!(!net.view(0).contains(&("n2".into(), "g/2".into())));
@@ -767,7 +983,9 @@ mod tests {
     proptest! {
         /// Whatever the interleaving of local changes, link flaps, lost
         /// deltas and ticks, after a final heal every node's view equals the
-        /// union of every node's own entries.
+        /// union of every node's own entries; every acknowledgement held
+        /// along the way is true, and after the heal every change is
+        /// acknowledged by every peer.
         #[test]
         fn converges_to_the_union(steps in proptest::collection::vec((0usize..3, 0u8..6, 0u8..8), 1..60)) {
             let mut net = Net::new(3);
@@ -790,7 +1008,9 @@ mod tests {
                     _ => net.regs[node].tick(),
                 }
                 net.collect(node);
+                net.record();
                 net.deliver_all(Some(4));
+                prop_assert_eq!(net.acks_are_true(), Ok(()));
             }
             for i in 0..3 { net.regs[i].flush(); net.collect(i); }
             for a in 0..3 { for b in (a + 1)..3 { net.connect(a, b); } }
@@ -806,6 +1026,13 @@ mod tests {
                 prop_assert_eq!(net.view(i), expected.clone());
             }
             prop_assert!(net.rejects.is_empty(), "{:?}", net.rejects);
+            prop_assert!(net.ack_rejects.is_empty(), "{:?}", net.ack_rejects);
+            prop_assert_eq!(net.acks_are_true(), Ok(()));
+            // Once healed, every peer has confirmed every node's version.
+            for r in &net.regs {
+                let peers: Vec<NodeId> = net.regs.iter().map(|p| p.local.clone()).filter(|p| *p != r.local).collect();
+                prop_assert!(r.unconfirmed(r.version(), &peers).is_empty(), "{} unconfirmed", r.local);
+            }
         }
     }
 }

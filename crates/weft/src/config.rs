@@ -166,11 +166,26 @@ pub enum QueueLocality {
 }
 
 /// Pub/sub tuning.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PubSubConfig {
     /// Where queue-group messages go; exactly one member gets each
     /// message either way while the cluster is stable.
     pub queue_locality: QueueLocality,
+    /// How long an interest barrier (`Subscription::ready`,
+    /// `InterestBarrier::wait`) waits for every up node to confirm before
+    /// it fails naming the nodes that did not. Longer than failure
+    /// detection, so that a crashed node is declared down (and stops
+    /// counting) before a barrier waiting for it gives up.
+    pub interest_barrier_timeout: Duration,
+}
+
+impl Default for PubSubConfig {
+    fn default() -> Self {
+        Self {
+            queue_locality: QueueLocality::default(),
+            interest_barrier_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Stream relay tuning.
@@ -339,6 +354,11 @@ impl NodeConfig {
         if self.messaging.mailbox_bytes == 0 || self.messaging.anti_entropy_interval.is_zero() {
             return Err(ConfigError::Messaging(
                 "mailbox_bytes and anti_entropy_interval must be positive",
+            ));
+        }
+        if self.pubsub.interest_barrier_timeout.is_zero() {
+            return Err(ConfigError::Messaging(
+                "interest_barrier_timeout must be positive",
             ));
         }
         if self.relay.stall_timeout <= self.relay.heartbeat_interval {

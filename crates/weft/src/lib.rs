@@ -158,6 +158,14 @@
 //! waits for it. [`Node::subscribe_direct`] hands each message to a
 //! [`DeliverySink`] on the delivering task instead (no queue, no task).
 //!
+//! Interest reaches the other nodes asynchronously. The interest barrier
+//! removes the usual sleep between subscribing on one node and publishing
+//! on another: [`Subscription::ready`] resolves once every node that is up
+//! has applied the subscription (or fails with [`BarrierError::Timeout`]
+//! naming the nodes that did not confirm), and
+//! [`Subscription::unsubscribe`] returns an [`InterestBarrier`] that
+//! resolves once no node forwards the removed interest any more.
+//!
 //! ```
 //! use std::time::Duration;
 //! use bytes::Bytes;
@@ -171,6 +179,9 @@
 //!
 //!     let everything = node.subscribe("orders.>")?;
 //!     let billing = node.queue_subscribe("orders.*", "billing")?;
+//!     // Every node that is up now forwards matching messages here.
+//!     everything.ready().await?;
+//!     billing.ready().await?;
 //!     node.publish("orders.new", vec![], Bytes::from_static(b"#1")).await?;
 //!     let m = everything.next().await.ok_or("closed")?;
 //!     assert_eq!((m.subject.as_str(), m.payload.as_ref()), ("orders.new", &b"#1"[..]));
@@ -330,6 +341,7 @@ pub use messaging::mailbox::{GroupMonitor, Mailbox, MonitorError};
 pub use messaging::message::{CallError, Envelope, Message, MessageError, NameError, Target};
 pub use node::Groups;
 pub use node::Node;
+pub use pubsub::barrier::{BarrierError, InterestBarrier};
 pub use pubsub::subscription::{
     DeliverySink, DirectSubscription, PubMsg, PubSubError, SinkResult, Subscription,
 };

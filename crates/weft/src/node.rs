@@ -234,6 +234,7 @@ impl Node {
             links.clone(),
             stats.clone(),
             directory.clone(),
+            member_table.clone(),
         ));
         let dead_letters = Arc::new(DeadLetters::new(links.clone(), stats.clone()));
         tokio::spawn(dead_letters.clone().run(shutdown.clone()));
@@ -253,6 +254,7 @@ impl Node {
             dead_letters.clone(),
             config.messaging.subscription_bytes,
             config.pubsub.queue_locality,
+            config.pubsub.interest_barrier_timeout,
         ));
         registry.set_pubsub(&pubsub);
         let relay = Relay::new(
@@ -668,6 +670,15 @@ impl Node {
             .pubsub
             .request(subject, Vec::new(), payload, timeout)
             .await
+    }
+
+    /// A barrier covering every interest change (subscribe, unsubscribe,
+    /// queue group membership) made on this node so far: once
+    /// [`crate::InterestBarrier::wait`] resolves, every node that is up has
+    /// applied them. The NATS front end answers a client's `PING` that
+    /// follows `SUB`/`UNSUB` this way.
+    pub fn interest_barrier(&self) -> crate::InterestBarrier {
+        self.inner.pubsub.barrier()
     }
 
     /// Whether any subscription anywhere in the cluster matches `subject`.

@@ -1,18 +1,23 @@
 //! The registry driver: runs the sans-IO [`weft_proto::registry::Registry`]
 //! behind a mutex, sends its messages over the links (control lane), and
-//! feeds its events to the [`Directory`].
+//! feeds its events to the [`Directory`], pub/sub and relay, and answers
+//! interest barriers from the peers' acknowledgements.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::watch;
 use tracing::debug;
-use weft_proto::frame::Header;
+use weft_proto::frame::{Header, RegistryAck};
 use weft_proto::registry::{EntryKey, Msg, Output, Registry};
 use weft_proto::{Frame, NodeId};
 
 use crate::directory::{BadEntry, Directory};
 use crate::link::Links;
+use crate::membership::{MemberState, MemberTable};
 use crate::pubsub::PubSub;
+use crate::pubsub::barrier::BarrierError;
 use crate::relay::Relay;
 use crate::stats::Stats;
 
@@ -24,6 +29,10 @@ pub(crate) struct RegistryService {
     directory: Arc<Directory>,
     pubsub: OnceLock<std::sync::Weak<PubSub>>,
     relay: OnceLock<std::sync::Weak<Relay>>,
+    members: Arc<RwLock<MemberTable>>,
+    /// Bumped whenever a barrier may have completed: a peer acknowledged
+    /// more, or a peer's link or membership went down.
+    barriers: watch::Sender<u64>,
 }
 
 impl RegistryService {
@@ -37,15 +46,33 @@ impl RegistryService {
         let _ = self.relay.set(Arc::downgrade(relay));
     }
 
-    pub(crate) fn new(local: NodeId, links: Links, stats: Arc<Stats>, directory: Arc<Directory>) -> Self {
+    pub(crate) fn new(
+        local: NodeId,
+        links: Links,
+        stats: Arc<Stats>,
+        directory: Arc<Directory>,
+        members: Arc<RwLock<MemberTable>>,
+    ) -> Self {
+        let mut reg = Registry::new(local);
+        reg.announce_acks();
+        reg.flush();
+        // Nothing observes the announcement's event: nobody subscribed yet,
+        // and no peer is live.
+        while reg.poll_output().is_some() {}
         Self {
-            reg: Mutex::new(Registry::new(local)),
+            reg: Mutex::new(reg),
             links,
             stats,
             directory,
             pubsub: OnceLock::new(),
             relay: OnceLock::new(),
+            members,
+            barriers: watch::Sender::new(0),
         }
+    }
+
+    fn wake_barriers(&self) {
+        self.barriers.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
@@ -74,6 +101,16 @@ impl RegistryService {
                 if let Err(e) = self.links.try_send(&to, &frame) {
                     // Anti-entropy repairs a lost registry message.
                     debug!(peer = %to, error = %e, "registry message not queued");
+                    self.stats.frames_dropped.inc("registry_not_queued");
+                }
+            }
+            Output::Ack { to, ack } => {
+                // Sent after the events before it were applied (outputs are
+                // handled in order, pub/sub synchronously).
+                let frame = Frame::control(Header::RegistryAck(ack));
+                if let Err(e) = self.links.try_send(&to, &frame) {
+                    // The next in-sync digest acknowledges again.
+                    debug!(peer = %to, error = %e, "registry ack not queued");
                     self.stats.frames_dropped.inc("registry_not_queued");
                 }
             }
@@ -124,10 +161,97 @@ impl RegistryService {
 
     pub(crate) fn link_down(&self, peer: &NodeId) {
         self.with(|r| r.link_down(peer));
+        self.wake_barriers();
     }
 
     pub(crate) fn member_down(&self, peer: &NodeId) {
         self.with(|r| r.peer_down(peer));
+        // A barrier no longer waits for it.
+        self.wake_barriers();
+    }
+
+    /// Handles a `REGISTRY_ACK` from `from`.
+    pub(crate) fn on_ack(&self, from: &NodeId, ack: RegistryAck) {
+        match self.with(|r| r.handle_ack(from, ack)) {
+            Ok(true) => self.wake_barriers(),
+            Ok(false) => {}
+            Err(e) => {
+                debug!(peer = %from, error = %e, "registry ack refused");
+                self.stats.registry_rejected.inc(e.label());
+            }
+        }
+    }
+
+    /// This node's registry version: every local change made so far is at
+    /// this version or earlier.
+    pub(crate) fn version(&self) -> u64 {
+        self.reg.lock().unwrap_or_else(|p| p.into_inner()).version()
+    }
+
+    /// The peers a barrier waits for: every member that membership
+    /// reports up (or suspect), and every peer linked to us that
+    /// membership has not declared down (a link proves it alive; it becomes
+    /// registry-live once membership learns it, and may publish to us).
+    fn barrier_peers(&self) -> Vec<NodeId> {
+        let mut peers: std::collections::BTreeMap<String, u64> = self
+            .members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .list()
+            .into_iter()
+            .filter(|m| m.state != MemberState::Down)
+            .map(|m| (m.name, m.incarnation))
+            .collect();
+        for link in self.links.infos() {
+            if let (true, false, Some(inc)) = (link.connected, link.down, link.incarnation) {
+                peers.entry(link.peer).or_insert(inc);
+            }
+        }
+        peers
+            .into_iter()
+            .map(|(name, inc)| NodeId::new(name, inc))
+            .collect()
+    }
+
+    /// The barrier peers that have not acknowledged `target`, sorted.
+    fn unconfirmed(&self, target: u64) -> Vec<String> {
+        let peers = self.barrier_peers();
+        self.reg
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unconfirmed(target, &peers)
+    }
+
+    /// Waits until every barrier peer acknowledged `target`, at most
+    /// `timeout`. Membership declaring a peer down (or its link dropping)
+    /// wakes the wait: a peer down no longer counts.
+    pub(crate) async fn barrier(&self, target: u64, timeout: Duration) -> Result<(), BarrierError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changed = self.barriers.subscribe();
+        loop {
+            // Marked seen before looking, so a change made while looking
+            // wakes the wait below.
+            changed.borrow_and_update();
+            let missing = self.unconfirmed(target);
+            if missing.is_empty() {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, changed.changed()).await {
+                Ok(Ok(())) => continue,
+                // The sender lives as long as `self`: unreachable, but a
+                // timeout is the honest answer if it ever happens.
+                Ok(Err(_)) | Err(_) => {
+                    let missing = self.unconfirmed(target);
+                    if missing.is_empty() {
+                        return Ok(());
+                    }
+                    return Err(BarrierError::Timeout {
+                        timeout,
+                        nodes: missing,
+                    });
+                }
+            }
+        }
     }
 
     pub(crate) fn tick(&self) {

@@ -44,6 +44,7 @@ impl FrameHandler for Router {
         match &frame.header {
             Header::Data(_) => self.channels.on_frame(from, frame),
             Header::Registry => s.registry.on_frame(from, &frame.payload),
+            Header::RegistryAck(ack) => s.registry.on_ack(from, *ack),
             Header::Tell(_) | Header::TellNamed(_) | Header::Reply(_) | Header::GroupPublish(_) => {
                 s.messaging.on_frame(from, frame)
             }

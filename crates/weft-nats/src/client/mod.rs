@@ -10,6 +10,7 @@
 
 mod outbound;
 mod refuse;
+mod replies;
 mod subs;
 
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ use crate::server::Ctx;
 use crate::stats::{self, RefuseReason};
 use outbound::Outbound;
 pub(crate) use refuse::RefuseLog;
+use replies::Replies;
 use subs::{ClientView, SubHandle, SubSink, SubState, Subs};
 
 /// Read buffer: at least this much room before each read.
@@ -60,6 +62,9 @@ struct Client {
     ctx: Arc<Ctx>,
     cid: u64,
     out: Arc<Outbound>,
+    /// `PONG`/`+OK` in command order (a `PONG` may wait for an interest
+    /// barrier).
+    replies: Replies,
     parser: Parser,
     opts: ConnectOptions,
     authenticated: bool,
@@ -97,6 +102,7 @@ pub(crate) async fn run(
             headers: AtomicBool::new(false),
             own_tag: std::sync::Mutex::new(None),
         }),
+        replies: Replies::new(out.clone(), cid),
         ctx,
         cid,
         out,
@@ -280,7 +286,7 @@ impl Client {
 
     fn ok(&self) {
         if self.opts.verbose {
-            self.out.send(encode::OK);
+            self.replies.send(encode::OK);
         }
     }
 
@@ -303,8 +309,12 @@ impl Client {
                 headers,
                 payload,
             } => self.publish(subject, reply, Some(headers), payload).await,
-            ClientOp::Sub { subject, queue, sid } => self.subscribe(&subject, queue.as_deref(), sid),
+            ClientOp::Sub { subject, queue, sid } => {
+                self.replies.interest_changed();
+                self.subscribe(&subject, queue.as_deref(), sid)
+            }
             ClientOp::Unsub { sid, max } => {
+                self.replies.interest_changed();
                 match max {
                     None => {
                         self.subs.remove(&sid);
@@ -313,7 +323,10 @@ impl Client {
                 }
                 self.ok();
             }
-            ClientOp::Ping => self.out.send(encode::PONG),
+            ClientOp::Ping => {
+                let timeout = self.ctx.config.interest_barrier_timeout;
+                self.replies.ping(&self.ctx.node, timeout, &self.ctx.stats);
+            }
             ClientOp::Pong => self.pings_out = 0,
         }
         Flow::Continue

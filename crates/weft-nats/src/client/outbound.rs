@@ -171,6 +171,21 @@ impl Outbound {
         self.wake.notify_one();
     }
 
+    /// Closes the client as a slow consumer (counted): what is buffered is
+    /// dropped and `-ERR 'Slow Consumer'` sent.
+    pub(crate) fn close_slow_consumer(&self) {
+        {
+            let mut s = self.locked();
+            if s.closing.is_none() {
+                s.buf.clear();
+                s.closing = Some(Closing::SlowConsumer);
+                stats::add(&self.stats.slow_consumers, 1);
+            }
+        }
+        self.token.cancel();
+        self.wake.notify_one();
+    }
+
     fn mark_stalled(&self) {
         let mut s = self.locked();
         if s.closing.is_none() {

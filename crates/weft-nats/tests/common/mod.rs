@@ -55,13 +55,23 @@ impl Cluster {
     /// Starts `n` linked nodes, then a NATS server on each, configured by
     /// `tweak`.
     pub async fn start(n: usize, tweak: impl Fn(&mut NatsConfig)) -> Cluster {
+        Self::start_tuned(n, |_| {}, tweak).await
+    }
+
+    /// Like [`Self::start`], with the node configurations adjusted by
+    /// `tune_node`.
+    pub async fn start_tuned(
+        n: usize,
+        tune_node: impl Fn(&mut NodeConfig),
+        tweak: impl Fn(&mut NatsConfig),
+    ) -> Cluster {
         logs();
         let mut nodes: Vec<Node> = Vec::new();
         for i in 0..n {
             let seeds: Vec<SocketAddr> = nodes.first().map(|s| vec![s.addr()]).unwrap_or_default();
-            let node = Node::start(node_config(&format!("n{}", i + 1), &seeds))
-                .await
-                .expect("node starts");
+            let mut config = node_config(&format!("n{}", i + 1), &seeds);
+            tune_node(&mut config);
+            let node = Node::start(config).await.expect("node starts");
             nodes.push(node);
         }
         let names: Vec<String> = nodes.iter().map(|n| n.id().name.clone()).collect();

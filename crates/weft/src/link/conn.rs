@@ -251,6 +251,7 @@ fn on_frame(frame: Frame, p: &ConnParams) -> Option<CloseReason> {
         }
         Header::Data(_)
         | Header::Registry
+        | Header::RegistryAck(_)
         | Header::Tell(_)
         | Header::TellNamed(_)
         | Header::Reply(_)

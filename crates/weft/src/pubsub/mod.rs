@@ -11,6 +11,7 @@
 //! member is preferred when there is one. A remote pick is named in the
 //! frame's `queues`, and that node hands it to one of its members.
 
+pub mod barrier;
 mod outgoing;
 pub mod subscription;
 
@@ -37,6 +38,7 @@ use crate::queue::{ByteQueue, Pushed};
 use crate::registry::RegistryService;
 use crate::stats::Stats;
 
+use barrier::InterestBarrier;
 use outgoing::Outgoing;
 use subscription::{
     DeliverySink, DirectSubscription, PubMsg, PubSubError, Sink, SinkResult, Subscription, Target,
@@ -120,6 +122,7 @@ pub(crate) struct PubSub {
     rr: AtomicU64,
     sub_capacity: usize,
     queue_locality: QueueLocality,
+    barrier_timeout: Duration,
 }
 
 /// The local members of one queue group that a publish matched, before
@@ -143,6 +146,7 @@ impl PubSub {
         dead_letters: Arc<DeadLetters>,
         sub_capacity: usize,
         queue_locality: QueueLocality,
+        barrier_timeout: Duration,
     ) -> Self {
         let inbox_prefix = format!("_INBOX.{}.{}.", local.name, local.incarnation);
         let me = Self {
@@ -159,6 +163,7 @@ impl PubSub {
             rr: AtomicU64::new(0),
             sub_capacity,
             queue_locality,
+            barrier_timeout,
         };
         // One wildcard inbox per node serves every request's replies.
         let inbox = format!("{}>", me.inbox_prefix);
@@ -179,9 +184,10 @@ impl PubSub {
         capacity: Option<usize>,
     ) -> Result<Subscription, PubSubError> {
         let target = Target::Queue(ByteQueue::new(capacity.unwrap_or(self.sub_capacity).max(1), 0));
-        let (id, sink) = self.add(pattern, queue, target)?;
+        let (id, sink, version) = self.add(pattern, queue, target)?;
         Ok(Subscription {
             id,
+            version,
             pattern: pattern.to_string(),
             queue_group: queue.map(str::to_string),
             sink,
@@ -200,9 +206,10 @@ impl PubSub {
             sink,
             closed: AtomicBool::new(false),
         };
-        let (id, sink) = self.add(pattern, queue, target)?;
+        let (id, sink, version) = self.add(pattern, queue, target)?;
         Ok(DirectSubscription {
             id,
+            version,
             pattern: pattern.to_string(),
             queue_group: queue.map(str::to_string),
             sink,
@@ -210,13 +217,15 @@ impl PubSub {
         })
     }
 
-    /// Registers a subscription and announces its interest.
+    /// Registers a subscription and announces its interest. Returns its
+    /// id, sink and the registry version that carries its interest (for
+    /// [`InterestBarrier`]s).
     fn add(
         &self,
         pattern: &str,
         queue: Option<&str>,
         target: Target,
-    ) -> Result<(u64, Arc<Sink>), PubSubError> {
+    ) -> Result<(u64, Arc<Sink>, u64), PubSubError> {
         validate_pattern(pattern)?;
         if let Some(q) = queue {
             validate_queue(q)?;
@@ -252,8 +261,26 @@ impl PubSub {
             self.registry
                 .put_many(vec![(interest_key(pattern, queue), value)]);
         }
+        // Read under the lock: an earlier subscription's announcement of
+        // the same interest is at this version or before.
+        let version = self.registry.version();
         drop(subs);
-        Ok((id, sink))
+        Ok((id, sink, version))
+    }
+
+    /// A barrier for this node's interest changes up to registry version
+    /// `version`.
+    pub(crate) fn barrier_at(&self, version: u64) -> InterestBarrier {
+        InterestBarrier {
+            registry: self.registry.clone(),
+            target: version,
+            timeout: self.barrier_timeout,
+        }
+    }
+
+    /// A barrier for every interest change made so far on this node.
+    pub(crate) fn barrier(&self) -> InterestBarrier {
+        self.barrier_at(self.registry.version())
     }
 
     pub(crate) fn unsubscribe(&self, id: u64) {

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use weft_proto::subject::SubjectError;
 
 use super::PubSub;
+use super::barrier::{BarrierError, InterestBarrier};
 use crate::messaging::message::MessageError;
 use crate::queue::{ByteQueue, ByteSized};
 
@@ -137,6 +138,8 @@ impl Sink {
 /// other subscribers never wait for it.
 pub struct Subscription {
     pub(crate) id: u64,
+    /// The registry version that carries this subscription's interest.
+    pub(crate) version: u64,
     pub(crate) pattern: String,
     pub(crate) queue_group: Option<String>,
     pub(crate) sink: Arc<Sink>,
@@ -165,6 +168,30 @@ impl Subscription {
         out.len() - before
     }
 
+    /// Resolves once every node that is up has applied this
+    /// subscription's interest: from then on a message published on any
+    /// live node and matching the pattern reaches this subscription (no
+    /// sleep needed between subscribing here and publishing elsewhere).
+    ///
+    /// Nodes that go down while it waits stop counting; a node that is up
+    /// but not linked yet is waited for. Fails with
+    /// [`BarrierError::Timeout`], naming the nodes that did not confirm,
+    /// after `pubsub.interest_barrier_timeout` (the subscription stays
+    /// active: those nodes may still apply it later). Cheap when already
+    /// confirmed; may be called any number of times.
+    pub async fn ready(&self) -> Result<(), BarrierError> {
+        self.pubsub.barrier_at(self.version).wait().await
+    }
+
+    /// Like [`Self::ready`], waiting at most `timeout`.
+    pub async fn ready_within(&self, timeout: std::time::Duration) -> Result<(), BarrierError> {
+        self.pubsub
+            .barrier_at(self.version)
+            .with_timeout(timeout)
+            .wait()
+            .await
+    }
+
     /// Messages dropped because this subscription's queue was full.
     pub fn dropped(&self) -> u64 {
         self.sink.dropped.load(Ordering::Relaxed)
@@ -180,8 +207,15 @@ impl Subscription {
         self.queue_group.as_deref()
     }
 
-    /// Stops the subscription (the same as dropping it).
-    pub fn unsubscribe(self) {}
+    /// Stops the subscription (the same as dropping it) and returns a
+    /// barrier for the removal: once [`InterestBarrier::wait`] resolves, no
+    /// live node forwards this node messages for the removed interest
+    /// (unless another local subscription still has the same pattern).
+    /// Ignoring the barrier is fine: the removal happens either way.
+    pub fn unsubscribe(self) -> InterestBarrier {
+        self.pubsub.unsubscribe(self.id);
+        self.pubsub.barrier()
+    }
 }
 
 impl Drop for Subscription {
@@ -199,6 +233,8 @@ impl Drop for Subscription {
 /// `frames_dropped{reason="slow_consumer"}`. Dropping it unsubscribes.
 pub struct DirectSubscription {
     pub(crate) id: u64,
+    /// The registry version that carries this subscription's interest.
+    pub(crate) version: u64,
     pub(crate) pattern: String,
     pub(crate) queue_group: Option<String>,
     pub(crate) sink: Arc<Sink>,
@@ -206,6 +242,30 @@ pub struct DirectSubscription {
 }
 
 impl DirectSubscription {
+    /// Resolves once every node that is up has applied this
+    /// subscription's interest: from then on a message published on any
+    /// live node and matching the pattern reaches this subscription (no
+    /// sleep needed between subscribing here and publishing elsewhere).
+    ///
+    /// Nodes that go down while it waits stop counting; a node that is up
+    /// but not linked yet is waited for. Fails with
+    /// [`BarrierError::Timeout`], naming the nodes that did not confirm,
+    /// after `pubsub.interest_barrier_timeout` (the subscription stays
+    /// active: those nodes may still apply it later). Cheap when already
+    /// confirmed; may be called any number of times.
+    pub async fn ready(&self) -> Result<(), BarrierError> {
+        self.pubsub.barrier_at(self.version).wait().await
+    }
+
+    /// Like [`Self::ready`], waiting at most `timeout`.
+    pub async fn ready_within(&self, timeout: std::time::Duration) -> Result<(), BarrierError> {
+        self.pubsub
+            .barrier_at(self.version)
+            .with_timeout(timeout)
+            .wait()
+            .await
+    }
+
     /// Messages dropped because the sink answered [`SinkResult::Full`].
     pub fn dropped(&self) -> u64 {
         self.sink.dropped.load(Ordering::Relaxed)
@@ -221,8 +281,15 @@ impl DirectSubscription {
         self.queue_group.as_deref()
     }
 
-    /// Stops the subscription (the same as dropping it).
-    pub fn unsubscribe(self) {}
+    /// Stops the subscription (the same as dropping it) and returns a
+    /// barrier for the removal: once [`InterestBarrier::wait`] resolves, no
+    /// live node forwards this node messages for the removed interest
+    /// (unless another local subscription still has the same pattern).
+    /// Ignoring the barrier is fine: the removal happens either way.
+    pub fn unsubscribe(self) -> InterestBarrier {
+        self.pubsub.unsubscribe(self.id);
+        self.pubsub.barrier()
+    }
 }
 
 impl Drop for DirectSubscription {
