@@ -255,6 +255,8 @@ fn on_frame(frame: Frame, p: &ConnParams) -> Option<CloseReason> {
         | Header::StreamUnsubscribe(_)
         | Header::StreamEnd(_)
         | Header::StreamHeartbeat(_)
+        | Header::StreamAttached(_)
+        | Header::StreamAttach(_)
         | Header::RpcRequest(_)
         | Header::RpcReply(_) => {
             p.handler.on_frame(&p.peer, frame);
