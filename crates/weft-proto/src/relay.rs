@@ -298,6 +298,11 @@ impl EdgeFeed {
         }
     }
 
+    /// The edge's attach id (`None` for a legacy edge).
+    pub fn attach_id(&self) -> Option<u64> {
+        self.attach
+    }
+
     /// Whether the acknowledgement (if any) and the replay went out.
     pub fn is_attached(&self) -> bool {
         self.acked

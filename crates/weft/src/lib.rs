@@ -208,7 +208,7 @@
 //!         publisher.send(frame(seq, seq == 1 || seq == 4))?;
 //!     }
 //!     // A late viewer starts at keyframe 4, then plays live frames.
-//!     let viewer = node.subscribe_stream("live/cam1")?;
+//!     let viewer = node.subscribe_stream("live/cam1").await?;
 //!     publisher.send(frame(6, false))?;
 //!     let mut played = Vec::new();
 //!     while played.len() < 3 {
