@@ -16,7 +16,9 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use weft_proto::relay::{Admit, Attachment, Cursor, EdgeFeed, FeedOut, GopCache, Intake, Refused, StreamFrame};
+use weft_proto::relay::{
+    Admit, Attachment, Cursor, EdgeFeed, FeedOut, GopCache, Intake, Refused, StreamFrame,
+};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -272,7 +274,9 @@ impl World {
     }
 
     fn leave(&mut self, viewer: usize) {
-        let Some(v) = self.viewers.get_mut(viewer) else { return };
+        let Some(v) = self.viewers.get_mut(viewer) else {
+            return;
+        };
         if !v.alive {
             return;
         }

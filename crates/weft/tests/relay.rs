@@ -466,11 +466,15 @@ async fn frames_published_right_after_an_edge_subscribe_returns_all_arrive() {
     let (origin, edge) = (nodes[0].clone(), nodes[1].clone());
     for round in 0..10 {
         let key = format!("live/attach{round}");
-        let publisher = origin.publish_stream(&key, StreamPolicy::default()).expect("publish");
+        let publisher = origin
+            .publish_stream(&key, StreamPolicy::default())
+            .expect("publish");
         wait_for("located", LIMIT, || edge.locate_stream(&key).is_some()).await;
         let viewer = edge.subscribe_stream(&key).await.expect("subscribe");
         for seq in 1..=7u64 {
-            publisher.send(frame(seq, 4).with_keyframe(seq == 1 || seq == 5)).expect("send");
+            publisher
+                .send(frame(seq, 4).with_keyframe(seq == 1 || seq == 5))
+                .expect("send");
         }
         let got: Vec<u64> = {
             let mut got = Vec::new();

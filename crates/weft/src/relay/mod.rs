@@ -343,7 +343,9 @@ impl Relay {
         } = st;
         let mut gone = Vec::new();
         for (node, feed) in remotes.iter_mut() {
-            let sent = feed.offer(&frame, cache, *last_seq, &mut |out| self.feed_send(key, node, out));
+            let sent = feed.offer(&frame, cache, *last_seq, &mut |out| {
+                self.feed_send(key, node, out)
+            });
             self.count_feed(node, sent, &mut gone);
         }
         for node in gone {
@@ -396,7 +398,10 @@ impl Relay {
                 if data {
                     debug!(edge = node, key, "edge link full; skipping to the next keyframe");
                 } else {
-                    debug!(edge = node, key, "edge link full; attach acknowledgement deferred");
+                    debug!(
+                        edge = node,
+                        key, "edge link full; attach acknowledgement deferred"
+                    );
                 }
                 Err(Refused::Full)
             }
@@ -561,7 +566,12 @@ impl Relay {
     /// Waits until `hub` is attached to its origin (at once on the origin
     /// itself or on an edge already pulling), until `sub` is ended, or
     /// until `deadline`.
-    async fn wait_attached(&self, sub: &StreamSubscription, hub: &Hub, deadline: Instant) -> Result<(), StreamError> {
+    async fn wait_attached(
+        &self,
+        sub: &StreamSubscription,
+        hub: &Hub,
+        deadline: Instant,
+    ) -> Result<(), StreamError> {
         loop {
             let changed = hub.changed.notified();
             tokio::pin!(changed);
@@ -593,7 +603,11 @@ impl Relay {
     }
 
     /// Subscribes, waiting up to `timeout` for the attach to the origin.
-    pub(crate) async fn subscribe(&self, key: &str, timeout: Duration) -> Result<StreamSubscription, StreamError> {
+    pub(crate) async fn subscribe(
+        &self,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<StreamSubscription, StreamError> {
         let deadline = Instant::now() + timeout;
         let (sub, hub) = self.add_subscriber(key)?;
         self.wait_attached(&sub, &hub, deadline).await?;
