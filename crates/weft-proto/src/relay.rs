@@ -426,8 +426,9 @@ impl Attachment {
         }
     }
 
-    /// An attachment that needs no handshake (the stream is published on
-    /// this node).
+    /// An attachment that needs no handshake: the stream is published on
+    /// this node, or its origin predates the handshake (frames are taken
+    /// at once, as they come).
     pub fn local() -> Self {
         Self {
             id: 0,
@@ -480,6 +481,27 @@ impl Attachment {
 pub struct OriginAnnounce {
     /// Higher is preferred; a standby origin announces a lower priority.
     pub priority: u32,
+    /// The origin answers `StreamAttach` with `StreamAttached`. Announced
+    /// so that edges use the handshake only towards origins that know it;
+    /// absent (false) in announcements of older nodes.
+    pub attach_ack: bool,
+}
+
+impl OriginAnnounce {
+    /// Decodes an announcement, including one from an older node that
+    /// ends before `attach_ack`.
+    pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        #[derive(Deserialize)]
+        struct Before {
+            priority: u32,
+        }
+        postcard::from_bytes::<Self>(bytes).or_else(|_| {
+            postcard::from_bytes::<Before>(bytes).map(|b| Self {
+                priority: b.priority,
+                attach_ack: false,
+            })
+        })
+    }
 }
 
 /// Picks the origin to pull from among `(node, priority)` candidates:
@@ -574,6 +596,68 @@ mod tests {
             Admit::Deliver,
             "new origin, new numbering"
         );
+    }
+
+    #[test]
+    fn relay_origin_announce_decodes_old_and_new() {
+        let new = OriginAnnounce {
+            priority: 7,
+            attach_ack: true,
+        };
+        let bytes = postcard::to_allocvec(&new).expect("encode");
+        assert_eq!(OriginAnnounce::decode(&bytes), Ok(new));
+        let old = postcard::to_allocvec(&7u32).expect("encode");
+        assert_eq!(
+            OriginAnnounce::decode(&old),
+            Ok(OriginAnnounce {
+                priority: 7,
+                attach_ack: false
+            })
+        );
+        assert!(OriginAnnounce::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn relay_attachment_takes_frames_only_once_its_own_ack_came() {
+        let mut a = Attachment::pending(2);
+        assert_eq!(a.intake(None, 1, 0), Intake::Stale);
+        assert!(!a.on_attached(1, Some(4)), "an older attach's ack");
+        assert_eq!(a.intake(None, 1, 0), Intake::Stale);
+        assert!(a.on_attached(2, Some(4)));
+        assert!(!a.on_attached(2, Some(5)), "only once");
+        assert_eq!(a.origin_seq(), Some(4));
+        assert_eq!(a.intake(None, 3, 0), Intake::Accept { gap: 0 });
+        assert_eq!(a.intake(Some(3), 3, 0), Intake::Duplicate);
+        assert_eq!(a.intake(Some(3), 9, 5), Intake::Accept { gap: 5 });
+    }
+
+    #[test]
+    fn relay_feed_acks_before_the_replay_and_retries_a_refused_ack() {
+        let mut cache = GopCache::new(100, 1 << 20);
+        for s in 1..=3 {
+            cache.push(f(s, s == 2));
+        }
+        let mut sent: Vec<String> = Vec::new();
+        let mut room = 0usize;
+        let mut feed = EdgeFeed::new(9);
+        let mut send = |o: FeedOut<'_>| {
+            if room == 0 {
+                return Err(Refused::Full);
+            }
+            room -= 1;
+            sent.push(match o {
+                FeedOut::Attached { attach, last_seq } => format!("ack{attach}@{last_seq:?}"),
+                FeedOut::Data { frame, skipped } => format!("{}+{skipped}", frame.seq),
+            });
+            Ok(())
+        };
+        assert_eq!(feed.start(&cache, Some(3), &mut send), Ok(0));
+        assert!(!feed.is_attached(), "ack refused: nothing sent, retried later");
+        room = 10;
+        cache.push(f(4, false));
+        assert_eq!(feed.offer(&f(4, false), &cache, Some(4), &mut send), Ok(0));
+        assert!(feed.is_attached());
+        assert_eq!(sent, ["ack9@Some(4)", "2+0", "3+0", "4+0"]);
     }
 
     #[test]

@@ -11,6 +11,16 @@
 //! and no duplicate (and cursors de-duplicate by sequence on top, for
 //! re-pulls).
 //!
+//! Attach: an edge asks its origin with `StreamAttach` and a fresh attach
+//! id; the origin answers under its hub's lock with `StreamAttached`, the
+//! replay buffer, then live frames ([`EdgeFeed`]). The edge takes frames
+//! only once the acknowledgement of its current attach id arrived
+//! ([`Attachment`]), and `subscribe_stream` returns only then (bounded by
+//! `attach_timeout`): from the return on, every frame the origin publishes
+//! reaches the viewer unless a `Skipped` (exact count) or `Discontinuity`
+//! event names the gap. Origins announce `attach_ack`; towards an older
+//! origin an edge uses `StreamSubscribe` and takes frames at once.
+//!
 //! Failure handling: if the upstream origin goes down, ends the stream, or
 //! stays silent (no frame and no heartbeat) for `stall_timeout`, the edge
 //! switches to another origin of the same key (subscribers see a
@@ -130,6 +140,9 @@ pub(crate) struct Relay {
     hubs: Mutex<HashMap<String, Arc<Hub>>>,
     origins: Mutex<BTreeMap<String, BTreeMap<String, u32>>>,
     origins_changed: Notify,
+    /// `(key, node)` of origins whose announcement lacks `attach_ack`
+    /// (older nodes): edges pull from them with `StreamSubscribe`.
+    legacy_origins: Mutex<std::collections::BTreeSet<(String, String)>>,
     next_sub: AtomicU64,
     /// Attach ids, fresh for every attach this node starts.
     next_attach: AtomicU64,
@@ -174,6 +187,7 @@ impl Relay {
             hubs: Mutex::new(HashMap::new()),
             origins: Mutex::new(BTreeMap::new()),
             origins_changed: Notify::new(),
+            legacy_origins: Mutex::new(std::collections::BTreeSet::new()),
             next_sub: AtomicU64::new(1),
             next_attach: AtomicU64::new(1),
             runtime: tokio::runtime::Handle::current(),
@@ -215,7 +229,16 @@ impl Relay {
             return Ok(());
         }
         validate_key(&key.key).map_err(|_| "invalid_stream_key")?;
-        let announce: OriginAnnounce = postcard::from_bytes(value).map_err(|_| "invalid_origin")?;
+        let announce = OriginAnnounce::decode(value).map_err(|_| "invalid_origin")?;
+        {
+            let mut legacy = lock(&self.legacy_origins);
+            let entry = (key.key.clone(), origin.name.clone());
+            if added && !announce.attach_ack {
+                legacy.insert(entry);
+            } else {
+                legacy.remove(&entry);
+            }
+        }
         {
             let mut origins = lock(&self.origins);
             if added {
@@ -294,6 +317,7 @@ impl Relay {
         drop(hubs);
         let value = postcard::to_allocvec(&OriginAnnounce {
             priority: policy.priority,
+            attach_ack: true,
         })
         .unwrap_or_default();
         self.registry
@@ -513,14 +537,7 @@ impl Relay {
                 let origin = self
                     .locate(key)
                     .ok_or_else(|| StreamError::NotFound(key.to_string()))?;
-                let attach = Attachment::pending(self.next_attach.fetch_add(1, Ordering::Relaxed));
-                let attach_sent = self.send(
-                    &origin,
-                    Header::StreamAttach(StreamAttach {
-                        key: key.to_string(),
-                        attach: attach.id(),
-                    }),
-                );
+                let (attach, attach_sent) = self.start_attach(key, &origin);
                 let hub = Hub::new(HubState {
                     source: Source::Upstream(origin.clone()),
                     attach,
@@ -690,6 +707,26 @@ impl Relay {
         }
     }
 
+    /// Asks `origin` for `key`: with the handshake if the origin announced
+    /// it (pending until acknowledged), else the older way (attached at
+    /// once). Returns the attachment and whether the request was queued.
+    fn start_attach(&self, key: &str, origin: &str) -> (Attachment, bool) {
+        let legacy = lock(&self.legacy_origins).contains(&(key.to_string(), origin.to_string()));
+        if legacy {
+            let sent = self.send(origin, Header::StreamSubscribe(StreamKey { key: key.to_string() }));
+            return (Attachment::local(), sent);
+        }
+        let attach = Attachment::pending(self.next_attach.fetch_add(1, Ordering::Relaxed));
+        let sent = self.send(
+            origin,
+            Header::StreamAttach(StreamAttach {
+                key: key.to_string(),
+                attach: attach.id(),
+            }),
+        );
+        (attach, sent)
+    }
+
     /// Switches a hub to another origin, or ends its subscribers.
     fn failover(&self, key: &str, st: &mut HubState, failed: Option<&str>, why: StreamClosed) {
         match self.candidates(key, failed) {
@@ -697,7 +734,6 @@ impl Relay {
                 info!(key, from = ?failed, to = %next, "stream failover");
                 self.stats.stream_failovers.fetch_add(1, Ordering::Relaxed);
                 st.source = Source::Upstream(next.clone());
-                st.attach = Attachment::pending(self.next_attach.fetch_add(1, Ordering::Relaxed));
                 st.cache.clear();
                 st.last_seq = None;
                 st.last_activity = Instant::now();
@@ -709,13 +745,7 @@ impl Relay {
                     );
                     self.count_discarded(discarded);
                 }
-                st.attach_sent = self.send(
-                    &next,
-                    Header::StreamAttach(StreamAttach {
-                        key: key.to_string(),
-                        attach: st.attach.id(),
-                    }),
-                );
+                (st.attach, st.attach_sent) = self.start_attach(key, &next);
             }
             None => {
                 for sub in st.subs.drain(..) {
