@@ -637,15 +637,15 @@ mod tests {
         for s in 1..=3 {
             cache.push(f(s, s == 2));
         }
-        let mut sent: Vec<String> = Vec::new();
-        let mut room = 0usize;
+        let room = std::cell::Cell::new(0usize);
+        let sent = std::cell::RefCell::new(Vec::<String>::new());
         let mut feed = EdgeFeed::new(9);
         let mut send = |o: FeedOut<'_>| {
-            if room == 0 {
+            if room.get() == 0 {
                 return Err(Refused::Full);
             }
-            room -= 1;
-            sent.push(match o {
+            room.set(room.get() - 1);
+            sent.borrow_mut().push(match o {
                 FeedOut::Attached { attach, last_seq } => format!("ack{attach}@{last_seq:?}"),
                 FeedOut::Data { frame, skipped } => format!("{}+{skipped}", frame.seq),
             });
@@ -653,11 +653,18 @@ mod tests {
         };
         assert_eq!(feed.start(&cache, Some(3), &mut send), Ok(0));
         assert!(!feed.is_attached(), "ack refused: nothing sent, retried later");
-        room = 10;
+        room.set(10);
         cache.push(f(4, false));
         assert_eq!(feed.offer(&f(4, false), &cache, Some(4), &mut send), Ok(0));
         assert!(feed.is_attached());
-        assert_eq!(sent, ["ack9@Some(4)", "2+0", "3+0", "4+0"]);
+        // The link fills again: frame 5 is skipped, keyframe 6 says so.
+        room.set(0);
+        cache.push(f(5, false));
+        assert_eq!(feed.offer(&f(5, false), &cache, Some(5), &mut send), Ok(1));
+        room.set(10);
+        cache.push(f(6, true));
+        assert_eq!(feed.offer(&f(6, true), &cache, Some(6), &mut send), Ok(0));
+        assert_eq!(*sent.borrow(), ["ack9@Some(4)", "2+0", "3+0", "4+0", "6+1"]);
     }
 
     #[test]
