@@ -713,7 +713,10 @@ impl Relay {
     fn start_attach(&self, key: &str, origin: &str) -> (Attachment, bool) {
         let legacy = lock(&self.legacy_origins).contains(&(key.to_string(), origin.to_string()));
         if legacy {
-            let sent = self.send(origin, Header::StreamSubscribe(StreamKey { key: key.to_string() }));
+            let sent = self.send(
+                origin,
+                Header::StreamSubscribe(StreamKey { key: key.to_string() }),
+            );
             return (Attachment::local(), sent);
         }
         let attach = Attachment::pending(self.next_attach.fetch_add(1, Ordering::Relaxed));
