@@ -553,7 +553,8 @@ async fn viewers_subscribing_at_random_points_see_every_later_frame_or_an_event(
     const FRAMES: u64 = 3_000;
     let published = Arc::new(AtomicU64::new(0));
     let gop = rng.random_range(5..40u64);
-    let pace = rng.random_range(1..20u64);
+    // Frames flow over a few hundred ms while viewers come and go.
+    let pace = rng.random_range(5..30u64);
     let feeder = {
         let published = published.clone();
         tokio::spawn(async move {
@@ -561,16 +562,36 @@ async fn viewers_subscribing_at_random_points_see_every_later_frame_or_an_event(
                 publisher.send(frame(seq, gop)).expect("send");
                 published.store(seq, Ordering::SeqCst);
                 if seq % pace == 0 {
-                    tokio::task::yield_now().await;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
             publisher
         })
     };
-    // Viewers come (and some go) at random points on every node.
+    // On n3, viewers each watch a few frames then leave, so n3 tears its
+    // pull down and attaches again while frames (and frames of its
+    // previous attach) are in flight.
+    let churn = {
+        let (edge, published) = (nodes[2].clone(), published.clone());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed);
+        tokio::spawn(async move {
+            let mut rounds = 0;
+            while rounds < 200 && published.load(Ordering::SeqCst) + 50 < FRAMES {
+                let sub = edge.subscribe_stream(key).await.expect("subscribe");
+                let at = published.load(Ordering::SeqCst);
+                let name = format!("churn viewer {rounds} on n3 (seed {seed})");
+                check_contiguous(&name, &sub, at, (at + 20).min(FRAMES)).await;
+                drop(sub);
+                rounds += 1;
+                tokio::time::sleep(Duration::from_millis(rng.random_range(0..40))).await;
+            }
+            rounds
+        })
+    };
+    // Viewers come (and some go) at random points on n1 and n2.
     let mut viewers: Vec<(String, StreamSubscription, u64)> = Vec::new();
     for i in 0..24 {
-        let node = &nodes[rng.random_range(0..nodes.len())];
+        let node = &nodes[rng.random_range(0..2)];
         let sub = node.subscribe_stream(key).await.expect("subscribe");
         let at = published.load(Ordering::SeqCst);
         let name = format!("viewer {i} on {} (seed {seed})", node.id().name);
@@ -579,11 +600,29 @@ async fn viewers_subscribing_at_random_points_see_every_later_frame_or_an_event(
         } else {
             viewers.push((name, sub, at));
         }
-        tokio::time::sleep(Duration::from_millis(rng.random_range(0..8))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..15))).await;
     }
     let publisher = feeder.await.expect("feeder");
+    let rounds = churn.await.expect("churn");
+    let mid = viewers
+        .iter()
+        .filter(|(_, _, at)| *at > 0 && *at < FRAMES)
+        .count();
+    eprintln!(
+        "{} viewers checked, {mid} of them joined while frames flowed; {rounds} churn viewers",
+        viewers.len()
+    );
     for (name, sub, at) in &viewers {
         check_contiguous(name, sub, *at, FRAMES).await;
+    }
+    for n in &nodes[1..] {
+        let st = n.stats();
+        eprintln!(
+            "{}: {} pulls, {} stale frames",
+            n.id().name,
+            st.stream_pulls,
+            st.frames_dropped.get("stream_stale").copied().unwrap_or(0)
+        );
     }
     drop(publisher);
     stop(nodes).await;
