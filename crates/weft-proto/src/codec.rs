@@ -321,6 +321,8 @@ fn encode_head(header: &Header, payload_len: usize, max_frame: usize) -> Result<
         Header::StreamData(h) => head_of(k, h, payload_len, max_frame),
         Header::StreamEnd(h) => head_of(k, h, payload_len, max_frame),
         Header::StreamHeartbeat(h) => head_of(k, h, payload_len, max_frame),
+        Header::StreamAttached(h) => head_of(k, h, payload_len, max_frame),
+        Header::StreamAttach(h) => head_of(k, h, payload_len, max_frame),
         Header::RpcRequest(h) => head_of(k, h, payload_len, max_frame),
         Header::RpcReply(h) => head_of(k, h, payload_len, max_frame),
         Header::DeadLetter(h) => head_of(k, h, payload_len, max_frame),
@@ -488,6 +490,8 @@ fn decode_header(kind_byte: u8, bytes: &[u8]) -> Result<Header, FrameError> {
         kind::STREAM_UNSUBSCRIBE => Header::StreamUnsubscribe(get("stream_unsubscribe", bytes)?),
         kind::STREAM_END => Header::StreamEnd(get("stream_end", bytes)?),
         kind::STREAM_HEARTBEAT => Header::StreamHeartbeat(get("stream_heartbeat", bytes)?),
+        kind::STREAM_ATTACHED => Header::StreamAttached(get("stream_attached", bytes)?),
+        kind::STREAM_ATTACH => Header::StreamAttach(get("stream_attach", bytes)?),
         kind::RPC_REQUEST => Header::RpcRequest(get("rpc_request", bytes)?),
         kind::RPC_REPLY => Header::RpcReply(get("rpc_reply", bytes)?),
         kind::DEAD_LETTER => Header::DeadLetter(get("dead_letter", bytes)?),
@@ -660,6 +664,15 @@ mod tests {
                     reason: "slow_consumer".into(),
                     count: 40,
                 }],
+            })),
+            Frame::control(Header::StreamAttached(crate::frame::StreamAttached {
+                key: "k".into(),
+                attach: 7,
+                last_seq: None,
+            })),
+            Frame::control(Header::StreamAttach(crate::frame::StreamAttach {
+                key: "k".into(),
+                attach: 7,
             })),
             Frame {
                 header: Header::Unknown { kind: 200 },

@@ -61,6 +61,12 @@ pub mod kind {
     pub const STREAM_END: u8 = 73;
     /// [`super::StreamHeartbeat`]: the origin is alive for this stream.
     pub const STREAM_HEARTBEAT: u8 = 74;
+    /// [`super::StreamAttached`]: the origin attached an edge; the replay
+    /// and live frames follow on the same link.
+    pub const STREAM_ATTACHED: u8 = 75;
+    /// [`super::StreamAttach`]: an edge asks the origin for a stream and
+    /// an acknowledgement ([`STREAM_ATTACHED`]).
+    pub const STREAM_ATTACH: u8 = 76;
 
     /// Kinds below this value are link control: they are queued ahead of
     /// data frames. The class is a property of the kind, so both sides
@@ -303,6 +309,34 @@ pub struct RegistryAck {
     pub version: u64,
 }
 
+/// An edge asks the origin for a stream (the successor of
+/// `StreamSubscribe`): the origin answers with [`StreamAttached`] carrying
+/// the same `attach` id, then the replay buffer, then live frames.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamAttach {
+    /// The stream key.
+    pub key: String,
+    /// Chosen by the edge, fresh for every attach, so that an
+    /// acknowledgement of an earlier (abandoned) attach is never taken for
+    /// the current one.
+    pub attach: u64,
+}
+
+/// The origin attached an edge. Sent before the replay buffer in the data
+/// class, so it stays in order with `StreamData` on the link: every frame
+/// after it is the replay, then every live frame published after
+/// `last_seq`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamAttached {
+    /// The stream key.
+    pub key: String,
+    /// The edge's `attach` id from [`StreamAttach`].
+    pub attach: u64,
+    /// The origin's last published sequence number when it attached the
+    /// edge (`None`: nothing published yet).
+    pub last_seq: Option<u64>,
+}
+
 /// A request to a node service (consensus, shard routing); the payload is
 /// the method's request body. Travels in the control class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -414,6 +448,10 @@ pub enum Header {
     StreamEnd(StreamEnd),
     /// See [`StreamHeartbeat`].
     StreamHeartbeat(StreamHeartbeat),
+    /// See [`StreamAttached`].
+    StreamAttached(StreamAttached),
+    /// See [`StreamAttach`].
+    StreamAttach(StreamAttach),
     /// See [`RpcRequest`].
     RpcRequest(RpcRequest),
     /// See [`RpcReply`].
@@ -452,6 +490,8 @@ impl Header {
             Header::StreamUnsubscribe(_) => kind::STREAM_UNSUBSCRIBE,
             Header::StreamEnd(_) => kind::STREAM_END,
             Header::StreamHeartbeat(_) => kind::STREAM_HEARTBEAT,
+            Header::StreamAttached(_) => kind::STREAM_ATTACHED,
+            Header::StreamAttach(_) => kind::STREAM_ATTACH,
             Header::RpcRequest(_) => kind::RPC_REQUEST,
             Header::RpcReply(_) => kind::RPC_REPLY,
             Header::DeadLetter(_) => kind::DEAD_LETTER,
@@ -487,6 +527,8 @@ impl Header {
             Header::StreamUnsubscribe(_) => "stream_unsubscribe",
             Header::StreamEnd(_) => "stream_end",
             Header::StreamHeartbeat(_) => "stream_heartbeat",
+            Header::StreamAttached(_) => "stream_attached",
+            Header::StreamAttach(_) => "stream_attach",
             Header::RpcRequest(_) => "rpc_request",
             Header::RpcReply(_) => "rpc_reply",
             Header::DeadLetter(_) => "dead_letter",

@@ -204,6 +204,16 @@ impl Cursor {
         self.skipped = 0;
     }
 
+    /// Upstream lost `gap` frames just before the next one (the origin
+    /// skipped them for this edge): the subscriber is told at once. Returns
+    /// the count to report, `gap` plus the frames this cursor had skipped
+    /// and not reported yet, and accepts whatever comes next.
+    pub fn interrupt(&mut self, gap: u64) -> u64 {
+        let pending = std::mem::take(&mut self.skipped);
+        self.discontinuity();
+        gap + pending
+    }
+
     /// Frames skipped over the cursor's life.
     pub fn total_skipped(&self) -> u64 {
         self.total_skipped
@@ -215,11 +225,283 @@ impl Cursor {
     }
 }
 
+/// What an origin's feed to one edge sends (the shell turns it into a
+/// frame on the link to that edge, in this order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedOut<'a> {
+    /// The attach acknowledgement (`StreamAttached`): every frame after it
+    /// is the replay buffer, then live frames after `last_seq`.
+    Attached {
+        /// The edge's attach id.
+        attach: u64,
+        /// The origin's last published sequence number.
+        last_seq: Option<u64>,
+    },
+    /// A frame (`StreamData`), after `skipped` frames this edge missed.
+    Data {
+        /// The frame.
+        frame: &'a StreamFrame,
+        /// Frames skipped for this edge just before this one.
+        skipped: u64,
+    },
+}
+
+/// Why the shell could not send a [`FeedOut`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The link's queue is full: the feed skips (data) or retries later
+    /// (acknowledgement).
+    #[error("link queue full")]
+    Full,
+    /// The edge is gone (link down or closed): forget the feed.
+    #[error("edge gone")]
+    Gone,
+}
+
+/// An origin's feed to one edge: the attach handshake, then every frame
+/// through a [`Cursor`] (skip to the next keyframe when the link is full).
+///
+/// Contract: the caller pushes each new frame into the [`GopCache`] first,
+/// then calls [`EdgeFeed::offer`]; it calls [`EdgeFeed::retry`] now and
+/// then (a tick) so that an acknowledgement refused by a full link is sent
+/// once there is room. The acknowledgement always goes out before the
+/// replay and the live frames that follow it, so an edge that counts from
+/// the acknowledgement sees every frame published after `last_seq`, or a
+/// `skipped` count naming exactly the ones it missed.
+#[derive(Debug, Clone)]
+pub struct EdgeFeed {
+    /// `None`: a legacy `StreamSubscribe` edge, which gets no
+    /// acknowledgement.
+    attach: Option<u64>,
+    acked: bool,
+    cursor: Cursor,
+}
+
+impl EdgeFeed {
+    /// A feed for an edge that asked with attach id `attach`; nothing is
+    /// sent until [`EdgeFeed::start`].
+    pub fn new(attach: u64) -> Self {
+        Self {
+            attach: Some(attach),
+            acked: false,
+            cursor: Cursor::default(),
+        }
+    }
+
+    /// A feed for an edge that sent the older `StreamSubscribe` (no
+    /// acknowledgement: replay then live frames).
+    pub fn legacy() -> Self {
+        Self {
+            attach: None,
+            acked: false,
+            cursor: Cursor::default(),
+        }
+    }
+
+    /// The edge's attach id (`None` for a legacy edge).
+    pub fn attach_id(&self) -> Option<u64> {
+        self.attach
+    }
+
+    /// Whether the acknowledgement (if any) and the replay went out.
+    pub fn is_attached(&self) -> bool {
+        self.acked
+    }
+
+    /// Sends the acknowledgement then the replay buffer; does nothing once
+    /// that is done. If the link refuses the acknowledgement as full,
+    /// nothing is sent and a later call tries again. Returns the frames
+    /// skipped for this edge (link full), or [`Refused::Gone`].
+    pub fn start(
+        &mut self,
+        cache: &GopCache,
+        last_seq: Option<u64>,
+        send: &mut dyn FnMut(FeedOut<'_>) -> Result<(), Refused>,
+    ) -> Result<u64, Refused> {
+        if self.acked {
+            return Ok(0);
+        }
+        if let Some(attach) = self.attach {
+            match send(FeedOut::Attached { attach, last_seq }) {
+                Ok(()) => {}
+                // Retried by the next offer or tick, with the replay as it
+                // is then: nothing after the acknowledgement is lost.
+                Err(Refused::Full) => return Ok(0),
+                Err(Refused::Gone) => return Err(Refused::Gone),
+            }
+        }
+        self.acked = true;
+        let mut skipped = 0;
+        for frame in cache.snapshot() {
+            skipped += self.deliver(&frame, send)?;
+        }
+        Ok(skipped)
+    }
+
+    /// Retries a pending acknowledgement (same as [`EdgeFeed::start`]).
+    pub fn retry(
+        &mut self,
+        cache: &GopCache,
+        last_seq: Option<u64>,
+        send: &mut dyn FnMut(FeedOut<'_>) -> Result<(), Refused>,
+    ) -> Result<u64, Refused> {
+        self.start(cache, last_seq, send)
+    }
+
+    /// Offers a frame just pushed into `cache` (whose last sequence is now
+    /// `last_seq`). Returns the frames skipped for this edge.
+    pub fn offer(
+        &mut self,
+        frame: &StreamFrame,
+        cache: &GopCache,
+        last_seq: Option<u64>,
+        send: &mut dyn FnMut(FeedOut<'_>) -> Result<(), Refused>,
+    ) -> Result<u64, Refused> {
+        if !self.acked {
+            // The replay sent with the acknowledgement holds `frame`.
+            return self.start(cache, last_seq, send);
+        }
+        self.deliver(frame, send)
+    }
+
+    fn deliver(
+        &mut self,
+        frame: &StreamFrame,
+        send: &mut dyn FnMut(FeedOut<'_>) -> Result<(), Refused>,
+    ) -> Result<u64, Refused> {
+        let skipped = match self.cursor.admit(frame) {
+            Admit::Duplicate => return Ok(0),
+            Admit::Skip => return Ok(1),
+            Admit::Deliver => 0,
+            Admit::ResumeAfterSkip { skipped } => skipped,
+        };
+        match send(FeedOut::Data { frame, skipped }) {
+            Ok(()) => Ok(0),
+            Err(Refused::Full) => {
+                // `skipped` carries over: the frame it resumes at counts
+                // those and this one.
+                self.cursor.fall_behind(frame, skipped);
+                Ok(1)
+            }
+            Err(Refused::Gone) => Err(Refused::Gone),
+        }
+    }
+}
+
+/// What an edge does with a `StreamData` frame from its upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intake {
+    /// Not attached (yet): a frame of an earlier, abandoned attach still in
+    /// flight. Dropped, counted.
+    Stale,
+    /// Sequence not after the last one taken: dropped silently.
+    Duplicate,
+    /// Take it. `gap` frames were skipped by the origin just before it:
+    /// the edge clears its replay buffer and tells every viewer.
+    Accept {
+        /// Frames the origin skipped for this edge (0: none).
+        gap: u64,
+    },
+}
+
+/// An edge's attach handshake with its upstream origin: pending until the
+/// origin's `StreamAttached` with the current attach id arrives, attached
+/// after. Frames are taken only once attached, so what viewers get after
+/// the acknowledgement is the origin's replay then its live frames, with no
+/// frame of an earlier attach mixed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    id: u64,
+    attached: bool,
+    origin_seq: Option<u64>,
+}
+
+impl Attachment {
+    /// A new attach with id `id` (fresh per attach on this node), pending.
+    pub fn pending(id: u64) -> Self {
+        Self {
+            id,
+            attached: false,
+            origin_seq: None,
+        }
+    }
+
+    /// An attachment that needs no handshake: the stream is published on
+    /// this node, or its origin predates the handshake (frames are taken
+    /// at once, as they come).
+    pub fn local() -> Self {
+        Self {
+            id: 0,
+            attached: true,
+            origin_seq: None,
+        }
+    }
+
+    /// The id to send in `StreamAttach`.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether the origin confirmed this attach.
+    pub fn is_attached(&self) -> bool {
+        self.attached
+    }
+
+    /// The origin's last sequence number when it attached this edge.
+    pub fn origin_seq(&self) -> Option<u64> {
+        self.origin_seq
+    }
+
+    /// An acknowledgement arrived: true if it completes this attach (the
+    /// id matches and it was pending); an old id is ignored.
+    pub fn on_attached(&mut self, id: u64, last_seq: Option<u64>) -> bool {
+        if id != self.id || self.attached {
+            return false;
+        }
+        self.attached = true;
+        self.origin_seq = last_seq;
+        true
+    }
+
+    /// Decides the fate of a data frame `seq` (with the origin's `skipped`
+    /// count) given the edge's last taken sequence `last_seq`.
+    pub fn intake(&self, last_seq: Option<u64>, seq: u64, skipped: u64) -> Intake {
+        if !self.attached {
+            return Intake::Stale;
+        }
+        if last_seq.is_some_and(|l| seq <= l) {
+            return Intake::Duplicate;
+        }
+        Intake::Accept { gap: skipped }
+    }
+}
+
 /// An origin's announcement in the registry (table `ORIGINS`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OriginAnnounce {
     /// Higher is preferred; a standby origin announces a lower priority.
     pub priority: u32,
+    /// The origin answers `StreamAttach` with `StreamAttached`. Announced
+    /// so that edges use the handshake only towards origins that know it;
+    /// absent (false) in announcements of older nodes.
+    pub attach_ack: bool,
+}
+
+impl OriginAnnounce {
+    /// Decodes an announcement, including one from an older node that
+    /// ends before `attach_ack`.
+    pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        #[derive(Deserialize)]
+        struct Before {
+            priority: u32,
+        }
+        postcard::from_bytes::<Self>(bytes).or_else(|_| {
+            postcard::from_bytes::<Before>(bytes).map(|b| Self {
+                priority: b.priority,
+                attach_ack: false,
+            })
+        })
+    }
 }
 
 /// Picks the origin to pull from among `(node, priority)` candidates:
@@ -314,6 +596,75 @@ mod tests {
             Admit::Deliver,
             "new origin, new numbering"
         );
+    }
+
+    #[test]
+    fn relay_origin_announce_decodes_old_and_new() {
+        let new = OriginAnnounce {
+            priority: 7,
+            attach_ack: true,
+        };
+        let bytes = postcard::to_allocvec(&new).expect("encode");
+        assert_eq!(OriginAnnounce::decode(&bytes), Ok(new));
+        let old = postcard::to_allocvec(&7u32).expect("encode");
+        assert_eq!(
+            OriginAnnounce::decode(&old),
+            Ok(OriginAnnounce {
+                priority: 7,
+                attach_ack: false
+            })
+        );
+        assert!(OriginAnnounce::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn relay_attachment_takes_frames_only_once_its_own_ack_came() {
+        let mut a = Attachment::pending(2);
+        assert_eq!(a.intake(None, 1, 0), Intake::Stale);
+        assert!(!a.on_attached(1, Some(4)), "an older attach's ack");
+        assert_eq!(a.intake(None, 1, 0), Intake::Stale);
+        assert!(a.on_attached(2, Some(4)));
+        assert!(!a.on_attached(2, Some(5)), "only once");
+        assert_eq!(a.origin_seq(), Some(4));
+        assert_eq!(a.intake(None, 3, 0), Intake::Accept { gap: 0 });
+        assert_eq!(a.intake(Some(3), 3, 0), Intake::Duplicate);
+        assert_eq!(a.intake(Some(3), 9, 5), Intake::Accept { gap: 5 });
+    }
+
+    #[test]
+    fn relay_feed_acks_before_the_replay_and_retries_a_refused_ack() {
+        let mut cache = GopCache::new(100, 1 << 20);
+        for s in 1..=3 {
+            cache.push(f(s, s == 2));
+        }
+        let room = std::cell::Cell::new(0usize);
+        let sent = std::cell::RefCell::new(Vec::<String>::new());
+        let mut feed = EdgeFeed::new(9);
+        let mut send = |o: FeedOut<'_>| {
+            if room.get() == 0 {
+                return Err(Refused::Full);
+            }
+            room.set(room.get() - 1);
+            sent.borrow_mut().push(match o {
+                FeedOut::Attached { attach, last_seq } => format!("ack{attach}@{last_seq:?}"),
+                FeedOut::Data { frame, skipped } => format!("{}+{skipped}", frame.seq),
+            });
+            Ok(())
+        };
+        assert_eq!(feed.start(&cache, Some(3), &mut send), Ok(0));
+        assert!(!feed.is_attached(), "ack refused: nothing sent, retried later");
+        room.set(10);
+        cache.push(f(4, false));
+        assert_eq!(feed.offer(&f(4, false), &cache, Some(4), &mut send), Ok(0));
+        assert!(feed.is_attached());
+        // The link fills again: frame 5 is skipped, keyframe 6 says so.
+        room.set(0);
+        cache.push(f(5, false));
+        assert_eq!(feed.offer(&f(5, false), &cache, Some(5), &mut send), Ok(1));
+        room.set(10);
+        cache.push(f(6, true));
+        assert_eq!(feed.offer(&f(6, true), &cache, Some(6), &mut send), Ok(0));
+        assert_eq!(*sent.borrow(), ["ack9@Some(4)", "2+0", "3+0", "4+0", "6+1"]);
     }
 
     #[test]

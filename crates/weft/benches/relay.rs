@@ -383,7 +383,7 @@ async fn local_fanout(o: &Options, node: &Node, subscribers: usize) -> FanoutRow
     let progress = Progress::new(subscribers);
     let mut viewers = Vec::with_capacity(subscribers);
     for i in 0..subscribers {
-        let sub = node.subscribe_stream(&key).expect("subscribe");
+        let sub = node.subscribe_stream(&key).await.expect("subscribe");
         viewers.push(spawn_viewer(sub, i, 0, o.fanout_bytes, progress.clone(), 64));
     }
     let payload = Bytes::from(vec![0xC3u8; o.fanout_bytes]);
@@ -457,7 +457,7 @@ async fn origin_to_edge(o: &Options, origin: &Node, edge: &Node, size: usize) ->
             .map_or(0, |p| p.stream_frames_sent)
     };
     let copies_before = sent_to_edge();
-    let sub = edge.subscribe_stream(&key).expect("subscribe on the edge");
+    let sub = edge.subscribe_stream(&key).await.expect("subscribe on the edge");
     // A first keyframe, published until the edge's pull is live (the first
     // one the subscriber gets, directly or from the edge's replay buffer,
     // sets where its count starts).

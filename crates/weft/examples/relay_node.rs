@@ -235,7 +235,7 @@ async fn run() -> Result<(), String> {
     while let Ok(Some(line)) = lines.next_line().await {
         let mut parts = line.split_whitespace();
         match (parts.next(), parts.next()) {
-            (Some("subscribe"), Some(key)) => match node.subscribe_stream(key) {
+            (Some("subscribe"), Some(key)) => match node.subscribe_stream(key).await {
                 Ok(sub) => {
                     let viewer = next_viewer;
                     next_viewer += 1;

@@ -197,6 +197,9 @@ pub struct RelayConfig {
     pub stall_timeout: Duration,
     /// An origin heartbeats idle streams to its edges this often.
     pub heartbeat_interval: Duration,
+    /// `subscribe_stream` on an edge waits this long for the origin to
+    /// confirm the attach before failing with `AttachTimeout`.
+    pub attach_timeout: Duration,
     /// A subscriber's queue bound, frames.
     pub subscriber_frames: usize,
     /// A subscriber's queue bound, bytes.
@@ -213,6 +216,7 @@ impl Default for RelayConfig {
             linger: Duration::from_secs(5),
             stall_timeout: Duration::from_secs(3),
             heartbeat_interval: Duration::from_millis(500),
+            attach_timeout: Duration::from_secs(10),
             subscriber_frames: 1024,
             subscriber_bytes: 16 * 1024 * 1024,
             gop_max_frames: 2048,

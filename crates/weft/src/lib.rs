@@ -213,7 +213,10 @@
 //! gets the configuration frames and the frames since the last keyframe
 //! (the replay buffer), then live frames, with no gap and no duplicate.
 //! On another node the first viewer makes that node pull the stream from
-//! the origin once, whatever its number of viewers.
+//! the origin once, whatever its number of viewers; `subscribe_stream`
+//! returns there once the origin confirmed the attach, and from then on
+//! every frame the origin publishes reaches the viewer in order unless a
+//! `Skipped` or `Discontinuity` event names the gap.
 //!
 //! ```
 //! use std::time::Duration;
@@ -236,7 +239,7 @@
 //!         publisher.send(frame(seq, seq == 1 || seq == 4))?;
 //!     }
 //!     // A late viewer starts at keyframe 4, then plays live frames.
-//!     let viewer = node.subscribe_stream("live/cam1")?;
+//!     let viewer = node.subscribe_stream("live/cam1").await?;
 //!     publisher.send(frame(6, false))?;
 //!     let mut played = Vec::new();
 //!     while played.len() < 3 {
@@ -305,9 +308,11 @@
 //!
 //! Per sender→receiver FIFO for messages and per-stream order for frames;
 //! at most once for tells and publishes across a link failure; at least
-//! once with acknowledgement for routed shard events; every frame not
-//! delivered is an error to the caller or a counted reason in
-//! [`Node::stats`]; every queue is bounded in bytes.
+//! once with acknowledgement for routed shard events; a stream viewer's
+//! gap is always an event ([`StreamEvent::Skipped`] with the exact count,
+//! or [`StreamEvent::Discontinuity`]); every frame not delivered is an
+//! error to the caller or a counted reason in [`Node::stats`]; every queue
+//! is bounded in bytes.
 
 pub mod channel;
 pub mod config;

@@ -704,14 +704,28 @@ impl Node {
 
     /// Plays a stream: the replay buffer, then live frames. On a node that
     /// is not the origin the first subscriber makes the node pull the
-    /// stream once. Fails at once with [`StreamError::NotFound`] if no node
-    /// publishes `key` (see [`Node::subscribe_stream_wait`]).
-    pub fn subscribe_stream(&self, key: &str) -> Result<StreamSubscription, StreamError> {
-        self.inner.relay.subscribe(key)
+    /// stream once.
+    ///
+    /// Returns once the origin confirmed the attach (at once on the origin
+    /// itself and on an edge already pulling): from then on every frame the
+    /// origin publishes reaches the subscription in order, unless a
+    /// [`StreamEvent::Skipped`](crate::StreamEvent::Skipped) (the viewer or
+    /// the edge fell behind) or
+    /// [`StreamEvent::Discontinuity`](crate::StreamEvent::Discontinuity)
+    /// (failover) event comes first and names the gap.
+    ///
+    /// Fails at once with [`StreamError::NotFound`] if no node publishes
+    /// `key` (see [`Node::subscribe_stream_wait`]); with
+    /// [`StreamError::AttachTimeout`] if the origin does not confirm within
+    /// `relay.attach_timeout`; with [`StreamError::Closed`] if the stream
+    /// ends meanwhile.
+    pub async fn subscribe_stream(&self, key: &str) -> Result<StreamSubscription, StreamError> {
+        let timeout = self.inner.config.relay.attach_timeout;
+        self.inner.relay.subscribe(key, timeout).await
     }
 
-    /// Like [`Node::subscribe_stream`], but waits up to `timeout` for an
-    /// origin of `key` to appear.
+    /// Like [`Node::subscribe_stream`], but waits up to `timeout` (in all:
+    /// for an origin of `key` to appear and for its confirmation).
     pub async fn subscribe_stream_wait(
         &self,
         key: &str,

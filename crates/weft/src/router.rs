@@ -57,7 +57,9 @@ impl FrameHandler for Router {
             | Header::StreamData(_)
             | Header::StreamUnsubscribe(_)
             | Header::StreamEnd(_)
-            | Header::StreamHeartbeat(_) => s.relay.on_frame(from, frame),
+            | Header::StreamHeartbeat(_)
+            | Header::StreamAttached(_)
+            | Header::StreamAttach(_) => s.relay.on_frame(from, frame),
             Header::RpcRequest(_) | Header::RpcReply(_) => s.rpc.on_frame(from, frame),
             Header::DeadLetter(_) => {
                 if let Header::DeadLetter(d) = frame.header {

@@ -81,7 +81,7 @@ async fn edge_mirrors_origin_with_replay_then_live_and_one_upstream() {
     let nodes = cluster(3).await;
     let (origin, edge) = (&nodes[0], &nodes[1]);
     assert!(matches!(
-        edge.subscribe_stream("live/none"),
+        edge.subscribe_stream("live/none").await,
         Err(StreamError::NotFound(_))
     ));
     let publisher = origin
@@ -112,9 +112,10 @@ async fn edge_mirrors_origin_with_replay_then_live_and_one_upstream() {
 
     // 50 viewers on the edge: replay buffer (config + GOP from keyframe 20)
     // then live frames.
-    let subs: Vec<StreamSubscription> = (0..50)
-        .map(|_| edge.subscribe_stream("live/cam1").expect("subscribe"))
-        .collect();
+    let mut subs: Vec<StreamSubscription> = Vec::new();
+    for _ in 0..50 {
+        subs.push(edge.subscribe_stream("live/cam1").await.expect("subscribe"));
+    }
     for s in &subs {
         let cfg = next_frame(s).await;
         assert!(cfg.config, "configuration first");
@@ -201,7 +202,7 @@ async fn gapless_attach_over_10000_frames() {
     let mut subs = Vec::new();
     for i in 0..6 {
         let node = if i % 2 == 0 { &origin } else { &edge };
-        subs.push(node.subscribe_stream("live/gapless").expect("subscribe"));
+        subs.push(node.subscribe_stream("live/gapless").await.expect("subscribe"));
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
     let publisher = feeder.await.expect("feeder");
@@ -256,7 +257,7 @@ async fn failover_to_a_standby_origin_then_origin_lost() {
         p1.send(frame(seq, 5)).expect("send");
         p2.send(frame(1000 + seq, 5)).expect("send");
     }
-    let sub = edge.subscribe_stream("live/ha").expect("subscribe");
+    let sub = edge.subscribe_stream("live/ha").await.expect("subscribe");
     assert_eq!(next_frame(&sub).await.seq, 0);
 
     // The primary crashes: the edge re-pulls from the standby and the
@@ -307,7 +308,7 @@ async fn crashed_origin_ends_viewers_with_origin_lost() {
         .expect("publish");
     p.send(frame(0, 5)).expect("send");
     wait_for("located", LIMIT, || edge.locate_stream("live/solo").is_some()).await;
-    let sub = edge.subscribe_stream("live/solo").expect("subscribe");
+    let sub = edge.subscribe_stream("live/solo").await.expect("subscribe");
     assert_eq!(next_frame(&sub).await.seq, 0);
     origin.abort();
     let end = loop {
@@ -359,8 +360,8 @@ async fn a_slow_viewer_skips_to_the_next_keyframe_others_unaffected() {
     let p = node
         .publish_stream("live/lag", StreamPolicy::default())
         .expect("publish");
-    let slow = node.subscribe_stream("live/lag").expect("slow");
-    let fast = node.subscribe_stream("live/lag").expect("fast");
+    let slow = node.subscribe_stream("live/lag").await.expect("slow");
+    let fast = node.subscribe_stream("live/lag").await.expect("fast");
     let mut fast_seen = Vec::new();
     for seq in 0..200u64 {
         p.send(frame(seq, 20)).expect("send");
@@ -414,4 +415,215 @@ async fn a_slow_viewer_skips_to_the_next_keyframe_others_unaffected() {
     assert!(node.stats().stream_frames_skipped > 0);
     drop((slow, fast, p));
     node.shutdown(Duration::from_millis(100)).await;
+}
+
+/// What a viewer must see once `subscribe_stream` returned while the
+/// origin's last published sequence was `returned_at`: strictly increasing
+/// frames, contiguous except right after a `Skipped`/`Discontinuity`
+/// event, the first at or before `returned_at + 1`, up to `last`.
+async fn check_contiguous(name: &str, sub: &StreamSubscription, returned_at: u64, last: u64) {
+    let mut prev: Option<u64> = None;
+    let mut seen = Vec::new();
+    let mut marked = false;
+    while prev != Some(last) {
+        let ev = match tokio::time::timeout(LIMIT, sub.next()).await {
+            Ok(Ok(ev)) => ev,
+            Ok(Err(e)) => panic!("{name}: stream ended: {e}; saw {seen:?}"),
+            Err(_) => panic!("{name}: nothing within {LIMIT:?} after {prev:?}"),
+        };
+        match ev {
+            StreamEvent::Frame(f) => {
+                match prev {
+                    None => assert!(
+                        marked || f.seq <= returned_at + 1,
+                        "{name}: subscribe returned at {returned_at} but the first frame is {}",
+                        f.seq
+                    ),
+                    Some(p) => assert!(
+                        f.seq == p + 1 || (marked && f.seq > p),
+                        "{name}: {} after {p} with no event naming the gap (returned at {returned_at})",
+                        f.seq
+                    ),
+                }
+                seen.push(f.seq);
+                prev = Some(f.seq);
+                marked = false;
+            }
+            StreamEvent::Skipped { frames } => {
+                assert!(frames > 0, "{name}: empty skip");
+                marked = true;
+            }
+            StreamEvent::Discontinuity { origin } => panic!("{name}: unexpected failover to {origin}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_published_right_after_an_edge_subscribe_returns_all_arrive() {
+    // Issue 13: the edge's subscribe returned before the origin attached
+    // it; a viewer got [5, 6, 7] of 1..=7 (keyframes 1 and 5) and no event.
+    let nodes = cluster(2).await;
+    let (origin, edge) = (nodes[0].clone(), nodes[1].clone());
+    for round in 0..10 {
+        let key = format!("live/attach{round}");
+        let publisher = origin
+            .publish_stream(&key, StreamPolicy::default())
+            .expect("publish");
+        wait_for("located", LIMIT, || edge.locate_stream(&key).is_some()).await;
+        let viewer = edge.subscribe_stream(&key).await.expect("subscribe");
+        for seq in 1..=7u64 {
+            publisher
+                .send(frame(seq, 4).with_keyframe(seq == 1 || seq == 5))
+                .expect("send");
+        }
+        let got: Vec<u64> = {
+            let mut got = Vec::new();
+            while got.len() < 7 {
+                match tokio::time::timeout(LIMIT, viewer.next()).await.expect("event") {
+                    Ok(StreamEvent::Frame(f)) => got.push(f.seq),
+                    other => panic!("round {round}: unexpected {other:?} after {got:?}"),
+                }
+            }
+            got
+        };
+        assert_eq!(got, (1..=7).collect::<Vec<_>>(), "round {round}");
+        // A late viewer on the edge, already pulling: returns at once,
+        // starts at keyframe 5, then every later frame.
+        let late = edge.subscribe_stream(&key).await.expect("late");
+        for seq in 8..=12u64 {
+            publisher.send(frame(seq, 1000)).expect("send");
+        }
+        check_contiguous("late", &late, 7, 12).await;
+        check_contiguous("first", &viewer, 7, 12).await;
+    }
+    assert_eq!(edge.stats().stream_pulls, 10, "one pull per stream");
+    stop(nodes).await;
+}
+
+trait WithKeyframe {
+    fn with_keyframe(self, keyframe: bool) -> Self;
+}
+
+impl WithKeyframe for StreamFrame {
+    fn with_keyframe(mut self, keyframe: bool) -> Self {
+        self.keyframe = keyframe;
+        self
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_subscribing_at_random_points_see_every_later_frame_or_an_event() {
+    use rand::{RngExt, SeedableRng};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let seed: u64 = std::env::var("WEFT_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    eprintln!("seed {seed} (rerun with WEFT_TEST_SEED={seed})");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut nodes = Vec::new();
+    for i in 1..=3 {
+        let seeds: Vec<_> = nodes.first().map(|n: &Node| n.addr()).into_iter().collect();
+        let mut c = config(&format!("n{i}"), &seeds);
+        // Short linger: viewers leaving make edges tear down and attach
+        // again while frames flow.
+        c.relay.linger = Duration::from_millis(rng.random_range(0..30));
+        c.relay.subscriber_frames = 20_000;
+        nodes.push(Node::start(c).await.expect("node"));
+    }
+    for n in &nodes {
+        wait_for("up", LIMIT, || sees_up(n, &["n1", "n2", "n3"])).await;
+    }
+    let origin = nodes[0].clone();
+    let key = "live/random";
+    let publisher = origin
+        .publish_stream(
+            key,
+            StreamPolicy {
+                gop_max_frames: rng.random_range(4..64),
+                ..Default::default()
+            },
+        )
+        .expect("publish");
+    for n in &nodes[1..] {
+        wait_for("located", LIMIT, || n.locate_stream(key).is_some()).await;
+    }
+    const FRAMES: u64 = 3_000;
+    let published = Arc::new(AtomicU64::new(0));
+    let gop = rng.random_range(5..40u64);
+    // Frames flow over a few hundred ms while viewers come and go.
+    let pace = rng.random_range(5..30u64);
+    let feeder = {
+        let published = published.clone();
+        tokio::spawn(async move {
+            for seq in 1..=FRAMES {
+                publisher.send(frame(seq, gop)).expect("send");
+                published.store(seq, Ordering::SeqCst);
+                if seq % pace == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            publisher
+        })
+    };
+    // On n3, viewers each watch a few frames then leave, so n3 tears its
+    // pull down and attaches again while frames (and frames of its
+    // previous attach) are in flight.
+    let churn = {
+        let (edge, published) = (nodes[2].clone(), published.clone());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed);
+        tokio::spawn(async move {
+            let mut rounds = 0;
+            while rounds < 200 && published.load(Ordering::SeqCst) + 50 < FRAMES {
+                let sub = edge.subscribe_stream(key).await.expect("subscribe");
+                let at = published.load(Ordering::SeqCst);
+                let name = format!("churn viewer {rounds} on n3 (seed {seed})");
+                check_contiguous(&name, &sub, at, (at + 20).min(FRAMES)).await;
+                drop(sub);
+                rounds += 1;
+                tokio::time::sleep(Duration::from_millis(rng.random_range(0..40))).await;
+            }
+            rounds
+        })
+    };
+    // Viewers come (and some go) at random points on n1 and n2.
+    let mut viewers: Vec<(String, StreamSubscription, u64)> = Vec::new();
+    for i in 0..24 {
+        let node = &nodes[rng.random_range(0..2)];
+        let sub = node.subscribe_stream(key).await.expect("subscribe");
+        let at = published.load(Ordering::SeqCst);
+        let name = format!("viewer {i} on {} (seed {seed})", node.id().name);
+        if rng.random_bool(0.3) {
+            drop(sub); // leaves: a later viewer may need a new attach
+        } else {
+            viewers.push((name, sub, at));
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..15))).await;
+    }
+    let publisher = feeder.await.expect("feeder");
+    let rounds = churn.await.expect("churn");
+    let mid = viewers
+        .iter()
+        .filter(|(_, _, at)| *at > 0 && *at < FRAMES)
+        .count();
+    eprintln!(
+        "{} viewers checked, {mid} of them joined while frames flowed; {rounds} churn viewers",
+        viewers.len()
+    );
+    for (name, sub, at) in &viewers {
+        check_contiguous(name, sub, *at, FRAMES).await;
+    }
+    for n in &nodes[1..] {
+        let st = n.stats();
+        eprintln!(
+            "{}: {} pulls, {} stale frames",
+            n.id().name,
+            st.stream_pulls,
+            st.frames_dropped.get("stream_stale").copied().unwrap_or(0)
+        );
+    }
+    drop(publisher);
+    stop(nodes).await;
 }

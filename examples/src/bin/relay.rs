@@ -87,7 +87,7 @@ async fn run() -> anyhow::Result<()> {
 
     // The first viewer makes n2 pull the stream from n1: it gets the
     // config frame, then the GOP since keyframe 10, then live frames.
-    let first = edge.subscribe_stream("live/cam1")?;
+    let first = edge.subscribe_stream("live/cam1").await?;
     let start = play(&first, 4).await?;
     println!("viewer A on n2 starts with {:?}", seqs(&start));
     ensure!(
@@ -100,7 +100,7 @@ async fn run() -> anyhow::Result<()> {
     println!("viewer A plays live {:?}", seqs(&live));
 
     // A late viewer: same edge, no new pull; it starts at keyframe 20.
-    let late = edge.subscribe_stream("live/cam1")?;
+    let late = edge.subscribe_stream("live/cam1").await?;
     let late_start = play(&late, 7).await?;
     println!("late viewer B on n2 starts with {:?}", seqs(&late_start));
     ensure!(

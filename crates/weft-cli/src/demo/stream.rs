@@ -274,7 +274,7 @@ pub async fn run(cluster: &Cluster) -> anyhow::Result<Live> {
     })
     .await?;
     let joined_at = primary.last_seq();
-    let sub = n3.subscribe_stream(KEY).context("subscribing on n3")?;
+    let sub = n3.subscribe_stream(KEY).await.context("subscribing on n3")?;
     let viewer = Viewer::start(sub, "n1", joined_at);
     say(format_args!(
         "a viewer joins late on n3 (n1 is at frame {joined_at}); n3 becomes an edge and pulls from n1 once"

@@ -261,6 +261,8 @@ fn on_frame(frame: Frame, p: &ConnParams) -> Option<CloseReason> {
         | Header::StreamUnsubscribe(_)
         | Header::StreamEnd(_)
         | Header::StreamHeartbeat(_)
+        | Header::StreamAttached(_)
+        | Header::StreamAttach(_)
         | Header::RpcRequest(_)
         | Header::RpcReply(_)
         | Header::DeadLetter(_) => {

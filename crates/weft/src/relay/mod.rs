@@ -11,6 +11,16 @@
 //! and no duplicate (and cursors de-duplicate by sequence on top, for
 //! re-pulls).
 //!
+//! Attach: an edge asks its origin with `StreamAttach` and a fresh attach
+//! id; the origin answers under its hub's lock with `StreamAttached`, the
+//! replay buffer, then live frames ([`EdgeFeed`]). The edge takes frames
+//! only once the acknowledgement of its current attach id arrived
+//! ([`Attachment`]), and `subscribe_stream` returns only then (bounded by
+//! `attach_timeout`): from the return on, every frame the origin publishes
+//! reaches the viewer unless a `Skipped` (exact count) or `Discontinuity`
+//! event names the gap. Origins announce `attach_ack`; towards an older
+//! origin an edge uses `StreamSubscribe` and takes frames at once.
+//!
 //! Failure handling: if the upstream origin goes down, ends the stream, or
 //! stays silent (no frame and no heartbeat) for `stall_timeout`, the edge
 //! switches to another origin of the same key (subscribers see a
@@ -27,9 +37,14 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
-use weft_proto::frame::{Header, StreamData, StreamEnd, StreamEndReason, StreamHeartbeat, StreamKey};
+use weft_proto::frame::{
+    Header, StreamAttach, StreamAttached, StreamData, StreamEnd, StreamEndReason, StreamHeartbeat, StreamKey,
+};
 use weft_proto::registry::{EntryKey, Event, table};
-use weft_proto::relay::{Admit, Cursor, GopCache, OriginAnnounce, StreamFrame, choose_origin, validate_key};
+use weft_proto::relay::{
+    Admit, Attachment, Cursor, EdgeFeed, FeedOut, GopCache, Intake, OriginAnnounce, Refused, StreamFrame,
+    choose_origin, validate_key,
+};
 use weft_proto::{Frame, NodeId};
 
 use crate::config::RelayConfig;
@@ -58,9 +73,15 @@ struct LocalSub {
 
 struct HubState {
     source: Source,
+    /// Edge: the attach handshake with the upstream (frames are taken only
+    /// once it is confirmed). Origin: always attached.
+    attach: Attachment,
+    /// Edge: the `StreamAttach` request for the current attach was queued
+    /// (a full link defers it to the next tick).
+    attach_sent: bool,
     cache: GopCache,
     subs: Vec<LocalSub>,
-    remotes: BTreeMap<String, Cursor>,
+    remotes: BTreeMap<String, EdgeFeed>,
     last_seq: Option<u64>,
     /// Edge: last frame or heartbeat from upstream. Origin: last send.
     last_activity: Instant,
@@ -73,9 +94,19 @@ struct HubState {
 
 struct Hub {
     st: Mutex<HubState>,
+    /// Woken when the hub gets attached or its subscribers are ended, for
+    /// subscribers waiting for the attach.
+    changed: Notify,
 }
 
 impl Hub {
+    fn new(st: HubState) -> Arc<Self> {
+        Arc::new(Self {
+            st: Mutex::new(st),
+            changed: Notify::new(),
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
         self.st.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -109,7 +140,12 @@ pub(crate) struct Relay {
     hubs: Mutex<HashMap<String, Arc<Hub>>>,
     origins: Mutex<BTreeMap<String, BTreeMap<String, u32>>>,
     origins_changed: Notify,
+    /// `(key, node)` of origins whose announcement lacks `attach_ack`
+    /// (older nodes): edges pull from them with `StreamSubscribe`.
+    legacy_origins: Mutex<std::collections::BTreeSet<(String, String)>>,
     next_sub: AtomicU64,
+    /// Attach ids, fresh for every attach this node starts.
+    next_attach: AtomicU64,
     /// The node's runtime: subscriptions may be dropped outside it.
     runtime: tokio::runtime::Handle,
 }
@@ -151,7 +187,9 @@ impl Relay {
             hubs: Mutex::new(HashMap::new()),
             origins: Mutex::new(BTreeMap::new()),
             origins_changed: Notify::new(),
+            legacy_origins: Mutex::new(std::collections::BTreeSet::new()),
             next_sub: AtomicU64::new(1),
+            next_attach: AtomicU64::new(1),
             runtime: tokio::runtime::Handle::current(),
         });
         tokio::spawn(ticker(Arc::downgrade(&relay), stop));
@@ -191,7 +229,16 @@ impl Relay {
             return Ok(());
         }
         validate_key(&key.key).map_err(|_| "invalid_stream_key")?;
-        let announce: OriginAnnounce = postcard::from_bytes(value).map_err(|_| "invalid_origin")?;
+        let announce = OriginAnnounce::decode(value).map_err(|_| "invalid_origin")?;
+        {
+            let mut legacy = lock(&self.legacy_origins);
+            let entry = (key.key.clone(), origin.name.clone());
+            if added && !announce.attach_ack {
+                legacy.insert(entry);
+            } else {
+                legacy.remove(&entry);
+            }
+        }
         {
             let mut origins = lock(&self.origins);
             if added {
@@ -233,38 +280,44 @@ impl Relay {
                 self.send(up, Header::StreamUnsubscribe(StreamKey { key: key.to_string() }));
             }
             st.source = Source::Local;
+            st.attach = Attachment::local();
             st.cache = GopCache::new(policy.gop_max_frames, policy.gop_max_bytes);
             st.last_seq = None;
             let origin = self.local.name.clone();
             for sub in &mut st.subs {
                 sub.cursor.discontinuity();
-                push_item(
+                let discarded = push_item(
                     &sub.queue,
                     Item::Event(StreamEvent::Discontinuity {
                         origin: origin.clone(),
                     }),
                 );
+                self.count_discarded(discarded);
             }
+            drop(st);
+            // Subscribers waiting for an upstream attach are attached now.
+            hub.changed.notify_waiters();
         } else {
             hubs.insert(
                 key.to_string(),
-                Arc::new(Hub {
-                    st: Mutex::new(HubState {
-                        source: Source::Local,
-                        cache: GopCache::new(policy.gop_max_frames, policy.gop_max_bytes),
-                        subs: Vec::new(),
-                        remotes: BTreeMap::new(),
-                        last_seq: None,
-                        last_activity: Instant::now(),
-                        dead: false,
-                        idle_gen: 0,
-                    }),
+                Hub::new(HubState {
+                    source: Source::Local,
+                    attach: Attachment::local(),
+                    attach_sent: true,
+                    cache: GopCache::new(policy.gop_max_frames, policy.gop_max_bytes),
+                    subs: Vec::new(),
+                    remotes: BTreeMap::new(),
+                    last_seq: None,
+                    last_activity: Instant::now(),
+                    dead: false,
+                    idle_gen: 0,
                 }),
             );
         }
         drop(hubs);
         let value = postcard::to_allocvec(&OriginAnnounce {
             priority: policy.priority,
+            attach_ack: true,
         })
         .unwrap_or_default();
         self.registry
@@ -306,50 +359,88 @@ impl Relay {
         if !st.remotes.is_empty() {
             st.last_activity = Instant::now();
         }
+        let HubState {
+            cache,
+            remotes,
+            last_seq,
+            ..
+        } = st;
         let mut gone = Vec::new();
-        for (node, cursor) in st.remotes.iter_mut() {
-            if !self.offer_remote(key, node, cursor, &frame) {
-                gone.push(node.clone());
-            }
+        for (node, feed) in remotes.iter_mut() {
+            let sent = feed.offer(&frame, cache, *last_seq, &mut |out| {
+                self.feed_send(key, node, out)
+            });
+            self.count_feed(node, sent, &mut gone);
         }
         for node in gone {
-            st.remotes.remove(&node);
+            remotes.remove(&node);
         }
     }
 
-    /// Sends a frame to an edge; false if the edge is gone.
-    fn offer_remote(&self, key: &str, node: &str, cursor: &mut Cursor, frame: &StreamFrame) -> bool {
-        match cursor.admit(frame) {
-            Admit::Duplicate => true,
-            Admit::Skip => {
-                self.stats.stream_frames_skipped.fetch_add(1, Ordering::Relaxed);
-                true
+    /// Accounts for one [`EdgeFeed`] call: skipped frames, or a gone edge.
+    fn count_feed(&self, node: &str, sent: Result<u64, Refused>, gone: &mut Vec<String>) {
+        match sent {
+            Ok(0) => {}
+            Ok(skipped) => {
+                self.stats
+                    .stream_frames_skipped
+                    .fetch_add(skipped, Ordering::Relaxed);
             }
-            admit @ (Admit::Deliver | Admit::ResumeAfterSkip { .. }) => {
-                let skipped = match admit {
-                    Admit::ResumeAfterSkip { skipped } => skipped,
-                    _ => 0,
-                };
-                match self.links.try_send(node, &data_frame(key, frame, skipped)) {
-                    Ok(()) => {
-                        self.stats
-                            .peer(node)
-                            .stream_frames_sent
-                            .fetch_add(1, Ordering::Relaxed);
-                        true
-                    }
-                    Err(crate::error::SendError::Full(_)) => {
-                        debug!(edge = node, key, "edge link full; skipping to the next keyframe");
-                        cursor.fall_behind(frame, 0);
-                        self.stats.stream_frames_skipped.fetch_add(1, Ordering::Relaxed);
-                        true
-                    }
-                    Err(e) => {
-                        self.stats.frames_dropped.inc(e.label());
-                        false
-                    }
+            Err(_) => gone.push(node.to_string()),
+        }
+    }
+
+    /// Puts one output of an edge's feed on the link to it.
+    fn feed_send(&self, key: &str, node: &str, out: FeedOut<'_>) -> Result<(), Refused> {
+        let (frame, data) = match out {
+            FeedOut::Attached { attach, last_seq } => (
+                Frame {
+                    header: Header::StreamAttached(StreamAttached {
+                        key: key.to_string(),
+                        attach,
+                        last_seq,
+                    }),
+                    payload: bytes::Bytes::new(),
+                },
+                false,
+            ),
+            FeedOut::Data { frame, skipped } => (data_frame(key, frame, skipped), true),
+        };
+        match self.links.try_send(node, &frame) {
+            Ok(()) => {
+                if data {
+                    self.stats
+                        .peer(node)
+                        .stream_frames_sent
+                        .fetch_add(1, Ordering::Relaxed);
+                } else {
+                    debug!(key, edge = node, "edge attached");
                 }
+                Ok(())
             }
+            Err(crate::error::SendError::Full(_)) => {
+                if data {
+                    debug!(edge = node, key, "edge link full; skipping to the next keyframe");
+                } else {
+                    debug!(
+                        edge = node,
+                        key, "edge link full; attach acknowledgement deferred"
+                    );
+                }
+                Err(Refused::Full)
+            }
+            Err(e) => {
+                self.stats.frames_dropped.inc(e.label());
+                Err(Refused::Gone)
+            }
+        }
+    }
+
+    fn count_discarded(&self, discarded: u64) {
+        if discarded > 0 {
+            self.stats
+                .stream_frames_skipped
+                .fetch_add(discarded, Ordering::Relaxed);
         }
     }
 
@@ -377,11 +468,11 @@ impl Relay {
             if let Err(Pushed::Full(_)) = pushed {
                 // Fell behind: drop what it had queued (so it never gets
                 // the rest of a partial GOP) and skip to the next keyframe.
-                let discarded = sub.queue.queue.clear() as u64;
-                sub.cursor.fall_behind(frame, discarded);
+                let discarded = discard(&sub.queue);
+                sub.cursor.fall_behind(frame, discarded.frames + discarded.named);
                 self.stats
                     .stream_frames_skipped
-                    .fetch_add(1 + discarded, Ordering::Relaxed);
+                    .fetch_add(1 + discarded.frames, Ordering::Relaxed);
                 return;
             }
         }
@@ -420,7 +511,11 @@ impl Relay {
 
     // ----- subscriber / edge side -----
 
-    pub(crate) fn subscribe(&self, key: &str) -> Result<StreamSubscription, StreamError> {
+    /// Adds a subscriber to the stream's hub (creating it, and starting an
+    /// attach to the origin, on an edge). The subscriber is in the hub at
+    /// once, so it gets every frame the hub takes from now on; the caller
+    /// waits for the attach with [`Relay::wait_attached`].
+    fn add_subscriber(&self, key: &str) -> Result<(StreamSubscription, Arc<Hub>), StreamError> {
         validate_key(key)?;
         let me = self
             .me
@@ -442,25 +537,22 @@ impl Relay {
                 let origin = self
                     .locate(key)
                     .ok_or_else(|| StreamError::NotFound(key.to_string()))?;
-                let hub = Arc::new(Hub {
-                    st: Mutex::new(HubState {
-                        source: Source::Upstream(origin.clone()),
-                        cache: GopCache::new(self.config.gop_max_frames, self.config.gop_max_bytes),
-                        subs: Vec::new(),
-                        remotes: BTreeMap::new(),
-                        last_seq: None,
-                        last_activity: Instant::now(),
-                        dead: false,
-                        idle_gen: 0,
-                    }),
+                let (attach, attach_sent) = self.start_attach(key, &origin);
+                let hub = Hub::new(HubState {
+                    source: Source::Upstream(origin.clone()),
+                    attach,
+                    attach_sent,
+                    cache: GopCache::new(self.config.gop_max_frames, self.config.gop_max_bytes),
+                    subs: Vec::new(),
+                    remotes: BTreeMap::new(),
+                    last_seq: None,
+                    last_activity: Instant::now(),
+                    dead: false,
+                    idle_gen: 0,
                 });
                 hubs.insert(key.to_string(), hub.clone());
                 info!(key, %origin, "pulling stream from its origin");
                 self.stats.stream_pulls.fetch_add(1, Ordering::Relaxed);
-                self.send(
-                    &origin,
-                    Header::StreamSubscribe(StreamKey { key: key.to_string() }),
-                );
                 hub
             }
         };
@@ -478,15 +570,69 @@ impl Relay {
             self.offer(&mut sub, &frame);
         }
         st.subs.push(sub);
-        Ok(StreamSubscription {
+        drop(st);
+        let sub = StreamSubscription {
             key: key.to_string(),
             id,
             queue,
             relay: me,
-        })
+        };
+        Ok((sub, hub))
     }
 
-    /// Subscribes, waiting up to `timeout` for an origin to appear.
+    /// Waits until `hub` is attached to its origin (at once on the origin
+    /// itself or on an edge already pulling), until `sub` is ended, or
+    /// until `deadline`.
+    async fn wait_attached(
+        &self,
+        sub: &StreamSubscription,
+        hub: &Hub,
+        deadline: Instant,
+    ) -> Result<(), StreamError> {
+        loop {
+            let changed = hub.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let origin = {
+                let st = hub.lock();
+                if let Some(reason) = *lock(&sub.queue.closed) {
+                    return Err(StreamError::Closed {
+                        key: sub.key.clone(),
+                        reason,
+                    });
+                }
+                if st.attach.is_attached() {
+                    return Ok(());
+                }
+                match &st.source {
+                    Source::Upstream(origin) => origin.clone(),
+                    Source::Local => String::new(),
+                }
+            };
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                info!(key = %sub.key, %origin, "the origin did not confirm the attach in time");
+                return Err(StreamError::AttachTimeout {
+                    key: sub.key.clone(),
+                    origin,
+                });
+            }
+        }
+    }
+
+    /// Subscribes, waiting up to `timeout` for the attach to the origin.
+    pub(crate) async fn subscribe(
+        &self,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<StreamSubscription, StreamError> {
+        let deadline = Instant::now() + timeout;
+        let (sub, hub) = self.add_subscriber(key)?;
+        self.wait_attached(&sub, &hub, deadline).await?;
+        Ok(sub)
+    }
+
+    /// Subscribes, waiting up to `timeout` for an origin to appear and
+    /// for the attach to it.
     pub(crate) async fn subscribe_wait(
         &self,
         key: &str,
@@ -497,13 +643,17 @@ impl Relay {
             let changed = self.origins_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            match self.subscribe(key) {
+            match self.add_subscriber(key) {
                 Err(StreamError::NotFound(_)) if Instant::now() < deadline => {
                     if tokio::time::timeout_at(deadline, changed).await.is_err() {
                         return Err(StreamError::NotFound(key.to_string()));
                     }
                 }
-                other => return other,
+                Err(e) => return Err(e),
+                Ok((sub, hub)) => {
+                    self.wait_attached(&sub, &hub, deadline).await?;
+                    return Ok(sub);
+                }
             }
         }
     }
@@ -557,6 +707,29 @@ impl Relay {
         }
     }
 
+    /// Asks `origin` for `key`: with the handshake if the origin announced
+    /// it (pending until acknowledged), else the older way (attached at
+    /// once). Returns the attachment and whether the request was queued.
+    fn start_attach(&self, key: &str, origin: &str) -> (Attachment, bool) {
+        let legacy = lock(&self.legacy_origins).contains(&(key.to_string(), origin.to_string()));
+        if legacy {
+            let sent = self.send(
+                origin,
+                Header::StreamSubscribe(StreamKey { key: key.to_string() }),
+            );
+            return (Attachment::local(), sent);
+        }
+        let attach = Attachment::pending(self.next_attach.fetch_add(1, Ordering::Relaxed));
+        let sent = self.send(
+            origin,
+            Header::StreamAttach(StreamAttach {
+                key: key.to_string(),
+                attach: attach.id(),
+            }),
+        );
+        (attach, sent)
+    }
+
     /// Switches a hub to another origin, or ends its subscribers.
     fn failover(&self, key: &str, st: &mut HubState, failed: Option<&str>, why: StreamClosed) {
         match self.candidates(key, failed) {
@@ -569,12 +742,13 @@ impl Relay {
                 st.last_activity = Instant::now();
                 for sub in &mut st.subs {
                     sub.cursor.discontinuity();
-                    push_item(
+                    let discarded = push_item(
                         &sub.queue,
                         Item::Event(StreamEvent::Discontinuity { origin: next.clone() }),
                     );
+                    self.count_discarded(discarded);
                 }
-                self.send(&next, Header::StreamSubscribe(StreamKey { key: key.to_string() }));
+                (st.attach, st.attach_sent) = self.start_attach(key, &next);
             }
             None => {
                 for sub in st.subs.drain(..) {
@@ -598,26 +772,53 @@ impl Relay {
         let dead = st.subs.is_empty();
         st.dead |= dead;
         drop(st);
+        hub.changed.notify_waiters();
         if dead {
             self.remove_hub_if(key, &hub);
         }
     }
 
-    fn send(&self, node: &str, header: Header) {
+    /// Queues a relay control frame; false (counted, logged) if refused.
+    fn send(&self, node: &str, header: Header) -> bool {
         let frame = Frame {
             header,
             payload: bytes::Bytes::new(),
         };
-        if let Err(e) = self.links.try_send(node, &frame) {
-            debug!(peer = node, error = %e, "relay control frame not queued");
-            self.stats.frames_dropped.inc(e.label());
+        match self.links.try_send(node, &frame) {
+            Ok(()) => true,
+            Err(e) => {
+                debug!(peer = node, error = %e, "relay control frame not queued");
+                self.stats.frames_dropped.inc(e.label());
+                false
+            }
         }
     }
 
     /// Handles a relay frame from `from`.
     pub(crate) fn on_frame(&self, from: &NodeId, frame: Frame) {
         match frame.header {
-            Header::StreamSubscribe(k) => self.on_subscribe(&from.name, &k.key),
+            Header::StreamSubscribe(k) => self.on_subscribe(&from.name, &k.key, None),
+            Header::StreamAttach(a) => self.on_subscribe(&from.name, &a.key, Some(a.attach)),
+            Header::StreamAttached(a) => {
+                let Some(hub) = self.hub(&a.key) else {
+                    self.stats.frames_dropped.inc("stream_unwanted");
+                    return;
+                };
+                let mut st = hub.lock();
+                if st.source != Source::Upstream(from.name.clone()) {
+                    self.stats.frames_dropped.inc("stream_unwanted");
+                    return;
+                }
+                st.last_activity = Instant::now();
+                if st.attach.on_attached(a.attach, a.last_seq) {
+                    debug!(key = %a.key, origin = %from.name, last_seq = ?a.last_seq, "attached to the origin");
+                    drop(st);
+                    hub.changed.notify_waiters();
+                } else {
+                    // The acknowledgement of an abandoned attach.
+                    self.stats.frames_dropped.inc("stream_stale");
+                }
+            }
             Header::StreamUnsubscribe(k) => {
                 if let Some(hub) = self.hub(&k.key) {
                     hub.lock().remotes.remove(&from.name);
@@ -639,6 +840,16 @@ impl Relay {
                     .stream_frames_received
                     .fetch_add(1, Ordering::Relaxed);
                 st.last_activity = Instant::now();
+                let gap = match st.attach.intake(st.last_seq, d.seq, d.skipped) {
+                    Intake::Stale => {
+                        // In flight from an attach given up before the
+                        // current one was acknowledged.
+                        self.stats.frames_dropped.inc("stream_stale");
+                        return;
+                    }
+                    Intake::Duplicate => return,
+                    Intake::Accept { gap } => gap,
+                };
                 let f = StreamFrame {
                     seq: d.seq,
                     timestamp: d.timestamp,
@@ -646,18 +857,19 @@ impl Relay {
                     config: d.config,
                     payload: frame.payload,
                 };
-                if st.last_seq.is_some_and(|l| f.seq <= l) {
-                    return; // re-pull overlap
-                }
-                if d.skipped > 0 {
+                if gap > 0 {
                     // The origin skipped frames for this edge: every viewer
-                    // here missed them too, and is told so.
+                    // here missed them too, and is told so at once.
                     for sub in &mut st.subs {
-                        sub.cursor.discontinuity();
-                        push_item(
-                            &sub.queue,
-                            Item::Event(StreamEvent::Skipped { frames: d.skipped }),
-                        );
+                        let discarded = if sub.queue.queue.len() >= sub.queue.max_frames {
+                            discard(&sub.queue)
+                        } else {
+                            Discarded::default()
+                        };
+                        self.count_discarded(discarded.frames);
+                        let frames = sub.cursor.interrupt(gap + discarded.frames + discarded.named);
+                        let more = push_item(&sub.queue, Item::Event(StreamEvent::Skipped { frames }));
+                        self.count_discarded(more);
                     }
                     st.cache.clear();
                 }
@@ -682,9 +894,10 @@ impl Relay {
         }
     }
 
-    fn on_subscribe(&self, edge: &str, key: &str) {
-        let hub = self.hub(key);
-        let Some(hub) = hub else {
+    /// An edge asks for a stream: `attach` is its attach id, `None` for
+    /// the older `StreamSubscribe` (no acknowledgement).
+    fn on_subscribe(&self, edge: &str, key: &str, attach: Option<u64>) {
+        let not_here = || {
             self.send(
                 edge,
                 Header::StreamEnd(StreamEnd {
@@ -692,29 +905,34 @@ impl Relay {
                     reason: StreamEndReason::NotHere,
                 }),
             );
+        };
+        let Some(hub) = self.hub(key) else {
+            not_here();
             return;
         };
         let mut st = hub.lock();
         if st.source != Source::Local {
             // Edges never serve other edges: no relay chains.
-            self.send(
-                edge,
-                Header::StreamEnd(StreamEnd {
-                    key: key.to_string(),
-                    reason: StreamEndReason::NotHere,
-                }),
-            );
+            not_here();
             return;
         }
-        debug!(key, edge, "edge attached");
-        let mut cursor = Cursor::default();
-        for frame in st.cache.snapshot() {
-            if !self.offer_remote(key, edge, &mut cursor, &frame) {
-                return;
-            }
+        if attach.is_some() && st.remotes.get(edge).and_then(EdgeFeed::attach_id) == attach {
+            return; // a repeated request: its feed is already running
+        }
+        debug!(key, edge, ?attach, "edge attaching");
+        let mut feed = match attach {
+            Some(id) => EdgeFeed::new(id),
+            None => EdgeFeed::legacy(),
+        };
+        let sent = feed.start(&st.cache, st.last_seq, &mut |out| self.feed_send(key, edge, out));
+        let mut gone = Vec::new();
+        self.count_feed(edge, sent, &mut gone);
+        if !gone.is_empty() {
+            st.remotes.remove(edge);
+            return;
         }
         st.last_activity = Instant::now();
-        st.remotes.insert(edge.to_string(), cursor);
+        st.remotes.insert(edge.to_string(), feed);
     }
 
     /// Membership declared `node` down.
@@ -747,6 +965,7 @@ impl Relay {
                 let mut st = hub.lock();
                 match &st.source {
                     Source::Local => {
+                        self.retry_feeds(&key, &mut st);
                         if now.duration_since(st.last_activity) >= self.config.heartbeat_interval
                             && !st.remotes.is_empty()
                         {
@@ -766,7 +985,19 @@ impl Relay {
                     {
                         Some(up.clone())
                     }
-                    Source::Upstream(_) => None,
+                    Source::Upstream(up) => {
+                        if !st.attach_sent && !st.attach.is_attached() {
+                            let up = up.clone();
+                            st.attach_sent = self.send(
+                                &up,
+                                Header::StreamAttach(StreamAttach {
+                                    key: key.clone(),
+                                    attach: st.attach.id(),
+                                }),
+                            );
+                        }
+                        None
+                    }
                 }
             };
             if let Some(up) = stalled {
@@ -774,6 +1005,24 @@ impl Relay {
                 self.stats.stream_stalls.fetch_add(1, Ordering::Relaxed);
                 self.fail_upstream(&key, &up, StreamClosed::OriginLost);
             }
+        }
+    }
+
+    /// Sends acknowledgements a full link refused earlier.
+    fn retry_feeds(&self, key: &str, st: &mut HubState) {
+        let HubState {
+            cache,
+            remotes,
+            last_seq,
+            ..
+        } = st;
+        let mut gone = Vec::new();
+        for (node, feed) in remotes.iter_mut().filter(|(_, f)| !f.is_attached()) {
+            let sent = feed.retry(cache, *last_seq, &mut |out| self.feed_send(key, node, out));
+            self.count_feed(node, sent, &mut gone);
+        }
+        for node in gone {
+            remotes.remove(&node);
         }
     }
 
@@ -829,11 +1078,47 @@ impl Relay {
     }
 }
 
-fn push_item(queue: &SubQueue, item: Item) {
-    // Markers go through even when full: make room by dropping frames.
-    if let Err(Pushed::Full(item)) = queue.queue.try_push(item, false) {
-        queue.queue.clear();
-        let _ = queue.queue.try_push(item, false);
+/// What [`discard`] threw away.
+#[derive(Default)]
+struct Discarded {
+    /// Frames that were queued.
+    frames: u64,
+    /// Frames named by the skip markers that were queued.
+    named: u64,
+}
+
+/// Empties a full subscriber queue. A discontinuity marker in it is put
+/// back, so the subscriber still learns the numbering changed.
+fn discard(queue: &SubQueue) -> Discarded {
+    let mut items = Vec::new();
+    queue.queue.drain_into(&mut items, usize::MAX);
+    let mut out = Discarded::default();
+    let mut keep = None;
+    for item in items {
+        match item {
+            Item::Event(StreamEvent::Frame(_)) => out.frames += 1,
+            Item::Event(StreamEvent::Skipped { frames }) => out.named += frames,
+            Item::Event(marker @ StreamEvent::Discontinuity { .. }) => keep = Some(marker),
+            Item::End(_) => {}
+        }
+    }
+    if let Some(marker) = keep {
+        let _ = queue.queue.try_push(Item::Event(marker), false);
+    }
+    out
+}
+
+/// Queues a marker even when the queue is full, making room by dropping
+/// what it held. Returns the frames dropped (the caller counts them).
+fn push_item(queue: &SubQueue, item: Item) -> u64 {
+    match queue.queue.try_push(item, false) {
+        Ok(()) => 0,
+        Err(Pushed::Full(item)) => {
+            let dropped = discard(queue).frames;
+            let _ = queue.queue.try_push(item, false);
+            dropped
+        }
+        Err(_) => 0,
     }
 }
 
@@ -841,7 +1126,7 @@ fn end_sub(queue: &SubQueue, why: StreamClosed) {
     if let Ok(mut c) = queue.closed.lock() {
         *c = Some(why);
     }
-    push_item(queue, Item::End(why));
+    let _ = push_item(queue, Item::End(why));
     queue.queue.close();
 }
 
@@ -862,6 +1147,7 @@ async fn ticker(relay: Weak<Relay>, stop: CancellationToken) {
                         for sub in hub.lock().subs.drain(..) {
                             end_sub(&sub.queue, StreamClosed::Stopped);
                         }
+                        hub.changed.notify_waiters();
                     }
                 }
                 return;

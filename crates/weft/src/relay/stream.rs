@@ -75,6 +75,23 @@ pub enum StreamError {
     /// This node already publishes this key.
     #[error("{0:?} is already published on this node")]
     AlreadyPublished(String),
+    /// The origin did not confirm the attach of this node within the
+    /// timeout (the subscription was dropped; retrying is safe).
+    #[error("origin {origin:?} did not confirm the attach of {key:?} in time")]
+    AttachTimeout {
+        /// The stream key.
+        key: String,
+        /// The origin asked.
+        origin: String,
+    },
+    /// The stream ended while this node was attaching to it.
+    #[error("stream {key:?} ended while attaching: {reason}")]
+    Closed {
+        /// The stream key.
+        key: String,
+        /// Why it ended.
+        reason: StreamClosed,
+    },
     /// Sequence numbers must increase.
     #[error("frame {seq} is not after {last}")]
     OutOfOrder {
