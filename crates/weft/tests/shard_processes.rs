@@ -642,8 +642,11 @@ fn restarted_owners_take_their_shards_back_under_load() {
             n1.pump(deadline, "acknowledgements before the kill");
         }
         let vi = names.iter().position(|n| *n == victim).expect("victim");
-        let survivor = if victim == "n2" { &mut n3 } else { &mut n2 };
-        let victim_proc = if victim == "n2" { &mut n2 } else { &mut n3 };
+        let (victim_proc, survivor) = if victim == "n2" {
+            (&mut n2, &mut n3)
+        } else {
+            (&mut n3, &mut n2)
+        };
         victim_proc.kill9();
         let crashed_epoch = map.epoch;
         if move_first {
@@ -662,7 +665,11 @@ fn restarted_owners_take_their_shards_back_under_load() {
             &format!("round {round} ({victim} restarted)"),
         );
         let victim_proc = if victim == "n2" { &n2 } else { &n3 };
-        let stale: Vec<&(u32, u64)> = victim_proc.acquired.iter().filter(|(_, e)| *e < at_restart).collect();
+        let stale: Vec<&(u32, u64)> = victim_proc
+            .acquired
+            .iter()
+            .filter(|(_, e)| *e < at_restart)
+            .collect();
         assert!(
             stale.is_empty(),
             "round {round}: restarted {victim} took shards at epochs older than {at_restart}: {stale:?}"

@@ -261,7 +261,10 @@ fn recording(name: &'static str, book: &std::sync::Arc<Book>) -> Setup {
     let book = book.clone();
     Rc::new(move |node: Node, run| {
         // A new run holds nothing until its handler hears otherwise.
-        book.held.lock().expect("lock").insert(name.to_string(), Default::default());
+        book.held
+            .lock()
+            .expect("lock")
+            .insert(name.to_string(), Default::default());
         node.set_shard_handler(std::sync::Arc::new(Recorder {
             name,
             run,
@@ -291,7 +294,10 @@ fn no_overlap(book: &Book, seed: u64) {
         }
     }
     for (s, nodes) in holders {
-        assert!(nodes.len() <= 1, "seed {seed}: shard {s} held by {nodes:?} at once");
+        assert!(
+            nodes.len() <= 1,
+            "seed {seed}: shard {s} held by {nodes:?} at once"
+        );
     }
     let errors = book.errors.lock().expect("lock");
     assert!(errors.is_empty(), "seed {seed}: {errors:?}");
@@ -311,8 +317,13 @@ fn all_acquired(nodes: &Nodes, book: &Book, running: &[&str], owners: usize) -> 
     }
     let held = book.held.lock().expect("lock");
     running.iter().all(|n| {
-        let want: Vec<u32> = (0..map.shard_count()).filter(|s| map.owner(*s) == Some(n)).collect();
-        let have: Vec<u32> = held.get(*n).map(|h| h.keys().copied().collect()).unwrap_or_default();
+        let want: Vec<u32> = (0..map.shard_count())
+            .filter(|s| map.owner(*s) == Some(n))
+            .collect();
+        let have: Vec<u32> = held
+            .get(*n)
+            .map(|h| h.keys().copied().collect())
+            .unwrap_or_default();
         want == have
     })
 }
@@ -335,9 +346,33 @@ fn restarted_owners_take_their_shards_back() {
         let book = std::sync::Arc::new(Book::default());
         let mut s = sim(seed, Duration::from_secs(600));
         let nodes = Nodes::default();
-        add_node_tuned(&mut s, &nodes, "n1", &[], seed, tune_durable, recording("n1", &book));
-        add_node_tuned(&mut s, &nodes, "n2", &["n1"], seed, tune_durable, recording("n2", &book));
-        add_node_tuned(&mut s, &nodes, "n3", &["n1"], seed, tune_durable, recording("n3", &book));
+        add_node_tuned(
+            &mut s,
+            &nodes,
+            "n1",
+            &[],
+            seed,
+            tune_durable,
+            recording("n1", &book),
+        );
+        add_node_tuned(
+            &mut s,
+            &nodes,
+            "n2",
+            &["n1"],
+            seed,
+            tune_durable,
+            recording("n2", &book),
+        );
+        add_node_tuned(
+            &mut s,
+            &nodes,
+            "n3",
+            &["n1"],
+            seed,
+            tune_durable,
+            recording("n3", &book),
+        );
         run_until(&mut s, seed, "every shard acquired by its owner", LIMIT, || {
             no_overlap(&book, seed);
             all_acquired(&nodes, &book, &ALL, 3)
@@ -350,13 +385,22 @@ fn restarted_owners_take_their_shards_back() {
             let before = map_of(&nodes, others[0]).expect("map");
             s.crash(victim);
             // A crashed process accepts nothing.
-            book.held.lock().expect("lock").insert(victim.to_string(), Default::default());
+            book.held
+                .lock()
+                .expect("lock")
+                .insert(victim.to_string(), Default::default());
             if moved {
-                run_until(&mut s, seed, &format!("round {round}: {victim}'s shards moved away"), LIMIT, || {
-                    no_overlap(&book, seed);
-                    all_acquired(&nodes, &book, &others, 2)
-                        && map_of(&nodes, others[0]).is_some_and(|m| m.epoch > before.epoch)
-                });
+                run_until(
+                    &mut s,
+                    seed,
+                    &format!("round {round}: {victim}'s shards moved away"),
+                    LIMIT,
+                    || {
+                        no_overlap(&book, seed);
+                        all_acquired(&nodes, &book, &others, 2)
+                            && map_of(&nodes, others[0]).is_some_and(|m| m.epoch > before.epoch)
+                    },
+                );
             } else {
                 run_for(&mut s, seed, Duration::from_millis(300));
                 no_overlap(&book, seed);

@@ -503,3 +503,51 @@ impl RaftStateMachine<C> for StateMachine {
             .map(|(meta, snapshot)| openraft::Snapshot { meta, snapshot }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(data: &mut SnapshotData, owners: &[&str]) -> ShardResponse {
+        StateMachine::apply_command(
+            data,
+            &ShardCommand::SetOwners {
+                expected_epoch: data.map.epoch,
+                owners: owners.iter().map(|o| Some(o.to_string())).collect(),
+            },
+        )
+    }
+
+    #[test]
+    fn since_marks_the_epoch_each_owner_took_its_shard() {
+        let mut d = SnapshotData::default();
+        set(&mut d, &["a", "b", "c"]);
+        assert_eq!(d.committed().since, vec![1, 1, 1]);
+        set(&mut d, &["a", "a", "c"]);
+        assert_eq!(d.committed().since, vec![1, 2, 1]);
+        // Shard 1 goes back to b: a new ownership, not b's old one.
+        set(&mut d, &["a", "b", "c"]);
+        assert_eq!(d.committed().since, vec![1, 3, 1]);
+        // A conflicting command changes nothing.
+        let r = StateMachine::apply_command(
+            &mut d,
+            &ShardCommand::SetOwners {
+                expected_epoch: 1,
+                owners: vec![None, None, None],
+            },
+        );
+        assert_eq!(r, ShardResponse::Conflict { epoch: 3 });
+        assert_eq!(d.committed().since, vec![1, 3, 1]);
+    }
+
+    #[test]
+    fn a_snapshot_without_since_counts_every_shard_from_its_epoch() {
+        let mut d = SnapshotData::default();
+        set(&mut d, &["a", "b"]);
+        set(&mut d, &["b", "b"]);
+        d.since.clear(); // as written before `since` existed
+        assert_eq!(d.committed().since, vec![2, 2]);
+        set(&mut d, &["b", "a"]);
+        assert_eq!(d.committed().since, vec![3, 3]);
+    }
+}
