@@ -440,5 +440,62 @@ fn restarted_owners_take_their_shards_back() {
                 before.epoch, map.epoch
             );
         }
+
+        // Last round: n3 restarts after its shards moved away, and while
+        // it catches up (and takes shards back) n2 crashes, so shards move
+        // again, some of them to n3 in maps it may apply in one batch.
+        let before = map_of(&nodes, "n1").expect("map");
+        s.crash("n3");
+        book.held
+            .lock()
+            .expect("lock")
+            .insert("n3".into(), Default::default());
+        run_until(&mut s, seed, "last round: n3's shards moved away", LIMIT, || {
+            no_overlap(&book, seed);
+            all_acquired(&nodes, &book, &["n1", "n2"], 2)
+                && map_of(&nodes, "n1").is_some_and(|m| m.epoch > before.epoch)
+        });
+        let at_restart = map_of(&nodes, "n1").expect("map").epoch;
+        let mark = book.acquired.lock().expect("lock").len();
+        s.bounce("n3");
+        run_for(&mut s, seed, Duration::from_millis(200));
+        no_overlap(&book, seed);
+        let mid = map_of(&nodes, "n1").expect("map").epoch;
+        s.crash("n2");
+        book.held
+            .lock()
+            .expect("lock")
+            .insert("n2".into(), Default::default());
+        run_until(
+            &mut s,
+            seed,
+            "last round: n2's shards moved to n1 and n3",
+            LIMIT,
+            || {
+                no_overlap(&book, seed);
+                all_acquired(&nodes, &book, &["n1", "n3"], 2)
+                    && map_of(&nodes, "n1").is_some_and(|m| m.epoch > mid)
+            },
+        );
+        s.bounce("n2");
+        run_until(
+            &mut s,
+            seed,
+            "last round: every shard acquired by its owner",
+            LIMIT,
+            || {
+                no_overlap(&book, seed);
+                all_acquired(&nodes, &book, &ALL, 3)
+            },
+        );
+        let acquired = book.acquired.lock().expect("lock");
+        let stale: Vec<_> = acquired[mark..]
+            .iter()
+            .filter(|(n, _, _, e)| n == "n3" && *e < at_restart)
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "seed {seed} last round: n3 took shards at an epoch older than {at_restart}: {stale:?}"
+        );
     }
 }
