@@ -72,7 +72,10 @@ const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 /// long; the sender gets its acknowledgement when it returns (so delivery
 /// is at least once: a retry after a lost acknowledgement delivers again).
 /// `shard_acquired` is called before the first event of a shard,
-/// `shard_released` after its last one.
+/// `shard_released` after its last one. A shard is acquired only after
+/// this node caught up with the committed map since its start and no
+/// other up node accepts the shard any more; a shard that leaves the node
+/// and comes back is released and acquired again (at the newer epoch).
 pub trait ShardHandler: Send + Sync + 'static {
     /// This node now owns `shard` (at `epoch`).
     fn shard_acquired(&self, _shard: u32, _epoch: u64) {}
