@@ -4,7 +4,8 @@
 //!
 //! Rules it keeps:
 //! - No node's view changes before a commit: the map a node routes with is
-//!   always the state machine's, published only by `apply`.
+//!   always the state machine's, published once `apply` committed it and
+//!   this node's ownership reflects it.
 //! - At most one node accepts events for a shard at an epoch: an old owner
 //!   stops accepting when it applies a map that moves the shard away. The
 //!   new owner takes the shard over once every other up node has answered
