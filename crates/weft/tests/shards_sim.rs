@@ -187,3 +187,315 @@ fn a_partition_before_bootstrap_starts_no_second_group() {
         );
     }
 }
+
+/// What every node's shard handler saw, shared with the test: the shards
+/// each running node holds (between `shard_acquired` and
+/// `shard_released`), every acquisition with its run, and bracket errors.
+#[derive(Default)]
+struct Book {
+    held: std::sync::Mutex<std::collections::BTreeMap<String, std::collections::BTreeMap<u32, u64>>>,
+    /// (node, run, shard, epoch) of every acquisition.
+    acquired: std::sync::Mutex<Vec<(String, u64, u32, u64)>>,
+    errors: std::sync::Mutex<Vec<String>>,
+}
+
+struct Recorder {
+    name: &'static str,
+    run: u64,
+    book: std::sync::Arc<Book>,
+}
+
+impl weft::ShardHandler for Recorder {
+    fn shard_acquired(&self, shard: u32, epoch: u64) {
+        let mut held = self.book.held.lock().expect("lock");
+        if held
+            .entry(self.name.to_string())
+            .or_default()
+            .insert(shard, epoch)
+            .is_some()
+        {
+            self.book
+                .errors
+                .lock()
+                .expect("lock")
+                .push(format!("{} acquired shard {shard} twice", self.name));
+        }
+        self.book
+            .acquired
+            .lock()
+            .expect("lock")
+            .push((self.name.to_string(), self.run, shard, epoch));
+    }
+
+    fn shard_released(&self, shard: u32, _epoch: u64) {
+        let mut held = self.book.held.lock().expect("lock");
+        if held
+            .entry(self.name.to_string())
+            .or_default()
+            .remove(&shard)
+            .is_none()
+        {
+            self.book
+                .errors
+                .lock()
+                .expect("lock")
+                .push(format!("{} released shard {shard} it did not hold", self.name));
+        }
+    }
+
+    fn on_event(&self, _shard: u32, _key: &[u8], _event: bytes::Bytes) {}
+}
+
+/// The data directory root of the durable simulation (one test uses it;
+/// `tune` is a plain `fn`, so it reads it from here).
+static DURABLE_ROOT: std::sync::Mutex<Option<std::path::PathBuf>> = std::sync::Mutex::new(None);
+
+fn tune_durable(c: &mut NodeConfig) {
+    tune(c);
+    let root = DURABLE_ROOT.lock().expect("lock").clone().expect("root set");
+    c.data_dir = Some(root.join(&c.name));
+}
+
+/// A setup that registers a recording handler for each run of `name`.
+fn recording(name: &'static str, book: &std::sync::Arc<Book>) -> Setup {
+    let book = book.clone();
+    Rc::new(move |node: Node, run| {
+        // A new run holds nothing until its handler hears otherwise.
+        book.held
+            .lock()
+            .expect("lock")
+            .insert(name.to_string(), Default::default());
+        node.set_shard_handler(std::sync::Arc::new(Recorder {
+            name,
+            run,
+            book: book.clone(),
+        }));
+        Box::pin(async move { node.stopped().await })
+    })
+}
+
+/// Removes the durable root on drop (also when a seed fails).
+struct RootGuard(std::path::PathBuf);
+
+impl Drop for RootGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// At most one node holds each shard at any instant (checked after every
+/// simulation step); panics naming the seed.
+fn no_overlap(book: &Book, seed: u64) {
+    let held = book.held.lock().expect("lock");
+    let mut holders: std::collections::BTreeMap<u32, Vec<&String>> = Default::default();
+    for (node, shards) in held.iter() {
+        for s in shards.keys() {
+            holders.entry(*s).or_default().push(node);
+        }
+    }
+    for (s, nodes) in holders {
+        assert!(
+            nodes.len() <= 1,
+            "seed {seed}: shard {s} held by {nodes:?} at once"
+        );
+    }
+    let errors = book.errors.lock().expect("lock");
+    assert!(errors.is_empty(), "seed {seed}: {errors:?}");
+}
+
+/// The invariant: every running node has the same committed map, it
+/// gives `owners` nodes shards, and each of them holds exactly the
+/// shards the map gives it.
+fn all_acquired(nodes: &Nodes, book: &Book, running: &[&str], owners: usize) -> bool {
+    let maps: Vec<_> = running.iter().filter_map(|n| map_of(nodes, n)).collect();
+    if maps.len() != running.len() || maps.windows(2).any(|w| w[0] != w[1]) {
+        return false;
+    }
+    let map = &maps[0];
+    if map.epoch == 0 || map.counts().len() != owners {
+        return false;
+    }
+    let held = book.held.lock().expect("lock");
+    running.iter().all(|n| {
+        let want: Vec<u32> = (0..map.shard_count())
+            .filter(|s| map.owner(*s) == Some(n))
+            .collect();
+        let have: Vec<u32> = held
+            .get(*n)
+            .map(|h| h.keys().copied().collect())
+            .unwrap_or_default();
+        want == have
+    })
+}
+
+/// Restarts owners on their data directories while their shards move
+/// away and come back (and, in the quick round, possibly without moving):
+/// after every round each shard the committed map gives a running node is
+/// held by it within a bounded (simulated) time, no shard is ever held by
+/// two nodes at once, and a restarted node never takes a shard at an
+/// epoch older than the map committed when it restarted (log replay of a
+/// stale map takes nothing).
+#[test]
+fn restarted_owners_take_their_shards_back() {
+    const ALL: [&str; 3] = ["n1", "n2", "n3"];
+    for seed in seeds() {
+        let root = std::env::temp_dir().join(format!("weft-sim-shards-{}-{seed}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let _guard = RootGuard(root.clone());
+        *DURABLE_ROOT.lock().expect("lock") = Some(root);
+        let book = std::sync::Arc::new(Book::default());
+        let mut s = sim(seed, Duration::from_secs(600));
+        let nodes = Nodes::default();
+        add_node_tuned(
+            &mut s,
+            &nodes,
+            "n1",
+            &[],
+            seed,
+            tune_durable,
+            recording("n1", &book),
+        );
+        add_node_tuned(
+            &mut s,
+            &nodes,
+            "n2",
+            &["n1"],
+            seed,
+            tune_durable,
+            recording("n2", &book),
+        );
+        add_node_tuned(
+            &mut s,
+            &nodes,
+            "n3",
+            &["n1"],
+            seed,
+            tune_durable,
+            recording("n3", &book),
+        );
+        run_until(&mut s, seed, "every shard acquired by its owner", LIMIT, || {
+            no_overlap(&book, seed);
+            all_acquired(&nodes, &book, &ALL, 3)
+        });
+
+        // (victim, wait for its shards to move away before the restart)
+        let rounds = [("n3", true), ("n3", false), ("n1", true), ("n2", false)];
+        for (round, (victim, moved)) in rounds.into_iter().enumerate() {
+            let others: Vec<&str> = ALL.iter().copied().filter(|n| *n != victim).collect();
+            let before = map_of(&nodes, others[0]).expect("map");
+            s.crash(victim);
+            // A crashed process accepts nothing.
+            book.held
+                .lock()
+                .expect("lock")
+                .insert(victim.to_string(), Default::default());
+            if moved {
+                run_until(
+                    &mut s,
+                    seed,
+                    &format!("round {round}: {victim}'s shards moved away"),
+                    LIMIT,
+                    || {
+                        no_overlap(&book, seed);
+                        all_acquired(&nodes, &book, &others, 2)
+                            && map_of(&nodes, others[0]).is_some_and(|m| m.epoch > before.epoch)
+                    },
+                );
+            } else {
+                run_for(&mut s, seed, Duration::from_millis(300));
+                no_overlap(&book, seed);
+            }
+            let at_restart = others
+                .iter()
+                .filter_map(|n| map_of(&nodes, n))
+                .map(|m| m.epoch)
+                .max()
+                .expect("epoch");
+            let mark = book.acquired.lock().expect("lock").len();
+            s.bounce(victim);
+            let took = run_until(
+                &mut s,
+                seed,
+                &format!("round {round}: {victim} restarted and every shard is acquired by its owner"),
+                LIMIT,
+                || {
+                    no_overlap(&book, seed);
+                    all_acquired(&nodes, &book, &ALL, 3)
+                },
+            );
+            let acquired = book.acquired.lock().expect("lock");
+            let stale: Vec<_> = acquired[mark..]
+                .iter()
+                .filter(|(n, _, _, e)| *n == victim && *e < at_restart)
+                .collect();
+            assert!(
+                stale.is_empty(),
+                "seed {seed} round {round}: {victim} took shards at an epoch older than {at_restart} \
+                 (committed when it restarted): {stale:?}"
+            );
+            let map = map_of(&nodes, victim).expect("map");
+            eprintln!(
+                "seed {seed} round {round}: {victim} restarted (moved away first: {moved}), epoch {} -> {}, \
+                 all acquired after {took:?} simulated",
+                before.epoch, map.epoch
+            );
+        }
+
+        // Last round: n3 restarts after its shards moved away, and while
+        // it catches up (and takes shards back) n2 crashes, so shards move
+        // again, some of them to n3 in maps it may apply in one batch.
+        let before = map_of(&nodes, "n1").expect("map");
+        s.crash("n3");
+        book.held
+            .lock()
+            .expect("lock")
+            .insert("n3".into(), Default::default());
+        run_until(&mut s, seed, "last round: n3's shards moved away", LIMIT, || {
+            no_overlap(&book, seed);
+            all_acquired(&nodes, &book, &["n1", "n2"], 2)
+                && map_of(&nodes, "n1").is_some_and(|m| m.epoch > before.epoch)
+        });
+        let at_restart = map_of(&nodes, "n1").expect("map").epoch;
+        let mark = book.acquired.lock().expect("lock").len();
+        s.bounce("n3");
+        run_for(&mut s, seed, Duration::from_millis(200));
+        no_overlap(&book, seed);
+        let mid = map_of(&nodes, "n1").expect("map").epoch;
+        s.crash("n2");
+        book.held
+            .lock()
+            .expect("lock")
+            .insert("n2".into(), Default::default());
+        run_until(
+            &mut s,
+            seed,
+            "last round: n2's shards moved to n1 and n3",
+            LIMIT,
+            || {
+                no_overlap(&book, seed);
+                all_acquired(&nodes, &book, &["n1", "n3"], 2)
+                    && map_of(&nodes, "n1").is_some_and(|m| m.epoch > mid)
+            },
+        );
+        s.bounce("n2");
+        run_until(
+            &mut s,
+            seed,
+            "last round: every shard acquired by its owner",
+            LIMIT,
+            || {
+                no_overlap(&book, seed);
+                all_acquired(&nodes, &book, &ALL, 3)
+            },
+        );
+        let acquired = book.acquired.lock().expect("lock");
+        let stale: Vec<_> = acquired[mark..]
+            .iter()
+            .filter(|(n, _, _, e)| n == "n3" && *e < at_restart)
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "seed {seed} last round: n3 took shards at an epoch older than {at_restart}: {stale:?}"
+        );
+    }
+}

@@ -30,10 +30,18 @@ pub(crate) mod method {
     pub const SNAPSHOT: u8 = 3;
     /// Deliver a routed event to the shard owner.
     pub const ROUTE: u8 = 4;
-    /// The old owner released a shard.
+    /// The old owner released a shard: a wake-up for the new owner's
+    /// handoff check (the handoff itself is decided from `STATUS`
+    /// replies, so a lost notice only costs one retry interval).
     pub const RELEASED: u8 = 5;
     /// A follower forwards a proposal to the leader.
     pub const PROPOSE: u8 = 6;
+    /// Which shards a node accepts events for, at which map epoch
+    /// (asked by a node waiting to take shards over).
+    pub const STATUS: u8 = 7;
+    /// The leader's read index (a commit index confirmed by a quorum),
+    /// asked by a node catching up after start.
+    pub const READ_INDEX: u8 = 8;
 }
 
 /// A full snapshot on the wire.

@@ -4,11 +4,25 @@
 //!
 //! Rules it keeps:
 //! - No node's view changes before a commit: the map a node routes with is
-//!   always the state machine's, published only by `apply`.
+//!   always the state machine's, published once `apply` committed it and
+//!   this node's ownership reflects it.
 //! - At most one node accepts events for a shard at an epoch: an old owner
-//!   stops accepting when it applies the new map (then releases the shard
-//!   and tells the new owner); the new owner accepts only after that
-//!   release, or once membership declared the old owner down.
+//!   stops accepting when it applies a map that moves the shard away. The
+//!   new owner takes the shard over once every other up node has answered
+//!   a `STATUS` query with an epoch at least its own and without that
+//!   shard among the ones it accepts; a node membership declared down
+//!   needs no answer.
+//! - Handoff is driven by state, not by notices: a waiting owner asks again
+//!   every `HANDOFF_RETRY` (and at once on a release notice or a member
+//!   going down) until it holds the shard, so a lost notice, a release
+//!   sent while the new owner was restarting, or maps skipped in one
+//!   apply cannot leave a shard unacquired. A shard that left a node and
+//!   came back (its `since` epoch changed) is released and handed over
+//!   again, even when the node never saw the map in between.
+//! - A (re)started node takes no shard before it has caught up: it reads
+//!   a commit index from the leader (confirmed by a quorum) after start,
+//!   applies up to it, and acquires nothing at an epoch below that map's.
+//!   So log replay after a crash never revives stale ownership.
 //! - Routing retries against a newer map (stale sender, moved shard, owner
 //!   down) until the total timeout, then returns a typed error.
 
@@ -19,9 +33,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use openraft::async_runtime::WatchReceiver;
-use openraft::{BasicNode, ChangeMembers, Raft, ServerState};
+use openraft::{BasicNode, ChangeMembers, Raft, ReadPolicy, ServerState};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -30,7 +44,7 @@ use weft_proto::registry::{EntryKey, table};
 use weft_proto::shard::{ShardMap, plan};
 
 use super::network::{Network, SnapshotRpc, method};
-use super::store::{LogStore, StateMachine, StoreError};
+use super::store::{Committed, LogStore, StateMachine, StoreError};
 use super::types::{ShardCommand, ShardResponse, TypeConfig, raft_id};
 use crate::config::ShardConfig;
 use crate::membership::{MemberState, MemberTable};
@@ -44,13 +58,25 @@ use crate::stats::Stats;
 
 type ShardRaft = Raft<TypeConfig, StateMachine>;
 
+/// How often a node waiting to take shards over asks the other nodes
+/// again (it also asks at once when woken by a release notice or a member
+/// going down).
+const HANDOFF_RETRY: Duration = Duration::from_millis(100);
+/// Bound on one `STATUS` or `READ_INDEX` call.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bound on applying up to the leader's read index in one catch-up try.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
+
 /// Receives the events of the shards this node owns.
 ///
 /// Contract: `on_event` runs on a runtime task and must not block for
 /// long; the sender gets its acknowledgement when it returns (so delivery
 /// is at least once: a retry after a lost acknowledgement delivers again).
 /// `shard_acquired` is called before the first event of a shard,
-/// `shard_released` after its last one.
+/// `shard_released` after its last one. A shard is acquired only after
+/// this node caught up with the committed map since its start and no
+/// other up node accepts the shard any more; a shard that leaves the node
+/// and comes back is released and acquired again (at the newer epoch).
 pub trait ShardHandler: Send + Sync + 'static {
     /// This node now owns `shard` (at `epoch`).
     fn shard_acquired(&self, _shard: u32, _epoch: u64) {}
@@ -104,22 +130,39 @@ struct Released {
     epoch: u64,
 }
 
+/// A node's answer to `STATUS`: the epoch of the map its ownership
+/// reflects and the shards it accepts events for.
+#[derive(Serialize, Deserialize, Debug, Default)]
+struct Status {
+    epoch: u64,
+    active: Vec<u32>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Own {
     /// Accepting events.
     Active,
-    /// Waiting for the previous owner to release it.
+    /// Waiting until no other node accepts events for it.
     Pending,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    own: Own,
+    /// The committed `since` epoch of our ownership: when it changes, the
+    /// shard left us and came back, and must be handed over again.
+    since: u64,
 }
 
 #[derive(Default)]
 struct Ownership {
     /// Shards this node owns in the applied map, and whether active.
-    shards: BTreeMap<u32, (Own, Option<String>)>,
-    /// Releases received ahead of our map: (shard, epoch).
-    early_releases: BTreeSet<(u32, u64)>,
+    shards: BTreeMap<u32, Held>,
     /// The map the ownership reflects.
     epoch: u64,
+    /// Once caught up after start: the epoch of the committed map at the
+    /// leader's read index. No shard is taken at an epoch below it.
+    caught_up: Option<u64>,
 }
 
 /// The shard service of one node.
@@ -131,7 +174,14 @@ pub(crate) struct Shards {
     members: Arc<RwLock<MemberTable>>,
     registry: Arc<RegistryService>,
     config: ShardConfig,
+    /// The public committed map, published after ownership reflects it.
+    map_tx: watch::Sender<ShardMap>,
     map_rx: watch::Receiver<ShardMap>,
+    /// What the state machine applied (map and `since` epochs).
+    committed_rx: watch::Receiver<Committed>,
+    /// Wakes the handoff loop (a release notice, a member down, a new
+    /// map with shards to take over).
+    handoff: Arc<Notify>,
     handler: RwLock<Option<Arc<dyn ShardHandler>>>,
     ownership: Mutex<Ownership>,
     /// Readers: event deliveries (check ownership → `on_event`). Writer:
@@ -167,7 +217,8 @@ impl Shards {
     /// Opens storage and starts the Raft node and the duty loop.
     pub(crate) async fn start(p: ShardsParams) -> Result<Arc<Self>, StoreError> {
         let (map_tx, map_rx) = watch::channel(ShardMap::default());
-        let map_tx = Arc::new(map_tx);
+        let (committed_tx, committed_rx) = watch::channel(Committed::default());
+        let committed_tx = Arc::new(committed_tx);
         // With a data dir the Raft identity is the name (the log survives
         // restarts); without one every run is a new Raft member.
         let (raft_node, log, sm) = match &p.data_dir {
@@ -177,13 +228,13 @@ impl Shards {
                 (
                     raft_id(&p.local.name),
                     log,
-                    StateMachine::new(Some(dir), snapshot, map_tx),
+                    StateMachine::new(Some(dir), snapshot, committed_tx),
                 )
             }
             None => (
                 raft_id(&format!("{}#{}", p.local.name, p.local.incarnation)),
                 LogStore::in_memory(),
-                StateMachine::new(None, None, map_tx),
+                StateMachine::new(None, None, committed_tx),
             ),
         };
         let c = &p.config;
@@ -217,7 +268,10 @@ impl Shards {
             members: p.members,
             registry: p.registry.clone(),
             config: p.config,
+            map_tx,
             map_rx,
+            committed_rx,
+            handoff: Arc::new(Notify::new()),
             handler: RwLock::new(None),
             ownership: Mutex::new(Ownership::default()),
             gate: RwLock::new(()),
@@ -233,6 +287,11 @@ impl Shards {
         }));
         tokio::spawn(duty_loop(Arc::downgrade(&shards), p.stop.clone()));
         tokio::spawn(map_loop(Arc::downgrade(&shards), p.stop.clone()));
+        tokio::spawn(handoff_loop(
+            Arc::downgrade(&shards),
+            shards.handoff.clone(),
+            p.stop.clone(),
+        ));
         let raft = shards.raft.clone();
         tokio::spawn(async move {
             p.stop.cancelled().await;
@@ -257,7 +316,7 @@ impl Shards {
             let own = lock(&self.ownership);
             own.shards
                 .iter()
-                .filter(|(_, (o, _))| *o == Own::Active)
+                .filter(|(_, h)| h.own == Own::Active)
                 .map(|(s, _)| (*s, own.epoch))
                 .collect()
         };
@@ -552,41 +611,49 @@ impl Shards {
         }
     }
 
-    /// A new map was committed: release and acquire shards.
-    fn on_map(&self, old: &ShardMap, new: &ShardMap) {
+    /// A new map was applied: release shards that left us (or left and
+    /// came back), and queue the shards we gained for handoff.
+    fn on_committed(&self, c: &Committed) {
         let _gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        let new = &c.map;
         let me = self.local.name.as_str();
         let handler = self.handler();
         let mut released = Vec::new();
-        let mut acquired = Vec::new();
-        {
+        let pending = {
             let mut own = lock(&self.ownership);
             own.epoch = new.epoch;
-            for s in 0..new.shard_count() {
-                let was = old.owner(s);
-                let now = new.owner(s);
-                if was == Some(me) && now != Some(me) {
-                    if own.shards.remove(&s).is_some_and(|(o, _)| o == Own::Active) {
-                        released.push((s, now.map(str::to_string)));
-                    }
-                } else if now == Some(me) && !own.shards.contains_key(&s) {
-                    let prev = was.map(str::to_string);
-                    let free = prev.as_deref().is_none_or(|p| !self.name_up(p))
-                        || own.early_releases.remove(&(s, new.epoch));
-                    if free {
-                        own.shards.insert(s, (Own::Active, prev));
-                        acquired.push(s);
-                    } else {
-                        own.shards.insert(s, (Own::Pending, prev));
-                    }
+            let since = |s: u32| c.since.get(s as usize).copied().unwrap_or(new.epoch);
+            let gone: Vec<u32> = own
+                .shards
+                .iter()
+                .filter(|(s, h)| new.owner(**s) != Some(me) || since(**s) != h.since)
+                .map(|(s, _)| *s)
+                .collect();
+            for s in gone {
+                if own.shards.remove(&s).is_some_and(|h| h.own == Own::Active) {
+                    released.push((s, new.owner(s).map(str::to_string)));
                 }
             }
-        }
+            for s in 0..new.shard_count() {
+                if new.owner(s) == Some(me) && !own.shards.contains_key(&s) {
+                    own.shards.insert(
+                        s,
+                        Held {
+                            own: Own::Pending,
+                            since: since(s),
+                        },
+                    );
+                }
+            }
+            own.shards.values().any(|h| h.own == Own::Pending)
+        };
         for (s, to) in released {
             if let Some(h) = &handler {
                 h.shard_released(s, new.epoch);
             }
-            if let Some(to) = to {
+            // A wake-up for the new owner; it would ask again on its own
+            // within HANDOFF_RETRY if this is lost.
+            if let Some(to) = to.filter(|t| t != me) {
                 let body = serde_json::to_vec(&Released {
                     shard: s,
                     epoch: new.epoch,
@@ -600,55 +667,171 @@ impl Shards {
                 });
             }
         }
-        if let Some(h) = &handler {
-            for s in acquired {
-                h.shard_acquired(s, new.epoch);
+        if pending {
+            self.handoff.notify_one();
+        }
+    }
+
+    /// This node's answer to `STATUS`, consistent with its handoffs (taken
+    /// under the gate, which every ownership change holds exclusively).
+    fn status(&self) -> Status {
+        let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        let own = lock(&self.ownership);
+        Status {
+            epoch: own.epoch,
+            active: own
+                .shards
+                .iter()
+                .filter(|(_, h)| h.own == Own::Active)
+                .map(|(s, _)| *s)
+                .collect(),
+        }
+    }
+
+    /// Asks `name` for its status; `None` when it did not answer.
+    async fn status_of(&self, name: &str) -> Option<Status> {
+        match self
+            .rpc
+            .call(name, method::STATUS, Bytes::new(), QUERY_TIMEOUT)
+            .await
+        {
+            Ok(b) => match postcard::from_bytes::<Status>(&b) {
+                Ok(st) => Some(st),
+                Err(e) => {
+                    warn!(node = %name, error = %e, "undecodable shard status");
+                    None
+                }
+            },
+            Err(e) => {
+                debug!(node = %name, error = %e, "shard status");
+                None
             }
         }
     }
 
-    fn on_released(&self, shard: u32, epoch: u64) {
-        let _gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
-        let acquired = {
-            let mut own = lock(&self.ownership);
-            let current = own.epoch;
-            match own.shards.get_mut(&shard) {
-                Some((o @ Own::Pending, _)) if current == epoch => {
-                    *o = Own::Active;
-                    true
+    /// Catches up after start: reads a quorum-confirmed commit index from
+    /// the leader (or, as leader, from itself), waits until it is
+    /// applied, and records the epoch of the map at that point. Leaves
+    /// `caught_up` unset (to be tried again) on any failure.
+    async fn catch_up(&self) {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        if metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .next()
+            .is_none()
+        {
+            return; // no group yet, nothing committed to catch up to
+        }
+        let index = if metrics.state == ServerState::Leader {
+            match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                Ok(r) => Some(r.index()),
+                Err(e) => {
+                    debug!(error = %e, "read index as leader");
+                    None
                 }
-                Some(_) => false,
-                None => {
-                    own.early_releases.insert((shard, epoch));
-                    false
-                }
+            }
+        } else {
+            match self.leader().filter(|l| *l != self.local.name) {
+                Some(leader) => match self
+                    .rpc
+                    .call(&leader, method::READ_INDEX, Bytes::new(), QUERY_TIMEOUT)
+                    .await
+                {
+                    Ok(b) => postcard::from_bytes::<u64>(&b).ok(),
+                    Err(e) => {
+                        debug!(leader = %leader, error = %e, "read index");
+                        None
+                    }
+                },
+                None => None,
             }
         };
-        if acquired && let Some(h) = self.handler() {
-            h.shard_acquired(shard, epoch);
+        let Some(index) = index else { return };
+        if let Err(e) = self
+            .raft
+            .wait(Some(CATCH_UP_WAIT))
+            .applied_index_at_least(Some(index), "catch up with the shard map")
+            .await
+        {
+            debug!(index, error = %e, "catching up");
+            return;
         }
+        // The state machine publishes before it reports the entries
+        // applied, so this map is at least the one at `index`.
+        let epoch = self.committed_rx.borrow().map.epoch;
+        lock(&self.ownership).caught_up = Some(epoch);
+        info!(index, epoch, "caught up with the committed shard map");
     }
 
-    /// Membership declared `node` down: shards waiting for its release are
-    /// free now.
-    pub(crate) fn member_down(&self, node: &NodeId) {
+    /// One handoff round: catch up if not yet, then take over every
+    /// pending shard that no other up node accepts at an older epoch.
+    async fn handoff_round(&self) {
+        let (caught_up, pending) = {
+            let own = lock(&self.ownership);
+            (
+                own.caught_up.is_some(),
+                own.shards.values().any(|h| h.own == Own::Pending),
+            )
+        };
+        if !caught_up {
+            self.catch_up().await;
+        }
+        if !pending {
+            return;
+        }
+        let others: Vec<String> = self
+            .live()
+            .into_iter()
+            .filter(|n| *n != self.local.name)
+            .collect();
+        let replies: Vec<(String, Option<Status>)> =
+            futures::future::join_all(others.into_iter().map(|n| async move {
+                let st = self.status_of(&n).await;
+                (n, st)
+            }))
+            .await;
         let _gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
-        let mut freed = Vec::new();
-        {
+        let mut acquired = Vec::new();
+        let epoch = {
             let mut own = lock(&self.ownership);
             let epoch = own.epoch;
-            for (s, (o, prev)) in own.shards.iter_mut() {
-                if *o == Own::Pending && prev.as_deref() == Some(node.name.as_str()) {
-                    *o = Own::Active;
-                    freed.push((*s, epoch));
+            if own.caught_up.is_none_or(|target| epoch < target) {
+                return;
+            }
+            // Why this is safe: a node that answered epoch >= ours without
+            // the shard accepts it later only at a newer epoch, after the
+            // same check against us, and we answer "active" from now on.
+            // A restarted node re-reaches such an epoch before taking
+            // anything (catch-up), so its answers before the crash stay
+            // true.
+            for (s, h) in own.shards.iter_mut().filter(|(_, h)| h.own == Own::Pending) {
+                let free = replies.iter().all(|(name, st)| match st {
+                    Some(st) => st.epoch >= epoch && !st.active.contains(s),
+                    None => !self.name_up(name),
+                });
+                if free {
+                    h.own = Own::Active;
+                    acquired.push(*s);
+                }
+            }
+            epoch
+        };
+        if !acquired.is_empty() {
+            debug!(epoch, shards = ?acquired, "shards taken over");
+            if let Some(h) = self.handler() {
+                for s in acquired {
+                    h.shard_acquired(s, epoch);
                 }
             }
         }
-        if let Some(h) = self.handler() {
-            for (s, e) in freed {
-                h.shard_acquired(s, e);
-            }
-        }
+    }
+
+    /// Membership declared `node` down: it needs no longer answer for the
+    /// shards we wait for.
+    pub(crate) fn member_down(&self, _node: &NodeId) {
+        self.handoff.notify_one();
     }
 
     /// Owner side of a routed event.
@@ -667,7 +850,7 @@ impl Shards {
         let active = lock(&self.ownership)
             .shards
             .get(&req.shard)
-            .is_some_and(|(o, _)| *o == Own::Active);
+            .is_some_and(|h| h.own == Own::Active);
         let Some(handler) = self.handler() else {
             return RouteReply::NotReady;
         };
@@ -782,18 +965,20 @@ async fn duty_loop(shards: Weak<Shards>, stop: CancellationToken) {
 }
 
 async fn map_loop(shards: Weak<Shards>, stop: CancellationToken) {
-    let (mut rx, mut old) = match shards.upgrade() {
-        Some(s) => {
-            let rx = s.watch();
-            (rx, ShardMap::default())
-        }
+    let mut rx = match shards.upgrade() {
+        Some(s) => s.committed_rx.clone(),
         None => return,
     };
+    let mut old = Committed::default();
     loop {
         let new = rx.borrow_and_update().clone();
         if new != old {
             match shards.upgrade() {
-                Some(s) => s.on_map(&old, &new),
+                Some(s) => {
+                    s.on_committed(&new);
+                    // Routers see the map only once ownership reflects it.
+                    s.map_tx.send_replace(new.map.clone());
+                }
                 None => return,
             }
             old = new;
@@ -801,6 +986,20 @@ async fn map_loop(shards: Weak<Shards>, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => return,
             r = rx.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+async fn handoff_loop(shards: Weak<Shards>, wake: Arc<Notify>, stop: CancellationToken) {
+    loop {
+        match shards.upgrade() {
+            Some(s) => s.handoff_round().await,
+            None => return,
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(HANDOFF_RETRY) => {}
         }
     }
 }
@@ -848,9 +1047,26 @@ impl RpcHandler for ShardsRpc {
                         .map_err(|e| e.to_string())
                 }
                 method::RELEASED => {
-                    let r: Released = serde_json::from_slice(&payload).map_err(|e| e.to_string())?;
-                    s.on_released(r.shard, r.epoch);
+                    // Only a wake-up: the handoff asks every node's status.
+                    let _: Released = serde_json::from_slice(&payload).map_err(|e| e.to_string())?;
+                    s.handoff.notify_one();
                     Ok(Bytes::new())
+                }
+                method::STATUS => postcard::to_allocvec(&s.status())
+                    .map(Bytes::from)
+                    .map_err(|e| e.to_string()),
+                method::READ_INDEX => {
+                    if !s.is_leader() {
+                        return Err("not the leader".into());
+                    }
+                    let r = s
+                        .raft
+                        .ensure_linearizable(ReadPolicy::ReadIndex)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    postcard::to_allocvec(&r.index())
+                        .map(Bytes::from)
+                        .map_err(|e| e.to_string())
                 }
                 method::PROPOSE => {
                     let cmd: ShardCommand = serde_json::from_slice(&payload).map_err(|e| e.to_string())?;

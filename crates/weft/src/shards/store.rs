@@ -315,6 +315,39 @@ pub struct SnapshotData {
     pub last_applied: Option<LogIdOf<C>>,
     /// Last membership.
     pub membership: StoredMembershipOf<C>,
+    /// Per shard, the epoch from which its current owner has owned it
+    /// without a break (empty in snapshots written before it existed:
+    /// then every shard counts as owned since the snapshot's epoch).
+    #[serde(default)]
+    pub since: Vec<u64>,
+}
+
+/// What the state machine publishes after every apply that changed the
+/// map: the map and, per shard, the epoch its owner has held it since.
+/// `since` lets a node tell "still mine" from "mine again" when it sees
+/// maps far apart (a restart's log replay, a batch of entries): a shard
+/// that left a node and came back must be handed over again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// The committed map.
+    pub map: ShardMap,
+    /// Per shard (same length as `map.owners`), the epoch since which
+    /// `map.owner(shard)` has owned it continuously.
+    pub since: Vec<u64>,
+}
+
+impl SnapshotData {
+    fn committed(&self) -> Committed {
+        let since = if self.since.len() == self.map.owners.len() {
+            self.since.clone()
+        } else {
+            vec![self.map.epoch; self.map.owners.len()]
+        };
+        Committed {
+            map: self.map.clone(),
+            since,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -328,7 +361,7 @@ struct SmInner {
 pub struct StateMachine {
     inner: Arc<Mutex<SmInner>>,
     dir: Option<PathBuf>,
-    map_tx: Arc<watch::Sender<ShardMap>>,
+    map_tx: Arc<watch::Sender<Committed>>,
 }
 
 impl StateMachine {
@@ -337,11 +370,11 @@ impl StateMachine {
     pub fn new(
         dir: Option<PathBuf>,
         snapshot: Option<SnapshotData>,
-        map_tx: Arc<watch::Sender<ShardMap>>,
+        map_tx: Arc<watch::Sender<Committed>>,
     ) -> Self {
         let mut inner = SmInner::default();
         if let Some(s) = snapshot {
-            let _ = map_tx.send(s.map.clone());
+            map_tx.send_replace(s.committed());
             inner.data = s;
         }
         Self {
@@ -364,8 +397,19 @@ impl StateMachine {
                         epoch: data.map.epoch,
                     };
                 }
-                data.map.owners = owners.clone();
+                let first = data.map.epoch == 0 || data.since.len() != owners.len();
+                let old = std::mem::replace(&mut data.map.owners, owners.clone());
                 data.map.epoch += 1;
+                let epoch = data.map.epoch;
+                if first {
+                    data.since = vec![epoch; owners.len()];
+                } else {
+                    for (i, since) in data.since.iter_mut().enumerate() {
+                        if old.get(i) != owners.get(i) {
+                            *since = epoch;
+                        }
+                    }
+                }
                 ShardResponse::Applied {
                     epoch: data.map.epoch,
                 }
@@ -427,7 +471,7 @@ impl RaftStateMachine<C> for StateMachine {
         }
         if changed {
             // Every node's view changes only here, after the commit.
-            let _ = self.map_tx.send(inner.data.map.clone());
+            self.map_tx.send_replace(inner.data.committed());
         }
         Ok(())
     }
@@ -447,7 +491,7 @@ impl RaftStateMachine<C> for StateMachine {
         }
         inner.data = snapshot.clone();
         inner.snapshot = Some((meta.clone(), snapshot));
-        let _ = self.map_tx.send(inner.data.map.clone());
+        self.map_tx.send_replace(inner.data.committed());
         Ok(())
     }
 
@@ -457,5 +501,53 @@ impl RaftStateMachine<C> for StateMachine {
             .snapshot
             .clone()
             .map(|(meta, snapshot)| openraft::Snapshot { meta, snapshot }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(data: &mut SnapshotData, owners: &[&str]) -> ShardResponse {
+        StateMachine::apply_command(
+            data,
+            &ShardCommand::SetOwners {
+                expected_epoch: data.map.epoch,
+                owners: owners.iter().map(|o| Some(o.to_string())).collect(),
+            },
+        )
+    }
+
+    #[test]
+    fn since_marks_the_epoch_each_owner_took_its_shard() {
+        let mut d = SnapshotData::default();
+        set(&mut d, &["a", "b", "c"]);
+        assert_eq!(d.committed().since, vec![1, 1, 1]);
+        set(&mut d, &["a", "a", "c"]);
+        assert_eq!(d.committed().since, vec![1, 2, 1]);
+        // Shard 1 goes back to b: a new ownership, not b's old one.
+        set(&mut d, &["a", "b", "c"]);
+        assert_eq!(d.committed().since, vec![1, 3, 1]);
+        // A conflicting command changes nothing.
+        let r = StateMachine::apply_command(
+            &mut d,
+            &ShardCommand::SetOwners {
+                expected_epoch: 1,
+                owners: vec![None, None, None],
+            },
+        );
+        assert_eq!(r, ShardResponse::Conflict { epoch: 3 });
+        assert_eq!(d.committed().since, vec![1, 3, 1]);
+    }
+
+    #[test]
+    fn a_snapshot_without_since_counts_every_shard_from_its_epoch() {
+        let mut d = SnapshotData::default();
+        set(&mut d, &["a", "b"]);
+        set(&mut d, &["b", "b"]);
+        d.since.clear(); // as written before `since` existed
+        assert_eq!(d.committed().since, vec![2, 2]);
+        set(&mut d, &["b", "a"]);
+        assert_eq!(d.committed().since, vec![3, 3]);
     }
 }
