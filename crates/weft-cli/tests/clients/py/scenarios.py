@@ -16,9 +16,10 @@ or its deadline passes. `--role slowsub` is the slow-consumer scenario's
 subscriber process: `ready`, then `{"reconnected": true}` on every
 reconnect and `{"again": true}` once it receives an `again` message.
 
-Every wait is bounded. Waits marked INTEREST-WAIT exist only because
-cross-node interest propagation is asynchronous today; once SUB + flush
-guarantees delivery cluster-wide they can go.
+Every wait is bounded. Waits marked INTEREST-WAIT are for nats-server,
+where interest reaches other servers some time after the PONG of a flush;
+weft needs none (its PONG waits for every live node: the `barrier`
+scenario checks that without any probe).
 """
 
 import argparse
@@ -568,7 +569,45 @@ async def sc_reconnect_50(s):
     return {"clients": k, "reconnected": reconnects[0], "received_all": full}, {}
 
 
+async def sc_barrier(s):
+    """The interest barrier: subscribe on node 1, flush, publish at once
+    from node 2, no probe. weft answers the PONG only once every live node
+    applied the SUB; nats-server gives no such promise (a miss there is
+    recorded, not required). nats-py 2.16's flush() writes its PING ahead
+    of commands still pending in the client (the SUB among them), so one
+    flush does not prove the SUB reached the server; a second flush, whose
+    PING follows the SUB on the socket, does. The first miss ends it."""
+    sub = await connect([s[0]])
+    pub = await connect([s[1]])
+    rounds = 200
+    done = 0
+    missed = False
+    for i in range(rounds):
+        got = []
+
+        async def cb(msg, got=got):
+            got.append(msg)
+
+        sb = await sub.subscribe(f"barrier.py.{i}", cb=cb)
+        await sub.flush()
+        await sub.flush()
+        await pub.publish(f"barrier.py.{i}", b"x")
+        await pub.flush()
+        try:
+            await wait_until(lambda got=got: got, 5, "barrier message")
+            done += 1
+        except TimeoutError:
+            missed = True
+        await sb.unsubscribe()
+        if missed:
+            break
+    await sub.close()
+    await pub.close()
+    return {"rounds": rounds, "no_miss": not missed and done == rounds}, {"done": done}
+
+
 SCENARIOS = [
+    ("barrier", sc_barrier),
     ("order", sc_order),
     ("wildcards", sc_wildcards),
     ("queue", sc_queue),
