@@ -253,8 +253,7 @@ impl Node {
             registry.clone(),
             dead_letters.clone(),
             config.messaging.subscription_bytes,
-            config.pubsub.queue_locality,
-            config.pubsub.interest_barrier_timeout,
+            &config.pubsub,
         ));
         registry.set_pubsub(&pubsub);
         let relay = Relay::new(

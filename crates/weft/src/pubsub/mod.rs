@@ -31,7 +31,7 @@ use weft_proto::registry::{EntryKey, Event, table};
 use weft_proto::subject::{validate_pattern, validate_queue, validate_subject};
 use weft_proto::trie::SubjectTrie;
 
-use crate::config::QueueLocality;
+use crate::config::{PubSubConfig, QueueLocality};
 use crate::link::Links;
 use crate::messaging::dead_letter::{DeadLetters, DeadReason, DropKind};
 use crate::queue::{ByteQueue, Pushed};
@@ -145,8 +145,7 @@ impl PubSub {
         registry: Arc<RegistryService>,
         dead_letters: Arc<DeadLetters>,
         sub_capacity: usize,
-        queue_locality: QueueLocality,
-        barrier_timeout: Duration,
+        config: &PubSubConfig,
     ) -> Self {
         let inbox_prefix = format!("_INBOX.{}.{}.", local.name, local.incarnation);
         let me = Self {
@@ -162,8 +161,8 @@ impl PubSub {
             next_token: AtomicU64::new(1),
             rr: AtomicU64::new(0),
             sub_capacity,
-            queue_locality,
-            barrier_timeout,
+            queue_locality: config.queue_locality,
+            barrier_timeout: config.interest_barrier_timeout,
         };
         // One wildcard inbox per node serves every request's replies.
         let inbox = format!("{}>", me.inbox_prefix);
