@@ -354,7 +354,7 @@ pub use relay::StreamInfo;
 pub use relay::stream::{
     StreamClosed, StreamError, StreamEvent, StreamPolicy, StreamPublisher, StreamSubscription,
 };
-pub use shards::{RouteAck, RouteError, ShardHandler};
+pub use shards::{RouteAck, RouteError, RouteFailure, ShardHandler};
 pub use weft_proto;
 pub use weft_proto::NodeId;
 pub use weft_proto::Pid;
