@@ -200,3 +200,52 @@ impl Shards {
             .map(|r| r.index())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_labels_come_from_the_error_types() {
+        let call = |e: RpcError| ProposeError::Call {
+            leader: "n1".into(),
+            source: CallError::Rpc(e),
+        };
+        assert_eq!(ProposeError::NoLeader.label(), "not_leader");
+        assert_eq!(
+            ProposeError::ForwardToLeader(ForwardToLeader::empty()).label(),
+            "not_leader"
+        );
+        // A non-leader's typed answer becomes ForwardToLeader, whatever
+        // its message says.
+        let remote = RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader::empty()));
+        assert_eq!(typed(remote).label(), "not_leader");
+        assert_eq!(call(RpcError::Timeout).label(), "timeout");
+        assert_eq!(
+            call(RpcError::Unreachable("leader".into())).label(),
+            "unreachable"
+        );
+        // Text mentioning a leader is not a leader error.
+        assert_eq!(call(RpcError::Remote("not the leader".into())).label(), "error");
+    }
+
+    #[test]
+    fn typed_replies_survive_the_wire_format() {
+        let reply: ProposeReply = Err(RaftError::APIError(ClientWriteError::ForwardToLeader(
+            ForwardToLeader::new(7, openraft::BasicNode { addr: "n2".into() }),
+        )));
+        let back: ProposeReply =
+            serde_json::from_slice(&serde_json::to_vec(&reply).expect("encode")).expect("decode");
+        match typed(back.expect_err("an error")) {
+            ProposeError::ForwardToLeader(f) => {
+                assert_eq!(f.leader_id, Some(7));
+                assert_eq!(f.leader_node.map(|n| n.addr), Some("n2".to_string()));
+            }
+            other => panic!("expected ForwardToLeader, got {other:?}"),
+        }
+        let ok: ReadIndexReply = Ok(42);
+        let back: ReadIndexReply =
+            serde_json::from_slice(&serde_json::to_vec(&ok).expect("encode")).expect("decode");
+        assert_eq!(back.ok(), Some(42));
+    }
+}
