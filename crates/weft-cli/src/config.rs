@@ -98,6 +98,24 @@ pub struct ShardsFile {
     pub auto_rebalance: Option<bool>,
     /// [`ShardConfig::route_timeout`].
     pub route_timeout_ms: Option<u64>,
+    /// [`ShardConfig::first_map_wait`].
+    pub first_map_wait_ms: Option<u64>,
+    /// [`ShardConfig::route_retry_pause`].
+    pub route_retry_pause_ms: Option<u64>,
+    /// [`ShardConfig::route_unreachable_wait`].
+    pub route_unreachable_wait_ms: Option<u64>,
+    /// [`ShardConfig::owner_catch_up_wait`].
+    pub owner_catch_up_wait_ms: Option<u64>,
+    /// [`ShardConfig::handoff_retry`].
+    pub handoff_retry_ms: Option<u64>,
+    /// [`ShardConfig::query_timeout`].
+    pub query_timeout_ms: Option<u64>,
+    /// [`ShardConfig::catch_up_wait`].
+    pub catch_up_wait_ms: Option<u64>,
+    /// [`ShardConfig::raft_rpc_timeout`].
+    pub raft_rpc_timeout_ms: Option<u64>,
+    /// [`ShardConfig::propose_timeout`].
+    pub propose_timeout_ms: Option<u64>,
 }
 
 /// The `[nats]` table (durations in milliseconds, sizes in bytes). Used
@@ -380,6 +398,15 @@ fn apply_shards(c: &mut ShardConfig, f: ShardsFile) {
     set(&mut c.bootstrap_delay, f.bootstrap_delay_ms.map(ms));
     set(&mut c.auto_rebalance, f.auto_rebalance);
     set(&mut c.route_timeout, f.route_timeout_ms.map(ms));
+    set(&mut c.first_map_wait, f.first_map_wait_ms.map(ms));
+    set(&mut c.route_retry_pause, f.route_retry_pause_ms.map(ms));
+    set(&mut c.route_unreachable_wait, f.route_unreachable_wait_ms.map(ms));
+    set(&mut c.owner_catch_up_wait, f.owner_catch_up_wait_ms.map(ms));
+    set(&mut c.handoff_retry, f.handoff_retry_ms.map(ms));
+    set(&mut c.query_timeout, f.query_timeout_ms.map(ms));
+    set(&mut c.catch_up_wait, f.catch_up_wait_ms.map(ms));
+    set(&mut c.raft_rpc_timeout, f.raft_rpc_timeout_ms.map(ms));
+    set(&mut c.propose_timeout, f.propose_timeout_ms.map(ms));
 }
 
 /// The NATS front end's configuration from the `[nats]` table.
@@ -539,6 +566,63 @@ interest_barrier_timeout_ms = 1500
         // The flag wins over the file.
         a.shard_voters = Some(2);
         assert_eq!(Settings::from_args(&a).unwrap().node.shards.voters, 2);
+    }
+
+    #[test]
+    fn shards_table_sets_every_routing_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("weft.toml");
+        std::fs::write(
+            &cfg,
+            r#"
+[shards]
+route_timeout_ms = 30000
+first_map_wait_ms = 200
+route_retry_pause_ms = 7
+route_unreachable_wait_ms = 300
+owner_catch_up_wait_ms = 400
+handoff_retry_ms = 50
+query_timeout_ms = 600
+catch_up_wait_ms = 7000
+raft_rpc_timeout_ms = 800
+propose_timeout_ms = 900
+"#,
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(cfg.clone());
+        let s = Settings::from_args(&a).unwrap().node.shards;
+        let ms = Duration::from_millis;
+        assert_eq!(s.route_timeout, ms(30000));
+        assert_eq!(s.first_map_wait, ms(200));
+        assert_eq!(s.route_retry_pause, ms(7));
+        assert_eq!(s.route_unreachable_wait, ms(300));
+        assert_eq!(s.owner_catch_up_wait, ms(400));
+        assert_eq!(s.handoff_retry, ms(50));
+        assert_eq!(s.query_timeout, ms(600));
+        assert_eq!(s.catch_up_wait, ms(7000));
+        assert_eq!(s.raft_rpc_timeout, ms(800));
+        assert_eq!(s.propose_timeout, ms(900));
+        // Keys left out keep their defaults; a zero bound is refused.
+        std::fs::write(
+            &cfg,
+            "[shards]
+first_map_wait_ms = 0
+",
+        )
+        .unwrap();
+        let s = Settings::from_args(&a).unwrap().node.shards;
+        assert_eq!(s.first_map_wait, Duration::ZERO);
+        assert_eq!(s.handoff_retry, weft::ShardConfig::default().handoff_retry);
+        std::fs::write(
+            &cfg,
+            "[shards]
+query_timeout_ms = 0
+",
+        )
+        .unwrap();
+        let err = format!("{:#}", Settings::from_args(&a).unwrap_err());
+        assert!(err.contains("query_timeout"), "{err}");
     }
 
     #[test]

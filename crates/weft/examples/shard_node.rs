@@ -36,7 +36,7 @@
 //! leader                  {"leader":"n2"} | {"leader":null}
 //! voters                  {"voters":["n1","n2","n3"]}
 //! owner KEY               {"key":KEY,"shard":S,"owner":"n1","epoch":E}
-//! route KEY TEXT          {"ack":{"shard":S,"epoch":E,"attempts":A}} | {"error":"..."}
+//! route KEY TEXT          {"ack":{"shard":S,"node":"n1","epoch":E,"attempts":A}} | {"error":"..."}
 //! rebalance               {"rebalanced":true|false}
 //! stats                   {"routed_events_accepted":..,"route_retries":..,
 //!                          "shard_proposals_committed":..,"shard_proposals_failed":{..}}
@@ -366,8 +366,11 @@ async fn run() -> Result<(), String> {
                     .await
                 {
                     Ok(ack) => println!(
-                        "{{\"ack\":{{\"shard\":{},\"epoch\":{},\"attempts\":{}}}}}",
-                        ack.shard, ack.epoch, ack.attempts
+                        "{{\"ack\":{{\"shard\":{},\"node\":{},\"epoch\":{},\"attempts\":{}}}}}",
+                        ack.shard,
+                        json_str(&ack.node),
+                        ack.epoch,
+                        ack.attempts
                     ),
                     Err(e) => println!("{{\"error\":{}}}", json_str(&e.to_string())),
                 }

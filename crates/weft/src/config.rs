@@ -248,6 +248,34 @@ pub struct ShardConfig {
     pub auto_rebalance: bool,
     /// Total time a `route` may take, retries included.
     pub route_timeout: Duration,
+    /// How long a `route` waits for a committed map that assigns the key's
+    /// shard (the first map after start, or an owner for an unassigned
+    /// shard) before it fails with [`crate::RouteError::Unassigned`].
+    /// Short on purpose: with no map there is nobody to retry against.
+    pub first_map_wait: Duration,
+    /// Pause before routing again when the owner has not acquired its
+    /// shard yet or answered with the same epoch as ours.
+    pub route_retry_pause: Duration,
+    /// How long a `route` waits for a newer map after the owner was
+    /// unreachable, timed out or failed, before it tries again.
+    pub route_unreachable_wait: Duration,
+    /// How long an owner waits for its map to reach a sender's newer
+    /// epoch before it answers the sender with its own (older) epoch.
+    pub owner_catch_up_wait: Duration,
+    /// How often a node waiting to take shards over asks the other nodes
+    /// again (it also asks at once on a release notice or a member down).
+    pub handoff_retry: Duration,
+    /// Bound on one `STATUS` or read-index query to another node.
+    pub query_timeout: Duration,
+    /// Bound on applying up to the leader's read index in one catch-up try
+    /// after start.
+    pub catch_up_wait: Duration,
+    /// Bound on one Raft RPC (append entries, vote); snapshots get at
+    /// least this.
+    pub raft_rpc_timeout: Duration,
+    /// Bound on a proposal forwarded to the leader, and on a release
+    /// notice to the new owner.
+    pub propose_timeout: Duration,
     /// Raft heartbeat interval.
     pub raft_heartbeat: Duration,
     /// Raft election timeout, lower bound.
@@ -266,6 +294,15 @@ impl Default for ShardConfig {
             duty_interval: Duration::from_millis(250),
             auto_rebalance: true,
             route_timeout: Duration::from_secs(15),
+            first_map_wait: Duration::from_secs(1),
+            route_retry_pause: Duration::from_millis(10),
+            route_unreachable_wait: Duration::from_millis(250),
+            owner_catch_up_wait: Duration::from_secs(1),
+            handoff_retry: Duration::from_millis(100),
+            query_timeout: Duration::from_secs(1),
+            catch_up_wait: Duration::from_secs(5),
+            raft_rpc_timeout: Duration::from_secs(2),
+            propose_timeout: Duration::from_secs(5),
             raft_heartbeat: Duration::from_millis(150),
             raft_election_min: Duration::from_millis(600),
             raft_election_max: Duration::from_millis(1200),
@@ -379,6 +416,25 @@ impl NodeConfig {
         {
             return Err(ConfigError::Shards(
                 "need raft_heartbeat < raft_election_min < raft_election_max",
+            ));
+        }
+        let s = &self.shards;
+        if [
+            s.route_timeout,
+            s.route_retry_pause,
+            s.route_unreachable_wait,
+            s.handoff_retry,
+            s.query_timeout,
+            s.catch_up_wait,
+            s.raft_rpc_timeout,
+            s.propose_timeout,
+        ]
+        .iter()
+        .any(Duration::is_zero)
+        {
+            return Err(ConfigError::Shards(
+                "route_timeout, route_retry_pause, route_unreachable_wait, handoff_retry, \
+                 query_timeout, catch_up_wait, raft_rpc_timeout and propose_timeout must be positive",
             ));
         }
         if let Some(tls) = &self.tls {

@@ -260,10 +260,15 @@
 //!
 //! A fixed number of shards is assigned to nodes by a map committed through
 //! Raft; [`Node::route`] sends an event to the owner of its key's shard and
-//! returns once the owner's [`ShardHandler`] took it. Keys hash to shards
-//! with FNV-1a, so every node agrees where a key goes. A group needs
-//! `shards.voters` up members (3 by default) before its first map; one
-//! node alone needs `voters = 1`.
+//! returns once the owner's [`ShardHandler`] took it; the [`RouteAck`]
+//! names the accepting node and the map epoch it owned the shard at.
+//! Keys hash to shards with FNV-1a, so every node agrees where a key goes.
+//! A group needs `shards.voters` up members (3 by default) before its
+//! first map; one node alone needs `voters = 1`. Before the first map
+//! `route` fails after `shards.first_map_wait` with
+//! [`RouteError::Unassigned`]; other failures are typed too
+//! ([`RouteError::HandlerFailed`], [`RouteError::Timeout`] with the last
+//! [`RouteFailure`]).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -297,6 +302,7 @@
 //!     tokio::time::timeout(Duration::from_secs(30), maps.wait_for(|m| m.epoch >= 1)).await??;
 //!     let ack = node.route(b"user-42", Bytes::from_static(b"click")).await?;
 //!     println!("user-42 is shard {} (epoch {})", ack.shard, ack.epoch);
+//!     assert_eq!(ack.node, "n1");
 //!     assert_eq!(node.shard_map().owner(ack.shard), Some("n1"));
 //!     assert_eq!(clicks.0.load(Ordering::Relaxed), 1);
 //!     node.shutdown(Duration::from_millis(100)).await;
@@ -354,7 +360,7 @@ pub use relay::StreamInfo;
 pub use relay::stream::{
     StreamClosed, StreamError, StreamEvent, StreamPolicy, StreamPublisher, StreamSubscription,
 };
-pub use shards::{RouteAck, RouteError, ShardHandler};
+pub use shards::{RouteAck, RouteError, RouteFailure, ShardHandler};
 pub use weft_proto;
 pub use weft_proto::NodeId;
 pub use weft_proto::Pid;

@@ -780,8 +780,14 @@ impl Node {
     }
 
     /// Routes `event` to the owner of `key`'s shard (FNV-1a of the key,
-    /// modulo the shard count) and returns once the owner acknowledged it.
-    /// Retries across map changes within `shards.route_timeout`.
+    /// modulo the shard count) and returns once the owner acknowledged it;
+    /// the [`RouteAck`] names the accepting node and its map epoch.
+    /// Retries across map changes within `shards.route_timeout`, then
+    /// fails with [`RouteError::Timeout`] naming the last attempt's
+    /// [`crate::RouteFailure`]. With no committed map (or no owner for the
+    /// shard) it waits at most `shards.first_map_wait` and fails with
+    /// [`RouteError::Unassigned`]; a handler that panics on the event
+    /// fails it at once with [`RouteError::HandlerFailed`].
     /// Sequential calls for one key are delivered in order.
     pub async fn route(&self, key: &[u8], event: Bytes) -> Result<RouteAck, RouteError> {
         self.inner.shards.route(key, event).await

@@ -374,3 +374,246 @@ async fn a_voter_down_too_long_is_replaced_by_a_learner() {
         n.shutdown(Duration::from_millis(200)).await;
     }
 }
+
+/// Starts n1..n3 with `tweak` applied and `handler` registered on each,
+/// and waits for a map that gives every node shards, seen everywhere.
+async fn trio_with(
+    shards: u32,
+    tweak: impl Fn(&mut NodeConfig),
+    handler: impl Fn() -> Arc<dyn ShardHandler>,
+) -> (Vec<Node>, ShardMap) {
+    let mut nodes: Vec<Node> = Vec::new();
+    for name in ["n1", "n2", "n3"] {
+        let seeds: Vec<_> = nodes.first().map(|n| n.addr()).into_iter().collect();
+        let mut c = config(name, &seeds);
+        tune(&mut c, shards);
+        tweak(&mut c);
+        let node = Node::start(c).await.expect("start");
+        node.set_shard_handler(handler());
+        nodes.push(node);
+    }
+    for n in &nodes {
+        wait_for("up", LIMIT, || sees_up(n, &["n1", "n2", "n3"])).await;
+    }
+    wait_for("one balanced map everywhere", LIMIT, || {
+        let m = nodes[0].shard_map();
+        m.counts().len() == 3 && nodes.iter().all(|n| n.shard_map() == m)
+    })
+    .await;
+    let map = nodes[0].shard_map();
+    (nodes, map)
+}
+
+/// A key of `shard` under `map`.
+fn key_of(map: &ShardMap, shard: u32) -> String {
+    (0..100_000u32)
+        .map(|i| format!("key-{i}"))
+        .find(|k| map.owner_of_key(k.as_bytes()).0 == shard)
+        .expect("some key hashes to the shard")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_without_a_committed_map_fails_fast_with_unassigned() {
+    // Three voters wanted and one node up: no map ever commits. The route
+    // timeout is huge, so only the first-map wait can end the call; the
+    // outer timeout fails the test instead of letting it hang.
+    let mut c = config("solo", &[]);
+    tune(&mut c, 8);
+    c.shards.route_timeout = Duration::from_secs(600);
+    c.shards.first_map_wait = Duration::from_millis(200);
+    let node = Node::start(c).await.expect("start");
+    let result = tokio::time::timeout(
+        Duration::from_secs(60),
+        node.route(b"user-1", Bytes::from_static(b"x")),
+    )
+    .await
+    .expect("route returned (first_map_wait, not route_timeout)");
+    assert_eq!(node.shard_map().epoch, 0);
+    assert_eq!(
+        result,
+        Err(weft::RouteError::Unassigned {
+            shard: None,
+            epoch: 0
+        })
+    );
+    node.shutdown(Duration::from_millis(100)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_ack_names_the_accepting_owner_at_the_committed_epoch() {
+    let recs: Arc<Mutex<Vec<Arc<Recorder>>>> = Arc::default();
+    let (nodes, map) = trio_with(
+        9,
+        |_| {},
+        || {
+            let r = Arc::new(Recorder::default());
+            recs.lock().expect("lock").push(r.clone());
+            r
+        },
+    )
+    .await;
+    let recs = recs.lock().expect("lock").clone();
+    let names = ["n1", "n2", "n3"];
+    for k in 0..60u32 {
+        let from = &nodes[(k % 3) as usize];
+        let key = format!("user-{k}");
+        let ack = from
+            .route(key.as_bytes(), Bytes::from(k.to_string()))
+            .await
+            .expect("acknowledged");
+        let (shard, owner) = map.owner_of_key(key.as_bytes());
+        assert_eq!(ack.shard, shard);
+        assert_eq!(Some(ack.node.as_str()), owner, "{key}");
+        assert_eq!(ack.epoch, map.epoch, "{key}");
+        // The node the ack names is the one whose handler got the event.
+        let at = names.iter().position(|n| *n == ack.node).expect("a node name");
+        assert!(
+            recs[at]
+                .events
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|(s, _, e)| *s == shard && e == &Bytes::from(k.to_string())),
+            "event {k} delivered to {}",
+            ack.node
+        );
+    }
+    for n in nodes {
+        n.shutdown(Duration::from_millis(200)).await;
+    }
+}
+
+/// Records events, but panics on the event `boom`.
+#[derive(Default)]
+struct Fragile(Recorder);
+
+impl ShardHandler for Fragile {
+    fn on_event(&self, shard: u32, key: &[u8], event: Bytes) {
+        if event == Bytes::from_static(b"boom") {
+            panic!("test handler: boom on shard {shard}");
+        }
+        self.0.on_event(shard, key, event);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_fails_the_route_at_once_with_handler_failed() {
+    let (nodes, map) = trio_with(
+        6,
+        |c| c.shards.route_timeout = Duration::from_secs(600),
+        || Arc::new(Fragile::default()),
+    )
+    .await;
+    let shard = 0;
+    let owner = map.owner(shard).expect("owned").to_string();
+    let key = key_of(&map, shard);
+    // From the owner itself and from another node: the same typed error,
+    // long before the (huge) route timeout.
+    for from in &nodes {
+        let result = tokio::time::timeout(
+            Duration::from_secs(60),
+            from.route(key.as_bytes(), Bytes::from_static(b"boom")),
+        )
+        .await
+        .expect("route returned (not retried until route_timeout)");
+        assert_eq!(
+            result,
+            Err(weft::RouteError::HandlerFailed {
+                node: owner.clone(),
+                shard,
+                epoch: map.epoch
+            }),
+            "from {}",
+            from.id().name
+        );
+    }
+    // The owner keeps serving the shard.
+    let ack = nodes[1]
+        .route(key.as_bytes(), Bytes::from_static(b"fine"))
+        .await
+        .expect("acknowledged after a handler failure");
+    assert_eq!(ack.node, owner);
+    for n in nodes {
+        n.shutdown(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_to_a_down_owner_time_out_naming_it_unreachable() {
+    // No automatic rebalance: the map keeps the shard on the dead node.
+    let (nodes, map) = trio_with(
+        6,
+        |c| {
+            c.shards.auto_rebalance = false;
+            c.shards.route_timeout = Duration::from_secs(2);
+        },
+        || Arc::new(Recorder::default()),
+    )
+    .await;
+    let shard = (0..6)
+        .find(|s| map.owner(*s) == Some("n3"))
+        .expect("n3 owns a shard");
+    let key = key_of(&map, shard);
+    nodes[2].abort();
+    wait_for("n1 sees n3 down", LIMIT, || !sees_up(&nodes[0], &["n3"])).await;
+    let result = tokio::time::timeout(
+        Duration::from_secs(60),
+        nodes[0].route(key.as_bytes(), Bytes::from_static(b"x")),
+    )
+    .await
+    .expect("route returned");
+    match result {
+        Err(weft::RouteError::Timeout {
+            attempts,
+            last: weft::RouteFailure::Unreachable { node, .. },
+        }) => {
+            assert_eq!(node, "n3");
+            assert!(attempts >= 1);
+        }
+        other => panic!("expected a timeout naming n3 unreachable, got {other:?}"),
+    }
+    assert_eq!(nodes[0].shard_map().epoch, map.epoch, "no rebalance happened");
+    for n in &nodes[..2] {
+        n.shutdown(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_without_a_handler_times_out_naming_the_shard_not_acquired() {
+    // n3 registers no handler: it owns shards in the map but takes none.
+    let mut nodes: Vec<Node> = Vec::new();
+    for name in ["n1", "n2", "n3"] {
+        let seeds: Vec<_> = nodes.first().map(|n| n.addr()).into_iter().collect();
+        let mut c = config(name, &seeds);
+        tune(&mut c, 6);
+        c.shards.route_timeout = Duration::from_secs(1);
+        let node = Node::start(c).await.expect("start");
+        if name != "n3" {
+            node.set_shard_handler(Arc::new(Recorder::default()));
+        }
+        nodes.push(node);
+    }
+    wait_for("one map giving n3 shards, seen everywhere", LIMIT, || {
+        let m = nodes[0].shard_map();
+        m.counts().len() == 3 && nodes.iter().all(|n| n.shard_map() == m)
+    })
+    .await;
+    let map = nodes[0].shard_map();
+    let shard = (0..6)
+        .find(|s| map.owner(*s) == Some("n3"))
+        .expect("n3 owns a shard");
+    let key = key_of(&map, shard);
+    match nodes[0].route(key.as_bytes(), Bytes::from_static(b"x")).await {
+        Err(weft::RouteError::Timeout {
+            last: weft::RouteFailure::NotAcquired { node, shard: s },
+            ..
+        }) => {
+            assert_eq!(node, "n3");
+            assert_eq!(s, shard);
+        }
+        other => panic!("expected a timeout naming n3 not acquired, got {other:?}"),
+    }
+    for n in nodes {
+        n.shutdown(Duration::from_millis(200)).await;
+    }
+}

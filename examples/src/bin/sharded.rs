@@ -71,7 +71,8 @@ async fn run() -> anyhow::Result<()> {
         })
         .collect();
 
-    // Until a map commits nobody owns anything and `route` would wait.
+    // Until a map commits nobody owns anything and `route` fails with
+    // `Unassigned` (after `first_map_wait`).
     wait_until("a committed map with every node owning shards", || {
         nodes.iter().all(|n| {
             let map = n.shard_map();
@@ -97,11 +98,11 @@ async fn run() -> anyhow::Result<()> {
             .route(key.as_bytes(), Bytes::from(format!("click {i}")))
             .await?;
         if i < 4 {
-            let owner = map.owner(ack.shard).unwrap_or("-");
             println!(
-                "{} routes {key} -> shard {} owned by {owner} (epoch {}, {} attempt(s))",
+                "{} routes {key} -> shard {} accepted by {} (epoch {}, {} attempt(s))",
                 sender.id().name,
                 ack.shard,
+                ack.node,
                 ack.epoch,
                 ack.attempts
             );

@@ -4,11 +4,17 @@
 //! - [`store`]: the durable log and the state machine (the map).
 //! - `network`: Raft RPCs over weft links.
 //! - [`service`]: Raft lifecycle, voter upkeep, rebalance proposals,
-//!   handoff, routing.
+//!   handoff.
+//! - [`route`]: routing keyed events to owners, with typed outcomes
+//!   ([`RouteAck`] names the accepting node and epoch; [`RouteError`] and
+//!   [`RouteFailure`] say what happened).
 
 pub(crate) mod network;
+mod propose;
+pub mod route;
 pub mod service;
 pub mod store;
 pub mod types;
 
-pub use service::{RouteAck, RouteError, ShardHandler};
+pub use route::{RouteAck, RouteError, RouteFailure};
+pub use service::ShardHandler;

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use openraft::alias::{SnapshotOf, VoteOf};
-use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::RPCOption;
+use openraft::error::{RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
+use openraft::network::{RPCOption, RPCTypes};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
@@ -40,8 +40,14 @@ pub(crate) mod method {
     /// (asked by a node waiting to take shards over).
     pub const STATUS: u8 = 7;
     /// The leader's read index (a commit index confirmed by a quorum),
-    /// asked by a node catching up after start.
+    /// asked by a node catching up after start. Kept for older nodes;
+    /// this version asks `READ_INDEX_TYPED`.
     pub const READ_INDEX: u8 = 8;
+    /// `PROPOSE` with openraft's typed result (forward-to-leader, fatal)
+    /// in the reply body instead of an error string.
+    pub const PROPOSE_TYPED: u8 = 9;
+    /// `READ_INDEX` with openraft's typed result in the reply body.
+    pub const READ_INDEX_TYPED: u8 = 10;
 }
 
 /// A full snapshot on the wire.
@@ -52,23 +58,45 @@ pub(crate) struct SnapshotRpc {
     pub data: SnapshotData,
 }
 
+/// Why a shard service call failed, before any typed answer of the
+/// remote service could be read.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct NetErr(String);
+pub(crate) enum CallError {
+    /// The RPC layer failed (unreachable, no reply in time, remote method
+    /// failed).
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    /// The request or the reply could not be (de)serialised.
+    #[error("codec: {0}")]
+    Codec(#[from] serde_json::Error),
+}
 
-fn unreachable(e: impl ToString) -> Unreachable<C> {
-    Unreachable::new(&NetErr(e.to_string()))
+/// Calls `method` on `node` with a JSON body and decodes a JSON reply.
+pub(crate) async fn call_json<Req: Serialize, Resp: DeserializeOwned>(
+    rpc: &Rpc,
+    node: &str,
+    method: u8,
+    req: &Req,
+    timeout: Duration,
+) -> Result<Resp, CallError> {
+    let body = serde_json::to_vec(req)?;
+    let reply = rpc.call(node, method, Bytes::from(body), timeout).await?;
+    Ok(serde_json::from_slice(&reply)?)
 }
 
 /// Creates clients to other nodes.
 pub(crate) struct Network {
     pub rpc: Arc<Rpc>,
+    /// This node's Raft id (named in timeout errors).
+    pub local: u64,
     pub timeout: Duration,
 }
 
 /// A client to one node (by name).
 pub(crate) struct Client {
     rpc: Arc<Rpc>,
+    local: u64,
+    target: u64,
     node: String,
     timeout: Duration,
 }
@@ -79,23 +107,35 @@ impl Client {
         method: u8,
         req: &Req,
         timeout: Duration,
-    ) -> Result<Resp, String> {
-        let body = serde_json::to_vec(req).map_err(|e| e.to_string())?;
-        let reply = self
-            .rpc
-            .call(&self.node, method, Bytes::from(body), timeout)
-            .await
-            .map_err(|e: RpcError| e.to_string())?;
-        serde_json::from_slice(&reply).map_err(|e| e.to_string())
+    ) -> Result<Resp, CallError> {
+        call_json(&self.rpc, &self.node, method, req, timeout).await
+    }
+
+    /// Openraft's view of a failed call: a timeout stays a timeout (retry
+    /// soon); anything else is unreachable (back off): the remote Raft
+    /// only fails when it is stopping, and an undecodable message will
+    /// not decode on a retry either.
+    fn rpc_error(&self, action: RPCTypes, e: CallError, timeout: Duration) -> RPCError<C> {
+        match e {
+            CallError::Rpc(RpcError::Timeout) => RPCError::Timeout(Timeout {
+                action,
+                id: self.local,
+                target: self.target,
+                timeout,
+            }),
+            other => RPCError::Unreachable(Unreachable::new(&other)),
+        }
     }
 }
 
 impl RaftNetworkFactory<C> for Network {
     type Network = Client;
 
-    async fn new_client(&mut self, _target: u64, node: &BasicNode) -> Self::Network {
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
         Client {
             rpc: self.rpc.clone(),
+            local: self.local,
+            target,
             node: node.addr.clone(),
             timeout: self.timeout,
         }
@@ -113,14 +153,14 @@ impl RaftNetworkV2<C> for Client {
         let t = option.hard_ttl().min(self.timeout);
         self.call(method::APPEND, &rpc, t)
             .await
-            .map_err(|e| RPCError::Unreachable(unreachable(e)))
+            .map_err(|e| self.rpc_error(RPCTypes::AppendEntries, e, t))
     }
 
     async fn vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
         let t = option.hard_ttl().min(self.timeout);
         self.call(method::VOTE, &rpc, t)
             .await
-            .map_err(|e| RPCError::Unreachable(unreachable(e)))
+            .map_err(|e| self.rpc_error(RPCTypes::Vote, e, t))
     }
 
     async fn full_snapshot(
@@ -136,8 +176,13 @@ impl RaftNetworkV2<C> for Client {
             data: snapshot.snapshot,
         };
         let t = option.hard_ttl().max(self.timeout);
-        self.call(method::SNAPSHOT, &req, t)
-            .await
-            .map_err(|e| StreamingError::Unreachable(unreachable(e)))
+        self.call(method::SNAPSHOT, &req, t).await.map_err(|e| {
+            match self.rpc_error(RPCTypes::InstallSnapshot, e, t) {
+                RPCError::Timeout(t) => StreamingError::Timeout(t),
+                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                RPCError::Network(n) => StreamingError::Network(n),
+                RPCError::RemoteError(r) => match r.source {},
+            }
+        })
     }
 }

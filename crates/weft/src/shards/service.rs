@@ -1,6 +1,6 @@
 //! The shard service: runs the Raft group that commits the shard map,
-//! keeps the voter set healthy, proposes rebalances, hands shards over and
-//! routes keyed events to their owners.
+//! keeps the voter set healthy, proposes rebalances and hands shards over.
+//! Routing is in `route`, proposals through the leader in `propose`.
 //!
 //! Rules it keeps:
 //! - No node's view changes before a commit: the map a node routes with is
@@ -13,7 +13,7 @@
 //!   shard among the ones it accepts; a node membership declared down
 //!   needs no answer.
 //! - Handoff is driven by state, not by notices: a waiting owner asks again
-//!   every `HANDOFF_RETRY` (and at once on a release notice or a member
+//!   every `handoff_retry` (and at once on a release notice or a member
 //!   going down) until it holds the shard, so a lost notice, a release
 //!   sent while the new owner was restarting, or maps skipped in one
 //!   apply cannot leave a shard unacquired. A shard that left a node and
@@ -24,12 +24,13 @@
 //!   applies up to it, and acquires nothing at an epoch below that map's.
 //!   So log replay after a crash never revives stale ownership.
 //! - Routing retries against a newer map (stale sender, moved shard, owner
-//!   down) until the total timeout, then returns a typed error.
+//!   down) until the total timeout, then returns a typed error; with no
+//!   map or no owner it fails after the short `first_map_wait`.
+//! - Every timeout and retry interval comes from `ShardConfig`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::Duration;
 
 use bytes::Bytes;
 use openraft::async_runtime::WatchReceiver;
@@ -44,8 +45,9 @@ use weft_proto::registry::{EntryKey, table};
 use weft_proto::shard::{ShardMap, plan};
 
 use super::network::{Network, SnapshotRpc, method};
+use super::route::RouteRequest;
 use super::store::{Committed, LogStore, StateMachine, StoreError};
-use super::types::{ShardCommand, ShardResponse, TypeConfig, raft_id};
+use super::types::{ShardCommand, TypeConfig, raft_id};
 use crate::config::ShardConfig;
 use crate::membership::{MemberState, MemberTable};
 
@@ -53,19 +55,10 @@ use crate::membership::{MemberState, MemberTable};
 /// group's membership.
 const MEMBER_KEY: &str = "member";
 use crate::registry::RegistryService;
-use crate::rpc::{Rpc, RpcError, RpcFuture, RpcHandler};
+use crate::rpc::{Rpc, RpcFuture, RpcHandler};
 use crate::stats::Stats;
 
 type ShardRaft = Raft<TypeConfig, StateMachine>;
-
-/// How often a node waiting to take shards over asks the other nodes
-/// again (it also asks at once when woken by a release notice or a member
-/// going down).
-const HANDOFF_RETRY: Duration = Duration::from_millis(100);
-/// Bound on one `STATUS` or `READ_INDEX` call.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
-/// Bound on applying up to the leader's read index in one catch-up try.
-const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 
 /// Receives the events of the shards this node owns.
 ///
@@ -86,44 +79,6 @@ pub trait ShardHandler: Send + Sync + 'static {
     fn on_event(&self, shard: u32, key: &[u8], event: Bytes);
 }
 
-/// Why a routed event was not acknowledged.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RouteError {
-    /// No committed map assigns the key's shard yet.
-    #[error("no committed shard map assigns shard {0}")]
-    Unassigned(u32),
-    /// The owner did not acknowledge within the total timeout (retries
-    /// included); the last reason is given.
-    #[error("not acknowledged within the timeout: {0}")]
-    Timeout(String),
-}
-
-/// Outcome of a successful route.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RouteAck {
-    /// The key's shard.
-    pub shard: u32,
-    /// The map epoch the owner accepted it at.
-    pub epoch: u64,
-    /// Attempts it took (1 when nothing moved).
-    pub attempts: u32,
-}
-
-#[derive(Serialize, Deserialize)]
-struct RouteRequest {
-    shard: u32,
-    epoch: u64,
-    key: Vec<u8>,
-    event: Vec<u8>,
-}
-
-#[derive(Serialize, Deserialize, Debug)]
-enum RouteReply {
-    Accepted { epoch: u64 },
-    Stale { epoch: u64 },
-    NotReady,
-}
-
 #[derive(Serialize, Deserialize)]
 struct Released {
     shard: u32,
@@ -139,7 +94,7 @@ struct Status {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Own {
+pub(super) enum Own {
     /// Accepting events.
     Active,
     /// Waiting until no other node accepts events for it.
@@ -147,17 +102,17 @@ enum Own {
 }
 
 #[derive(Clone, Copy, Debug)]
-struct Held {
-    own: Own,
+pub(super) struct Held {
+    pub(super) own: Own,
     /// The committed `since` epoch of our ownership: when it changes, the
     /// shard left us and came back, and must be handed over again.
     since: u64,
 }
 
 #[derive(Default)]
-struct Ownership {
+pub(super) struct Ownership {
     /// Shards this node owns in the applied map, and whether active.
-    shards: BTreeMap<u32, Held>,
+    pub(super) shards: BTreeMap<u32, Held>,
     /// The map the ownership reflects.
     epoch: u64,
     /// Once caught up after start: the epoch of the committed map at the
@@ -167,13 +122,13 @@ struct Ownership {
 
 /// The shard service of one node.
 pub(crate) struct Shards {
-    local: NodeId,
-    raft: ShardRaft,
-    rpc: Arc<Rpc>,
-    stats: Arc<Stats>,
+    pub(super) local: NodeId,
+    pub(super) raft: ShardRaft,
+    pub(super) rpc: Arc<Rpc>,
+    pub(super) stats: Arc<Stats>,
     members: Arc<RwLock<MemberTable>>,
     registry: Arc<RegistryService>,
-    config: ShardConfig,
+    pub(super) config: ShardConfig,
     /// The public committed map, published after ownership reflects it.
     map_tx: watch::Sender<ShardMap>,
     map_rx: watch::Receiver<ShardMap>,
@@ -187,7 +142,7 @@ pub(crate) struct Shards {
     /// Readers: event deliveries (check ownership → `on_event`). Writer:
     /// ownership changes with their callbacks. So a handler never sees an
     /// event outside its `shard_acquired`/`shard_released` bracket.
-    gate: RwLock<()>,
+    pub(super) gate: RwLock<()>,
     voter_down_since: Mutex<HashMap<u64, Instant>>,
     started: Instant,
     /// Whether this node announced (registry `RAFT/member`) that it holds
@@ -252,7 +207,8 @@ impl Shards {
         })?;
         let network = Network {
             rpc: p.rpc.clone(),
-            timeout: Duration::from_secs(2),
+            local: raft_node,
+            timeout: c.raft_rpc_timeout,
         };
         let raft = Raft::new(raft_node, Arc::new(config), network, log, sm)
             .await
@@ -326,7 +282,11 @@ impl Shards {
         *self.handler.write().unwrap_or_else(|p| p.into_inner()) = Some(handler);
     }
 
-    fn handler(&self) -> Option<Arc<dyn ShardHandler>> {
+    pub(super) fn ownership(&self) -> std::sync::MutexGuard<'_, Ownership> {
+        lock(&self.ownership)
+    }
+
+    pub(super) fn handler(&self) -> Option<Arc<dyn ShardHandler>> {
         self.handler.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -559,58 +519,6 @@ impl Shards {
         postcard::from_bytes(&v).ok()
     }
 
-    /// Proposes `cmd`, forwarding to the leader when needed. Failures are
-    /// counted; nothing changes anywhere unless it commits.
-    pub(crate) async fn propose(&self, cmd: ShardCommand) -> bool {
-        let result = if self.is_leader() {
-            self.raft
-                .client_write(cmd)
-                .await
-                .map(|r| r.data)
-                .map_err(|e| e.to_string())
-        } else if let Some(leader) = self.leader() {
-            let body = serde_json::to_vec(&cmd).unwrap_or_default();
-            match self
-                .rpc
-                .call(
-                    &leader,
-                    method::PROPOSE,
-                    Bytes::from(body),
-                    Duration::from_secs(5),
-                )
-                .await
-            {
-                Ok(b) => serde_json::from_slice::<ShardResponse>(&b).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            }
-        } else {
-            Err("no leader".into())
-        };
-        match result {
-            Ok(ShardResponse::Applied { epoch }) => {
-                info!(epoch, "shard map committed");
-                self.stats
-                    .shard_proposals_committed
-                    .fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            Ok(other) => {
-                debug!(response = ?other, "proposal not applied");
-                self.stats.shard_proposals_failed.inc("conflict");
-                false
-            }
-            Err(e) => {
-                debug!(error = %e, "proposal failed");
-                self.stats.shard_proposals_failed.inc(if e.contains("leader") {
-                    "not_leader"
-                } else {
-                    "error"
-                });
-                false
-            }
-        }
-    }
-
     /// A new map was applied: release shards that left us (or left and
     /// came back), and queue the shards we gained for handoff.
     fn on_committed(&self, c: &Committed) {
@@ -652,7 +560,7 @@ impl Shards {
                 h.shard_released(s, new.epoch);
             }
             // A wake-up for the new owner; it would ask again on its own
-            // within HANDOFF_RETRY if this is lost.
+            // within `handoff_retry` if this is lost.
             if let Some(to) = to.filter(|t| t != me) {
                 let body = serde_json::to_vec(&Released {
                     shard: s,
@@ -660,9 +568,10 @@ impl Shards {
                 })
                 .unwrap_or_default();
                 let rpc = self.rpc.clone();
+                let notice_timeout = self.config.propose_timeout;
                 tokio::spawn(async move {
                     let _ = rpc
-                        .call(&to, method::RELEASED, Bytes::from(body), Duration::from_secs(5))
+                        .call(&to, method::RELEASED, Bytes::from(body), notice_timeout)
                         .await;
                 });
             }
@@ -692,7 +601,7 @@ impl Shards {
     async fn status_of(&self, name: &str) -> Option<Status> {
         match self
             .rpc
-            .call(name, method::STATUS, Bytes::new(), QUERY_TIMEOUT)
+            .call(name, method::STATUS, Bytes::new(), self.config.query_timeout)
             .await
         {
             Ok(b) => match postcard::from_bytes::<Status>(&b) {
@@ -724,34 +633,11 @@ impl Shards {
         {
             return; // no group yet, nothing committed to catch up to
         }
-        let index = if metrics.state == ServerState::Leader {
-            match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-                Ok(r) => Some(r.index()),
-                Err(e) => {
-                    debug!(error = %e, "read index as leader");
-                    None
-                }
-            }
-        } else {
-            match self.leader().filter(|l| *l != self.local.name) {
-                Some(leader) => match self
-                    .rpc
-                    .call(&leader, method::READ_INDEX, Bytes::new(), QUERY_TIMEOUT)
-                    .await
-                {
-                    Ok(b) => postcard::from_bytes::<u64>(&b).ok(),
-                    Err(e) => {
-                        debug!(leader = %leader, error = %e, "read index");
-                        None
-                    }
-                },
-                None => None,
-            }
-        };
+        let index = self.leader_read_index().await;
         let Some(index) = index else { return };
         if let Err(e) = self
             .raft
-            .wait(Some(CATCH_UP_WAIT))
+            .wait(Some(self.config.catch_up_wait))
             .applied_index_at_least(Some(index), "catch up with the shard map")
             .await
         {
@@ -833,117 +719,6 @@ impl Shards {
     pub(crate) fn member_down(&self, _node: &NodeId) {
         self.handoff.notify_one();
     }
-
-    /// Owner side of a routed event.
-    async fn accept(&self, req: RouteRequest) -> RouteReply {
-        // A sender ahead of us: give our map a moment to catch up.
-        let deadline = Instant::now() + Duration::from_secs(1);
-        let mut rx = self.watch();
-        while rx.borrow().epoch < req.epoch && Instant::now() < deadline {
-            let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
-        }
-        let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
-        let map = self.map();
-        if map.owner(req.shard) != Some(self.local.name.as_str()) {
-            return RouteReply::Stale { epoch: map.epoch };
-        }
-        let active = lock(&self.ownership)
-            .shards
-            .get(&req.shard)
-            .is_some_and(|h| h.own == Own::Active);
-        let Some(handler) = self.handler() else {
-            return RouteReply::NotReady;
-        };
-        if !active {
-            return RouteReply::NotReady;
-        }
-        handler.on_event(req.shard, &req.key, Bytes::from(req.event));
-        self.stats.routed_events_accepted.fetch_add(1, Ordering::Relaxed);
-        RouteReply::Accepted { epoch: map.epoch }
-    }
-
-    /// Routes `event` to the owner of `key`'s shard and waits for its
-    /// acknowledgement, retrying across map changes until the timeout.
-    pub(crate) async fn route(&self, key: &[u8], event: Bytes) -> Result<RouteAck, RouteError> {
-        let deadline = Instant::now() + self.config.route_timeout;
-        let mut rx = self.watch();
-        let mut attempts = 0u32;
-        let mut last = String::from("no committed map yet");
-        loop {
-            if Instant::now() >= deadline {
-                return Err(RouteError::Timeout(last));
-            }
-            let map = rx.borrow_and_update().clone();
-            if map.epoch == 0 {
-                let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
-                continue;
-            }
-            let (shard, owner) = map.owner_of_key(key);
-            let Some(owner) = owner.map(str::to_string) else {
-                last = format!("shard {shard} unassigned");
-                let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
-                if Instant::now() >= deadline {
-                    return Err(RouteError::Unassigned(shard));
-                }
-                continue;
-            };
-            attempts += 1;
-            if attempts > 1 {
-                self.stats.route_retries.fetch_add(1, Ordering::Relaxed);
-            }
-            let req = RouteRequest {
-                shard,
-                epoch: map.epoch,
-                key: key.to_vec(),
-                event: event.to_vec(),
-            };
-            let reply = if owner == self.local.name {
-                Ok(self.accept(req).await)
-            } else {
-                let body = postcard::to_allocvec(&req).unwrap_or_default();
-                let left = deadline.saturating_duration_since(Instant::now());
-                match self
-                    .rpc
-                    .call(&owner, method::ROUTE, Bytes::from(body), left)
-                    .await
-                {
-                    Ok(b) => {
-                        postcard::from_bytes::<RouteReply>(&b).map_err(|e| RpcError::Remote(e.to_string()))
-                    }
-                    Err(e) => Err(e),
-                }
-            };
-            match reply {
-                Ok(RouteReply::Accepted { epoch }) => {
-                    return Ok(RouteAck {
-                        shard,
-                        epoch,
-                        attempts,
-                    });
-                }
-                Ok(RouteReply::Stale { epoch }) => {
-                    last = format!("{owner} is at epoch {epoch}");
-                    // Refresh: wait until our map reaches the owner's epoch.
-                    while rx.borrow().epoch < epoch && Instant::now() < deadline {
-                        let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
-                    }
-                    if rx.borrow().epoch == map.epoch {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                }
-                Ok(RouteReply::NotReady) => {
-                    last = format!("{owner} has not acquired shard {shard} yet");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Err(e) => {
-                    // Owner unreachable or down: wait for the rebalance.
-                    last = format!("{owner}: {e}");
-                    let wait = Instant::now() + Duration::from_millis(250);
-                    let _ = tokio::time::timeout_at(wait.min(deadline), rx.changed()).await;
-                }
-            }
-        }
-    }
 }
 
 async fn duty_loop(shards: Weak<Shards>, stop: CancellationToken) {
@@ -992,14 +767,17 @@ async fn map_loop(shards: Weak<Shards>, stop: CancellationToken) {
 
 async fn handoff_loop(shards: Weak<Shards>, wake: Arc<Notify>, stop: CancellationToken) {
     loop {
-        match shards.upgrade() {
-            Some(s) => s.handoff_round().await,
+        let retry = match shards.upgrade() {
+            Some(s) => {
+                s.handoff_round().await;
+                s.config.handoff_retry
+            }
             None => return,
-        }
+        };
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = wake.notified() => {}
-            _ = tokio::time::sleep(HANDOFF_RETRY) => {}
+            _ = tokio::time::sleep(retry) => {}
         }
     }
 }
@@ -1039,6 +817,11 @@ impl RpcHandler for ShardsRpc {
                             .map_err(|e| e.to_string())?,
                     )
                 }
+                method::PROPOSE_TYPED => {
+                    let cmd: ShardCommand = serde_json::from_slice(&payload).map_err(|e| e.to_string())?;
+                    json(&s.serve_propose(cmd).await)
+                }
+                method::READ_INDEX_TYPED => json(&s.serve_read_index().await),
                 method::ROUTE => {
                     let req: RouteRequest = postcard::from_bytes(&payload).map_err(|e| e.to_string())?;
                     let reply = s.accept(req).await;
