@@ -138,9 +138,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl PubSub {
-    // Pre-existing on main (merged interest barriers); allowed so that
-    // `cargo clippy -D warnings` passes for every crate depending on weft.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         local: NodeId,
         links: Links,
