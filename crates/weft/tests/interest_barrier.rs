@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{config, sees_up, wait_for};
+use common::linked_cluster;
 use weft::{MemberState, Node, SinkResult};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -16,23 +16,7 @@ const LIMIT: Duration = Duration::from_secs(30);
 const ARRIVAL: Duration = Duration::from_secs(10);
 
 async fn cluster(n: usize) -> Vec<Node> {
-    let first = Node::start(config("n1", &[])).await.expect("n1");
-    let seed = [first.addr()];
-    let mut nodes = vec![first];
-    for i in 2..=n {
-        nodes.push(Node::start(config(&format!("n{i}"), &seed)).await.expect("node"));
-    }
-    let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    for node in &nodes {
-        wait_for("all up", LIMIT, || sees_up(node, &names)).await;
-        for b in &names {
-            if *b != node.id().name {
-                wait_for("linked", LIMIT, || node.is_linked(b)).await;
-            }
-        }
-    }
-    nodes
+    linked_cluster(n, |_| {}).await
 }
 
 /// Shuts the nodes down even when the test fails.

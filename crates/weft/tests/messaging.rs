@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{config, sees_up, wait_for};
+use common::{linked_cluster, stop, wait_for};
 use weft::{
     CallError, DeadLetter, DeadLetterReceiver, DeadReason, GroupEvent, Message, MessageError, Node, Target,
 };
@@ -13,31 +13,7 @@ use weft::{
 const LIMIT: Duration = Duration::from_secs(30);
 
 async fn cluster(n: usize) -> Vec<Node> {
-    let first = Node::start(config("n1", &[])).await.expect("n1");
-    let seed = [first.addr()];
-    let mut nodes = vec![first];
-    for i in 2..=n {
-        nodes.push(Node::start(config(&format!("n{i}"), &seed)).await.expect("node"));
-    }
-    let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    for node in &nodes {
-        wait_for("all up", LIMIT, || sees_up(node, &names)).await;
-    }
-    for a in &nodes {
-        for b in &names {
-            if *b != a.id().name {
-                wait_for("linked", LIMIT, || a.is_linked(b)).await;
-            }
-        }
-    }
-    nodes
-}
-
-async fn stop(nodes: Vec<Node>) {
-    for n in nodes {
-        n.shutdown(Duration::from_millis(200)).await;
-    }
+    linked_cluster(n, |_| {}).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{SECRET, config, sees_up, wait_for};
+use common::{SECRET, linked_cluster, stop, wait_for};
 use weft::weft_proto::frame::{Header, Publish};
 use weft::weft_proto::registry::{EntryKey, Msg, table};
 use weft::weft_proto::{Frame, NodeId};
@@ -18,39 +18,7 @@ use weft::{Node, PubMsg, PubSubError, SinkResult, Subscription};
 const LIMIT: Duration = Duration::from_secs(30);
 
 async fn cluster(n: usize) -> Vec<Node> {
-    cluster_with(n, |_| {}).await
-}
-
-/// `n` linked nodes, each configured by `tune` after the test defaults.
-async fn cluster_with(n: usize, tune: impl Fn(&mut weft::NodeConfig)) -> Vec<Node> {
-    let start = |name: String, seed: &[std::net::SocketAddr]| {
-        let mut c = config(&name, seed);
-        tune(&mut c);
-        Node::start(c)
-    };
-    let first = start("n1".into(), &[]).await.expect("n1");
-    let seed = [first.addr()];
-    let mut nodes = vec![first];
-    for i in 2..=n {
-        nodes.push(start(format!("n{i}"), &seed).await.expect("node"));
-    }
-    let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    for node in &nodes {
-        wait_for("all up", LIMIT, || sees_up(node, &names)).await;
-        for b in &names {
-            if *b != node.id().name {
-                wait_for("linked", LIMIT, || node.is_linked(b)).await;
-            }
-        }
-    }
-    nodes
-}
-
-async fn stop(nodes: Vec<Node>) {
-    for n in nodes {
-        n.shutdown(Duration::from_millis(200)).await;
-    }
+    linked_cluster(n, |_| {}).await
 }
 
 fn text(m: &PubMsg) -> String {
@@ -243,7 +211,7 @@ async fn queue_group_spreads_over_the_cluster_by_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_group_stays_on_the_publishers_node_with_local_locality() {
-    let nodes = cluster_with(3, |c| c.pubsub.queue_locality = weft::QueueLocality::Local).await;
+    let nodes = linked_cluster(3, |c| c.pubsub.queue_locality = weft::QueueLocality::Local).await;
     let per_node = spread_of_3000(&nodes).await;
     assert_eq!(per_node, [3000, 0, 0], "a local member takes every message");
     stop(nodes).await;

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{config, sees_up, wait_for};
+use common::{config, linked_cluster, sees_up, stop, wait_for};
 use weft::{
     Node, NodeConfig, StreamClosed, StreamError, StreamEvent, StreamFrame, StreamPolicy, StreamSubscription,
 };
@@ -17,33 +17,7 @@ fn tune(c: &mut NodeConfig) {
 }
 
 async fn cluster(n: usize) -> Vec<Node> {
-    let mut c1 = config("n1", &[]);
-    tune(&mut c1);
-    let first = Node::start(c1).await.expect("n1");
-    let seed = [first.addr()];
-    let mut nodes = vec![first];
-    for i in 2..=n {
-        let mut c = config(&format!("n{i}"), &seed);
-        tune(&mut c);
-        nodes.push(Node::start(c).await.expect("node"));
-    }
-    let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    for node in &nodes {
-        wait_for("all up", LIMIT, || sees_up(node, &names)).await;
-        for b in &names {
-            if *b != node.id().name {
-                wait_for("linked", LIMIT, || node.is_linked(b)).await;
-            }
-        }
-    }
-    nodes
-}
-
-async fn stop(nodes: Vec<Node>) {
-    for n in nodes {
-        n.shutdown(Duration::from_millis(200)).await;
-    }
+    linked_cluster(n, tune).await
 }
 
 /// Frame `seq`; a keyframe every `gop` frames.

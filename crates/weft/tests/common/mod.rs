@@ -50,3 +50,39 @@ pub fn logs() {
         .with_test_writer()
         .try_init();
 }
+
+/// Starts `n` loopback nodes named `n1`..`nN` (each joining through n1),
+/// each configured by `tune` after [`config`], and waits until every node
+/// sees every other up and linked (bounded by 30 s each).
+pub async fn linked_cluster(n: usize, tune: impl Fn(&mut NodeConfig)) -> Vec<Node> {
+    const LIMIT: Duration = Duration::from_secs(30);
+    let start = |name: String, seeds: &[SocketAddr]| {
+        let mut c = config(&name, seeds);
+        tune(&mut c);
+        Node::start(c)
+    };
+    let first = start("n1".into(), &[]).await.expect("n1 starts");
+    let seed = [first.addr()];
+    let mut nodes = vec![first];
+    for i in 2..=n {
+        nodes.push(start(format!("n{i}"), &seed).await.expect("node starts"));
+    }
+    let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    for node in &nodes {
+        wait_for("all up", LIMIT, || sees_up(node, &names)).await;
+        for b in &names {
+            if *b != node.id().name {
+                wait_for("linked", LIMIT, || node.is_linked(b)).await;
+            }
+        }
+    }
+    nodes
+}
+
+/// Shuts every node down gracefully (200 ms drain each).
+pub async fn stop(nodes: Vec<Node>) {
+    for n in nodes {
+        n.shutdown(Duration::from_millis(200)).await;
+    }
+}
