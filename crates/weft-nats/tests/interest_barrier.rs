@@ -15,61 +15,14 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Cluster, LIMIT};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use common::Cluster;
+use common::raw::Raw;
 
-/// A raw protocol client that keeps what it has read.
-struct Raw {
-    stream: TcpStream,
-    seen: Vec<u8>,
-    taken: usize,
-}
-
-impl Raw {
-    async fn connect(c: &Cluster, i: usize, connect: &str) -> Raw {
-        let stream = TcpStream::connect(c.servers[i].local_addr()).await.unwrap();
-        let mut r = Raw {
-            stream,
-            seen: Vec::new(),
-            taken: 0,
-        };
-        let info = r.until("\r\n").await;
-        assert!(info.starts_with("INFO {"), "{info}");
-        r.send(format!("CONNECT {connect}\r\n").as_bytes()).await;
-        r
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.unwrap();
-    }
-
-    /// Reads until the unread text contains `needle`; returns the unread
-    /// text up to and including it.
-    async fn until(&mut self, needle: &str) -> String {
-        let deadline = tokio::time::Instant::now() + LIMIT;
-        loop {
-            let unread = &self.seen[self.taken..];
-            if let Some(i) = unread.windows(needle.len()).position(|w| w == needle.as_bytes()) {
-                let end = self.taken + i + needle.len();
-                let text = String::from_utf8_lossy(&self.seen[self.taken..end]).into_owned();
-                self.taken = end;
-                return text;
-            }
-            let mut chunk = [0u8; 16 * 1024];
-            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk))
-                .await
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "timed out waiting for {needle:?}; unread: {:?}",
-                        String::from_utf8_lossy(&self.seen[self.taken..])
-                    )
-                })
-                .unwrap_or(0);
-            assert!(n > 0, "closed before {needle:?}");
-            self.seen.extend_from_slice(&chunk[..n]);
-        }
-    }
+/// A raw protocol client on node `i` that sent `CONNECT {connect}`.
+async fn raw(c: &Cluster, i: usize, connect: &str) -> Raw {
+    let mut r = Raw::connect_to(c.servers[i].local_addr()).await;
+    r.send(format!("CONNECT {connect}\r\n").as_bytes()).await;
+    r
 }
 
 fn interest_of(c: &Cluster, i: usize, peer: &str) -> usize {
@@ -79,7 +32,7 @@ fn interest_of(c: &Cluster, i: usize, peer: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sub_flush_then_publish_elsewhere_never_misses_and_unsub_flush_stops_forwarding() {
     let c = Cluster::start(3, |_| {}).await;
-    let mut sub = Raw::connect(&c, 1, "{}").await;
+    let mut sub = raw(&c, 1, "{}").await;
     let publishers = [c.client(0).await, c.client(2).await];
     // Each node advertises its request inbox (the NATS URL group lives in
     // another table): the baseline of n2's patterns elsewhere, once known.
@@ -120,7 +73,7 @@ async fn sub_flush_then_publish_elsewhere_never_misses_and_unsub_flush_stops_for
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_keep_command_order_behind_a_held_pong() {
     let c = Cluster::start(3, |_| {}).await;
-    let mut r = Raw::connect(&c, 0, r#"{"verbose":true}"#).await;
+    let mut r = raw(&c, 0, r#"{"verbose":true}"#).await;
     assert_eq!(r.until("\r\n").await, "+OK\r\n");
     // Nothing pending: answered at once.
     r.send(b"PING\r\n").await;
@@ -150,7 +103,7 @@ async fn a_pong_held_past_the_timeout_is_sent_anyway_and_counted() {
     )
     .await;
     c.nodes[2].abort();
-    let mut r = Raw::connect(&c, 0, "{}").await;
+    let mut r = raw(&c, 0, "{}").await;
     r.send(b"SUB late.x 1\r\nPING\r\n").await;
     assert_eq!(r.until("\r\n").await, "PONG\r\n");
     assert_eq!(c.servers[0].stats().interest_barrier_timeouts, 1);
