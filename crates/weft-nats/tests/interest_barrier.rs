@@ -5,7 +5,8 @@
 //!
 //! The subscriber speaks the protocol over a plain socket (`SUB`, `PING`,
 //! wait for `PONG`): that is what a client library's flush does (nats.go
-//! `Flush`, nats.py `flush`). async-nats 0.51's `flush()` only writes its
+//! `Flush`, nats.js `flush()`; nats-py 2.16 needs two, see docs/nats.md).
+//! async-nats 0.51's `flush()` only writes its
 //! buffer without a `PING` round trip, so it cannot be the barrier here;
 //! it publishes from the other nodes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

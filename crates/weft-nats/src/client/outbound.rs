@@ -172,7 +172,8 @@ impl Outbound {
     }
 
     /// Closes the client as a slow consumer (counted): what is buffered is
-    /// dropped and `-ERR 'Slow Consumer'` sent.
+    /// dropped and the connection closed without an `-ERR`, as nats-server
+    /// does (clients then reconnect).
     pub(crate) fn close_slow_consumer(&self) {
         {
             let mut s = self.locked();
