@@ -169,35 +169,43 @@ impl Shards {
             }
         }
         let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
-        let map = self.map();
-        if map.owner(req.shard) != Some(self.local.name.as_str()) {
-            return RouteReply::Stale { epoch: map.epoch };
-        }
-        let active = self
-            .ownership()
-            .shards
-            .get(&req.shard)
-            .is_some_and(|h| h.own == Own::Active);
+        let epoch = match self.admission(req.shard) {
+            Ok(epoch) => epoch,
+            Err(refusal) => return refusal,
+        };
         let Some(handler) = self.handler() else {
             return RouteReply::NotReady;
         };
-        if !active {
-            return RouteReply::NotReady;
-        }
         // A panicking handler must not leave the sender waiting for a
         // reply that never comes: it gets a typed failure instead.
         let event = Bytes::from(req.event);
         let ran = std::panic::catch_unwind(AssertUnwindSafe(|| handler.on_event(req.shard, &req.key, event)));
         if ran.is_err() {
-            warn!(
-                shard = req.shard,
-                epoch = map.epoch,
-                "shard handler panicked on an event"
-            );
-            return RouteReply::HandlerFailed { epoch: map.epoch };
+            warn!(shard = req.shard, epoch, "shard handler panicked on an event");
+            return RouteReply::HandlerFailed { epoch };
         }
         self.stats.routed_events_accepted.fetch_add(1, Ordering::Relaxed);
-        RouteReply::Accepted { epoch: map.epoch }
+        RouteReply::Accepted { epoch }
+    }
+
+    /// Whether this node may accept an event for `shard` right now: the
+    /// map epoch to acknowledge it at, or the refusal to send. The one
+    /// place that decides acceptance; call it (under the gate's read
+    /// side) immediately before the handler sees the event.
+    pub(super) fn admission(&self, shard: u32) -> Result<u64, RouteReply> {
+        let map = self.map();
+        if map.owner(shard) != Some(self.local.name.as_str()) {
+            return Err(RouteReply::Stale { epoch: map.epoch });
+        }
+        let active = self
+            .ownership()
+            .shards
+            .get(&shard)
+            .is_some_and(|h| h.own == Own::Active);
+        if !active {
+            return Err(RouteReply::NotReady);
+        }
+        Ok(map.epoch)
     }
 
     /// Routes `event` to the owner of `key`'s shard and waits for its
