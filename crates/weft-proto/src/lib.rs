@@ -22,6 +22,7 @@ pub mod barrier;
 pub mod codec;
 pub mod frame;
 pub mod handshake;
+pub mod lease;
 pub mod node_id;
 pub mod pid;
 pub mod registry;
