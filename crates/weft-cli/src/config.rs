@@ -116,6 +116,12 @@ pub struct ShardsFile {
     pub raft_rpc_timeout_ms: Option<u64>,
     /// [`ShardConfig::propose_timeout`].
     pub propose_timeout_ms: Option<u64>,
+    /// [`ShardConfig::lease`].
+    pub lease_ms: Option<u64>,
+    /// [`ShardConfig::lease_renew_every`].
+    pub lease_renew_ms: Option<u64>,
+    /// [`ShardConfig::clock_drift_ppm`].
+    pub clock_drift_ppm: Option<u32>,
 }
 
 /// The `[nats]` table (durations in milliseconds, sizes in bytes). Used
@@ -407,6 +413,9 @@ fn apply_shards(c: &mut ShardConfig, f: ShardsFile) {
     set(&mut c.catch_up_wait, f.catch_up_wait_ms.map(ms));
     set(&mut c.raft_rpc_timeout, f.raft_rpc_timeout_ms.map(ms));
     set(&mut c.propose_timeout, f.propose_timeout_ms.map(ms));
+    set(&mut c.lease, f.lease_ms.map(ms));
+    set(&mut c.lease_renew_every, f.lease_renew_ms.map(ms));
+    set(&mut c.clock_drift_ppm, f.clock_drift_ppm);
 }
 
 /// The NATS front end's configuration from the `[nats]` table.

@@ -294,6 +294,16 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Route attempts after the first (stale map, moved shard, owner not ready or down).",
     ),
+    (
+        "weft_shard_events_fenced_total",
+        Kind::Counter,
+        "Routed events this node refused as owner because it held no valid lease.",
+    ),
+    (
+        "weft_shard_lease_renewals_total",
+        Kind::Counter,
+        "Shard lease renewals this node asked for, by result.",
+    ),
 ];
 
 /// Installs the process-wide Prometheus recorder (no listener of its own:
@@ -424,6 +434,10 @@ pub fn record(node: &Node) {
     by_reason("weft_shard_proposals_failed_total", &s.shard_proposals_failed);
     counter!("weft_shard_events_accepted_total").absolute(s.routed_events_accepted);
     counter!("weft_shard_route_retries_total").absolute(s.route_retries);
+    counter!("weft_shard_events_fenced_total").absolute(s.route_fenced);
+    for (result, n) in &s.lease_renewals {
+        counter!("weft_shard_lease_renewals_total", "result" => result.clone()).absolute(*n);
+    }
 }
 
 /// Records the node's counters and renders everything in the Prometheus

@@ -275,7 +275,13 @@ mod tests {
         h.on_reply(r, Some(Renewal::Granted));
         // Epoch 5 gave us shard 9 (since 5): the lease at 4 does not cover
         // it, but still covers shards ours since 4 or before.
-        assert_eq!(h.check(ms(10), 5), Err(Fenced::TooOld { held_epoch: 4, since: 5 }));
+        assert_eq!(
+            h.check(ms(10), 5),
+            Err(Fenced::TooOld {
+                held_epoch: 4,
+                since: 5
+            })
+        );
         assert_eq!(h.check(ms(10), 4), Ok(4));
         // A renewal for the new epoch is due at once.
         let r5 = h.poll_renew(ms(11), 5).expect("due for the new epoch");
@@ -291,7 +297,9 @@ mod tests {
         assert_eq!(h.poll_renew(ms(299), 1), None);
         let lost = h.poll_renew(ms(300), 1).expect("due after renew_every");
         assert_eq!(h.poll_renew(ms(600), 1), None, "still in flight");
-        let again = h.poll_renew(ms(1200), 1).expect("a lost request is given up after a lease");
+        let again = h
+            .poll_renew(ms(1200), 1)
+            .expect("a lost request is given up after a lease");
         assert_ne!(lost, again);
         h.on_reply(lost, Some(Renewal::Granted)); // a late answer still counts
         assert_eq!(h.held(), Some((1, ms(1200))));
@@ -307,7 +315,10 @@ mod tests {
 
     #[test]
     fn successor_wait_covers_drift() {
-        assert_eq!(successor_wait(Duration::from_secs(1), 0.0), Duration::from_secs(1));
+        assert_eq!(
+            successor_wait(Duration::from_secs(1), 0.0),
+            Duration::from_secs(1)
+        );
         let w = successor_wait(Duration::from_millis(1000), 0.02);
         assert_eq!(w, Duration::from_millis(1041));
     }

@@ -136,8 +136,14 @@ fn an_owner_that_keeps_renewing_keeps_its_lease() {
             renew_every: Duration::from_millis(300),
             drift: 0.02,
         },
-        old: Clock { offset_ms: 0.0, rate: 1.0 },
-        new: Clock { offset_ms: 0.0, rate: 1.0 },
+        old: Clock {
+            offset_ms: 0.0,
+            rate: 1.0,
+        },
+        new: Clock {
+            offset_ms: 0.0,
+            rate: 1.0,
+        },
         commit_at: 10_000.0,
         apply_delay: 0.0,
         delays: vec![(2.0, 2.0, false)],
@@ -146,6 +152,12 @@ fn an_owner_that_keeps_renewing_keeps_its_lease() {
     // Granted until the commit, then no renewal: the last lease ends
     // within one lease of the commit.
     let last = last.expect("it accepted");
-    assert!(last >= 10_000.0 - 1.0, "kept its lease up to the commit (last {last})");
-    assert!(last < 10_000.0 + 900.0, "stopped within a lease of the commit (last {last})");
+    assert!(
+        last >= 10_000.0 - 1.0,
+        "kept its lease up to the commit (last {last})"
+    );
+    assert!(
+        last < 10_000.0 + 900.0,
+        "stopped within a lease of the commit (last {last})"
+    );
 }

@@ -282,6 +282,30 @@ pub struct ShardConfig {
     pub raft_election_min: Duration,
     /// Raft election timeout, upper bound.
     pub raft_election_max: Duration,
+    /// How long an owner's lease lasts from the moment it asked the leader
+    /// to confirm its map epoch. An owner accepts events only while it
+    /// holds a lease; a node cut off from the leader stops accepting at
+    /// most this long after its last successful renewal request.
+    pub lease: Duration,
+    /// How often an owner renews its lease (at most a third of `lease`
+    /// leaves two tries before it runs out).
+    pub lease_renew_every: Duration,
+    /// Bound on how far any node's clock *rate* may be off real time, in
+    /// parts per million (10000: 1 %). Clocks need not be synchronised.
+    /// A node given a shard whose old owner did not confirm the release
+    /// waits `lease · (1 + d) / (1 - d)` on its own clock before accepting.
+    pub clock_drift_ppm: u32,
+}
+
+impl ShardConfig {
+    /// The lease timing these settings give (see `weft_proto::lease`).
+    pub fn lease_timing(&self) -> weft_proto::lease::LeaseTiming {
+        weft_proto::lease::LeaseTiming {
+            duration: self.lease,
+            renew_every: self.lease_renew_every,
+            drift: f64::from(self.clock_drift_ppm.min(990_000)) / 1e6,
+        }
+    }
 }
 
 impl Default for ShardConfig {
@@ -306,6 +330,9 @@ impl Default for ShardConfig {
             raft_heartbeat: Duration::from_millis(150),
             raft_election_min: Duration::from_millis(600),
             raft_election_max: Duration::from_millis(1200),
+            lease: Duration::from_millis(1000),
+            lease_renew_every: Duration::from_millis(250),
+            clock_drift_ppm: 10_000,
         }
     }
 }
@@ -410,6 +437,14 @@ impl NodeConfig {
         }
         if self.shards.count == 0 || self.shards.voters == 0 {
             return Err(ConfigError::Shards("count and voters must be positive"));
+        }
+        if self.shards.lease_renew_every.is_zero() || self.shards.lease <= self.shards.lease_renew_every {
+            return Err(ConfigError::Shards(
+                "lease must exceed lease_renew_every, which must be positive",
+            ));
+        }
+        if self.shards.clock_drift_ppm >= 500_000 {
+            return Err(ConfigError::Shards("clock_drift_ppm must be below 500000 (50 %)"));
         }
         if self.shards.raft_election_min <= self.shards.raft_heartbeat
             || self.shards.raft_election_max <= self.shards.raft_election_min

@@ -109,6 +109,13 @@ pub struct Stats {
     pub routed_events_accepted: AtomicU64,
     /// Route attempts after the first (stale map, moved shard, owner down).
     pub route_retries: AtomicU64,
+    /// Events this node refused as a shard's owner because it held no
+    /// valid lease for the shard (fenced).
+    pub route_fenced: AtomicU64,
+    /// Lease renewals this node asked for, by result (`granted`,
+    /// `refused`: the leader's map is at another epoch, `failed`: no
+    /// leader, no answer or the leader could not confirm a quorum).
+    pub lease_renewals: Labelled,
     /// Membership datagrams sent and received.
     pub datagrams_sent: AtomicU64,
     /// Membership datagrams received and accepted.
@@ -216,6 +223,10 @@ pub struct StatsSnapshot {
     pub routed_events_accepted: u64,
     /// Route retries.
     pub route_retries: u64,
+    /// Events refused for want of a valid lease.
+    pub route_fenced: u64,
+    /// Lease renewals by result.
+    pub lease_renewals: BTreeMap<String, u64>,
     /// Membership datagrams sent.
     pub datagrams_sent: u64,
     /// Membership datagrams accepted.
@@ -302,6 +313,8 @@ impl Stats {
             shard_proposals_failed: self.shard_proposals_failed.snapshot(),
             routed_events_accepted: r(&self.routed_events_accepted),
             route_retries: r(&self.route_retries),
+            route_fenced: r(&self.route_fenced),
+            lease_renewals: self.lease_renewals.snapshot(),
             datagrams_sent: r(&self.datagrams_sent),
             datagrams_received: r(&self.datagrams_received),
             unknown_frames: r(&self.unknown_frames),

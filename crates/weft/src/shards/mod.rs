@@ -9,6 +9,7 @@
 //!   ([`RouteAck`] names the accepting node and epoch; [`RouteError`] and
 //!   [`RouteFailure`] say what happened).
 
+mod lease;
 pub(crate) mod network;
 mod propose;
 pub mod route;

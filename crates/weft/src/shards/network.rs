@@ -48,6 +48,12 @@ pub(crate) mod method {
     pub const PROPOSE_TYPED: u8 = 9;
     /// `READ_INDEX` with openraft's typed result in the reply body.
     pub const READ_INDEX_TYPED: u8 = 10;
+    /// An owner asks the leader to confirm its map epoch (lease renewal);
+    /// the leader answers after a quorum-confirmed read index.
+    pub const RENEW: u8 = 11;
+    /// Raft pre-vote: would the peer vote for this candidate at the next
+    /// term (nothing persisted)?
+    pub const PRE_VOTE: u8 = 12;
 }
 
 /// A full snapshot on the wire.
@@ -161,6 +167,23 @@ impl RaftNetworkV2<C> for Client {
         self.call(method::VOTE, &rpc, t)
             .await
             .map_err(|e| self.rpc_error(RPCTypes::Vote, e, t))
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        let t = option.hard_ttl().min(self.timeout);
+        let vote = rpc.vote;
+        match self.call(method::PRE_VOTE, &rpc, t).await {
+            Ok(r) => Ok(r),
+            // A node of an older version fails the unknown method: count
+            // it as granting, as openraft does for a network without
+            // pre-vote, so a cluster mid-upgrade still elects.
+            Err(CallError::Rpc(RpcError::Remote(_))) => Ok(VoteResponse::new(vote, None, true)),
+            Err(e) => Err(self.rpc_error(RPCTypes::Vote, e, t)),
+        }
     }
 
     async fn full_snapshot(

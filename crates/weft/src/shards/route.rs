@@ -59,6 +59,19 @@ pub enum RouteFailure {
         /// The shard.
         shard: u32,
     },
+    /// The owner holds no valid lease for the shard: it could not confirm
+    /// its map with the shard map leader lately (it is cut off from the
+    /// majority, just started, or its map is behind). It accepts nothing
+    /// for the shard until it renews; the map may move the shard away.
+    #[error("{node} is fenced from shard {shard} (no valid lease at its map epoch {epoch})")]
+    Fenced {
+        /// The owner.
+        node: String,
+        /// The shard.
+        shard: u32,
+        /// The owner's map epoch.
+        epoch: u64,
+    },
     /// The request could not be sent: no link to the owner, the owner was
     /// declared down, or its queue was full.
     #[error("{node} is unreachable: {reason}")]
@@ -143,6 +156,9 @@ pub(super) enum RouteReply {
     NotReady,
     /// The handler panicked on the event.
     HandlerFailed { epoch: u64 },
+    /// The shard is this node's in its map at `epoch`, but it holds no
+    /// valid lease for it.
+    Fenced { epoch: u64 },
 }
 
 fn failure(node: &str, e: RpcError) -> RouteFailure {
@@ -197,15 +213,17 @@ impl Shards {
         if map.owner(shard) != Some(self.local.name.as_str()) {
             return Err(RouteReply::Stale { epoch: map.epoch });
         }
-        let active = self
-            .ownership()
-            .shards
-            .get(&shard)
-            .is_some_and(|h| h.own == Own::Active);
-        if !active {
-            return Err(RouteReply::NotReady);
+        let since = match self.ownership().shards.get(&shard) {
+            Some(h) if h.own == Own::Active => h.since,
+            _ => return Err(RouteReply::NotReady),
+        };
+        // The lease check comes last and on every event: ownership in the
+        // map is not enough once this node cannot confirm the map is
+        // still the committed one.
+        match self.lease_allows(since) {
+            Ok(_) => Ok(map.epoch),
+            Err(_) => Err(RouteReply::Fenced { epoch: map.epoch }),
         }
-        Ok(map.epoch)
     }
 
     /// Routes `event` to the owner of `key`'s shard and waits for its
@@ -300,6 +318,16 @@ impl Shards {
                 Ok(RouteReply::NotReady) => (
                     RouteFailure::NotAcquired { node: owner, shard },
                     Instant::now() + c.route_retry_pause,
+                ),
+                // Cut off or just started: a new map moves the shard (we
+                // retry at once when it commits), or the owner renews.
+                Ok(RouteReply::Fenced { epoch }) => (
+                    RouteFailure::Fenced {
+                        node: owner,
+                        shard,
+                        epoch,
+                    },
+                    Instant::now() + c.route_unreachable_wait,
                 ),
                 // Owner unreachable, down or failing: wait for a rebalance
                 // (or the wait) before trying again.

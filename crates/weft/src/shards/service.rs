@@ -41,6 +41,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use weft_proto::NodeId;
+use weft_proto::lease::LeaseHolder;
 use weft_proto::registry::{EntryKey, table};
 use weft_proto::shard::{ShardMap, plan};
 
@@ -106,7 +107,11 @@ pub(super) struct Held {
     pub(super) own: Own,
     /// The committed `since` epoch of our ownership: when it changes, the
     /// shard left us and came back, and must be handed over again.
-    since: u64,
+    pub(super) since: u64,
+    /// When this node applied the map that gave it the shard (its own
+    /// clock): every older owner's lease has certainly ended
+    /// `successor_wait` after it.
+    pending_at: Instant,
 }
 
 #[derive(Default)]
@@ -114,7 +119,7 @@ pub(super) struct Ownership {
     /// Shards this node owns in the applied map, and whether active.
     pub(super) shards: BTreeMap<u32, Held>,
     /// The map the ownership reflects.
-    epoch: u64,
+    pub(super) epoch: u64,
     /// Once caught up after start: the epoch of the committed map at the
     /// leader's read index. No shard is taken at an epoch below it.
     caught_up: Option<u64>,
@@ -133,7 +138,11 @@ pub(crate) struct Shards {
     map_tx: watch::Sender<ShardMap>,
     map_rx: watch::Receiver<ShardMap>,
     /// What the state machine applied (map and `since` epochs).
-    committed_rx: watch::Receiver<Committed>,
+    pub(super) committed_rx: watch::Receiver<Committed>,
+    /// This node's lease (see `lease`).
+    lease: Mutex<LeaseHolder<Instant>>,
+    /// Wakes the lease loop (a new map applied: renew at its epoch).
+    pub(super) lease_wake: Arc<Notify>,
     /// Wakes the handoff loop (a release notice, a member down, a new
     /// map with shards to take over).
     handoff: Arc<Notify>,
@@ -196,6 +205,9 @@ impl Shards {
         let config = openraft::Config {
             cluster_name: p.cluster.clone(),
             heartbeat_interval: c.raft_heartbeat.as_millis() as u64,
+            // A node back from a pause or a partition must not depose a
+            // healthy leader: it asks before it bumps its term.
+            enable_pre_vote: Some(true),
             election_timeout_min: c.raft_election_min.as_millis() as u64,
             election_timeout_max: c.raft_election_max.as_millis() as u64,
             ..Default::default()
@@ -223,10 +235,12 @@ impl Shards {
             stats: p.stats,
             members: p.members,
             registry: p.registry.clone(),
-            config: p.config,
+            config: p.config.clone(),
             map_tx,
             map_rx,
             committed_rx,
+            lease: Mutex::new(LeaseHolder::new(p.config.lease_timing())),
+            lease_wake: Arc::new(Notify::new()),
             handoff: Arc::new(Notify::new()),
             handler: RwLock::new(None),
             ownership: Mutex::new(Ownership::default()),
@@ -243,6 +257,7 @@ impl Shards {
         }));
         tokio::spawn(duty_loop(Arc::downgrade(&shards), p.stop.clone()));
         tokio::spawn(map_loop(Arc::downgrade(&shards), p.stop.clone()));
+        tokio::spawn(super::lease::lease_loop(Arc::downgrade(&shards), p.stop.clone()));
         tokio::spawn(handoff_loop(
             Arc::downgrade(&shards),
             shards.handoff.clone(),
@@ -284,6 +299,10 @@ impl Shards {
 
     pub(super) fn ownership(&self) -> std::sync::MutexGuard<'_, Ownership> {
         lock(&self.ownership)
+    }
+
+    pub(super) fn lease(&self) -> std::sync::MutexGuard<'_, LeaseHolder<Instant>> {
+        lock(&self.lease)
     }
 
     pub(super) fn handler(&self) -> Option<Arc<dyn ShardHandler>> {
@@ -396,16 +415,34 @@ impl Shards {
             .voter_ids()
             .filter_map(|id| membership.get_node(&id).map(|n| (id, n.addr.clone())))
             .collect();
+        let learners: Vec<(u64, String)> = membership
+            .learner_ids()
+            .filter_map(|id| membership.get_node(&id).map(|n| (id, n.addr.clone())))
+            .collect();
         let mut dead = BTreeSet::new();
+        // Learners down as long leave the group: the leader would otherwise
+        // replicate to them (and log about it) for ever. A node that comes
+        // back is added again as a learner above.
+        let mut dead_learners = BTreeSet::new();
         {
             let mut since = lock(&self.voter_down_since);
-            for (id, name) in &voters {
+            let known: BTreeSet<u64> = voters.iter().chain(&learners).map(|(id, _)| *id).collect();
+            since.retain(|id, _| known.contains(id));
+            for (is_voter, (id, name)) in voters
+                .iter()
+                .map(|v| (true, v))
+                .chain(learners.iter().map(|l| (false, l)))
+            {
                 if self.name_up(name) {
                     since.remove(id);
                 } else if now.duration_since(*since.entry(*id).or_insert(now))
                     >= self.config.voter_replace_after
                 {
-                    dead.insert(*id);
+                    if is_voter {
+                        dead.insert(*id);
+                    } else {
+                        dead_learners.insert(*id);
+                    }
                 }
             }
         }
@@ -425,7 +462,7 @@ impl Shards {
                 .map(|(_, id)| id)
                 .collect();
         }
-        if !add.is_empty() || !dead.is_empty() {
+        if !add.is_empty() || !dead.is_empty() || !dead_learners.is_empty() {
             let mut batch = Vec::new();
             if !add.is_empty() {
                 batch.push(ChangeMembers::AddVoterIds(add.clone()));
@@ -433,7 +470,10 @@ impl Shards {
             if !dead.is_empty() {
                 batch.push(ChangeMembers::RemoveVoters(dead.clone()));
             }
-            info!(add = ?add, remove = ?dead, "changing the voter set");
+            if !dead_learners.is_empty() {
+                batch.push(ChangeMembers::RemoveNodes(dead_learners.clone()));
+            }
+            info!(add = ?add, remove = ?dead, remove_learners = ?dead_learners, "changing the raft membership");
             if let Err(e) = self
                 .raft
                 .change_membership(ChangeMembers::Batch(batch), false)
@@ -549,6 +589,7 @@ impl Shards {
                         Held {
                             own: Own::Pending,
                             since: since(s),
+                            pending_at: Instant::now(),
                         },
                     );
                 }
@@ -579,6 +620,7 @@ impl Shards {
         if pending {
             self.handoff.notify_one();
         }
+        self.lease_wake.notify_one();
     }
 
     /// This node's answer to `STATUS`, consistent with its handoffs (taken
@@ -667,9 +709,16 @@ impl Shards {
         if !pending {
             return;
         }
+        // Every member that might still hold a lease, down ones included:
+        // "down" is membership's opinion, and a node cut off by a partition
+        // looks exactly like a dead one.
         let others: Vec<String> = self
-            .live()
+            .members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .list()
             .into_iter()
+            .map(|m| m.name)
             .filter(|n| *n != self.local.name)
             .collect();
         let replies: Vec<(String, Option<Status>)> =
@@ -691,12 +740,18 @@ impl Shards {
             // same check against us, and we answer "active" from now on.
             // A restarted node re-reaches such an epoch before taking
             // anything (catch-up), so its answers before the crash stay
-            // true.
+            // true. A node that did not answer (down, cut off, old) may
+            // still accept the shard on its lease at an older epoch, but
+            // not beyond `successor_wait` after we applied the map that
+            // gave us the shard (see `weft_proto::lease`).
+            let now = Instant::now();
+            let wait = self.config.lease_timing().successor_wait();
             for (s, h) in own.shards.iter_mut().filter(|(_, h)| h.own == Own::Pending) {
-                let free = replies.iter().all(|(name, st)| match st {
+                let released = replies.iter().all(|(_, st)| match st {
                     Some(st) => st.epoch >= epoch && !st.active.contains(s),
-                    None => !self.name_up(name),
+                    None => false,
                 });
+                let free = released || now >= h.pending_at + wait;
                 if free {
                     h.own = Own::Active;
                     acquired.push(*s);
@@ -834,6 +889,14 @@ impl RpcHandler for ShardsRpc {
                     let _: Released = serde_json::from_slice(&payload).map_err(|e| e.to_string())?;
                     s.handoff.notify_one();
                     Ok(Bytes::new())
+                }
+                method::RENEW => {
+                    let epoch: u64 = serde_json::from_slice(&payload).map_err(|e| e.to_string())?;
+                    json(&s.serve_renew(epoch).await)
+                }
+                method::PRE_VOTE => {
+                    let req = serde_json::from_slice(&payload).map_err(|e| e.to_string())?;
+                    json(&s.raft.pre_vote(req).await.map_err(|e| e.to_string())?)
                 }
                 method::STATUS => postcard::to_allocvec(&s.status())
                     .map(Bytes::from)
