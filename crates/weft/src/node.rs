@@ -779,6 +779,13 @@ impl Node {
         self.inner.shards.voters()
     }
 
+    /// The non-voting members (learners) of the shard map group: up nodes
+    /// beyond the voters. A learner down longer than
+    /// `shards.voter_replace_after` is removed from the group.
+    pub fn shard_learners(&self) -> Vec<String> {
+        self.inner.shards.learners()
+    }
+
     /// Routes `event` to the owner of `key`'s shard (FNV-1a of the key,
     /// modulo the shard count) and returns once the owner acknowledged it;
     /// the [`RouteAck`] names the accepting node and its map epoch.

@@ -375,6 +375,42 @@ async fn a_voter_down_too_long_is_replaced_by_a_learner() {
     }
 }
 
+/// A learner (a node beyond the voters) that dies leaves the Raft group
+/// once it has been down for `voter_replace_after`, so the leader stops
+/// replicating to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_learner_leaves_the_raft_group() {
+    let mut nodes: Vec<Node> = Vec::new();
+    for name in ["n1", "n2", "n3", "n4"] {
+        let seeds: Vec<_> = nodes.first().map(|n| n.addr()).into_iter().collect();
+        let mut c = config(name, &seeds);
+        tune(&mut c, 8);
+        c.shards.voter_replace_after = Duration::from_secs(1);
+        nodes.push(Node::start(c).await.expect("start"));
+    }
+    let all = ["n1", "n2", "n3", "n4"];
+    for n in &nodes {
+        wait_for("4 up", LIMIT, || sees_up(n, &all)).await;
+    }
+    wait_for("n4 is a learner everywhere", LIMIT, || {
+        nodes
+            .iter()
+            .all(|n| n.shard_voters() == vec!["n1", "n2", "n3"] && n.shard_learners() == vec!["n4"])
+    })
+    .await;
+    nodes[3].abort();
+    let survivors = all_but(&nodes, 3);
+    wait_for("the dead learner left the group", LIMIT, || {
+        survivors
+            .iter()
+            .all(|n| n.shard_learners().is_empty() && n.shard_voters() == vec!["n1", "n2", "n3"])
+    })
+    .await;
+    for n in survivors {
+        n.shutdown(Duration::from_millis(200)).await;
+    }
+}
+
 /// Starts n1..n3 with `tweak` applied and `handler` registered on each,
 /// and waits for a map that gives every node shards, seen everywhere.
 async fn trio_with(

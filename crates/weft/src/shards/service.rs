@@ -359,6 +359,18 @@ impl Shards {
         v
     }
 
+    /// Learner names of the current Raft membership.
+    pub(crate) fn learners(&self) -> Vec<String> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        let mut v: Vec<String> = membership
+            .learner_ids()
+            .filter_map(|id| membership.get_node(&id).map(|n: &BasicNode| n.addr.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// One round of leader duties (or bootstrap).
     async fn duties(&self) {
         let metrics = self.raft.metrics().borrow_watched().clone();
