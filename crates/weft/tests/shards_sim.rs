@@ -116,6 +116,78 @@ fn a_minority_cannot_commit_and_heals_to_one_map() {
     }
 }
 
+/// Pre-vote: a follower cut off for longer than an election timeout
+/// cannot win an election, so it must not raise its term and depose the
+/// healthy leader when it comes back. The leader is checked at every
+/// simulation step during the partition and for 5 s after it heals.
+#[test]
+fn a_node_back_from_a_partition_does_not_depose_the_leader() {
+    for seed in seeds() {
+        let mut s = sim(seed, Duration::from_secs(240));
+        let nodes = Nodes::default();
+        add_node_tuned(&mut s, &nodes, "n1", &[], seed, tune, idle());
+        add_node_tuned(&mut s, &nodes, "n2", &["n1"], seed, tune, idle());
+        add_node_tuned(&mut s, &nodes, "n3", &["n1"], seed, tune, idle());
+        run_until(&mut s, seed, "one map and one leader everywhere", LIMIT, || {
+            let leaders: Vec<_> = ["n1", "n2", "n3"]
+                .iter()
+                .map(|n| nodes.get(n).and_then(|n| n.shard_leader()))
+                .collect();
+            leaders[0].is_some()
+                && leaders.windows(2).all(|w| w[0] == w[1])
+                && map_of(&nodes, "n1").is_some_and(|m| m.epoch > 0)
+        });
+        // Let the group settle (voter set, first rebalances).
+        run_for(&mut s, seed, Duration::from_secs(3));
+        let leader = nodes.get("n1").and_then(|n| n.shard_leader()).expect("leader");
+        let follower = ["n1", "n2", "n3"]
+            .into_iter()
+            .find(|n| *n != leader)
+            .expect("a follower");
+        let others: Vec<&str> = ["n1", "n2", "n3"]
+            .into_iter()
+            .filter(|n| *n != follower)
+            .collect();
+        let leads = |nodes: &Nodes| {
+            nodes
+                .get(&leader)
+                .and_then(|n| n.shard_leader())
+                .is_some_and(|l| l == leader)
+        };
+        for o in &others {
+            s.partition(follower, *o);
+        }
+        let cut = Duration::from_secs(10);
+        let end = s.elapsed() + cut;
+        while s.elapsed() < end {
+            s.step().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            assert!(
+                leads(&nodes),
+                "seed {seed}: {leader} lost the lead while {follower} was cut off"
+            );
+        }
+        for o in &others {
+            s.repair(follower, *o);
+        }
+        let end = s.elapsed() + Duration::from_secs(5);
+        while s.elapsed() < end {
+            s.step().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            assert!(
+                leads(&nodes),
+                "seed {seed}: {follower} came back and deposed {leader}"
+            );
+        }
+        let back = nodes
+            .get(follower)
+            .and_then(|n| n.shard_leader())
+            .expect("the follower knows a leader");
+        assert_eq!(
+            back, leader,
+            "seed {seed}: the returning follower follows {leader}"
+        );
+    }
+}
+
 /// Two groups bootstrapped apart can never merge, so a partition before
 /// the first bootstrap must not start one on either side: with 3 voters
 /// wanted, neither the pair nor the single node may bootstrap. After
