@@ -3,22 +3,9 @@
 //! with a crash and restart in between, and a checker over every accepted
 //! event fails on any moment where two nodes accept events for one shard.
 //!
-//! What is checked (definitions shared with `shard_partition_netns.rs`):
-//!
-//! - A **stint** is what one node accepted for one shard inside one
-//!   acquire → release bracket of its handler (a crash ends the bracket),
-//!   reduced to the simulated-time interval from its first to its last
-//!   accepted event. Two stints of *different* nodes on the same shard
-//!   must not intersect; an **overlapping acceptance** is an event accepted
-//!   inside the interval of another node's stint on the same shard. Any
-//!   overlapping acceptance means that for a while two nodes accepted
-//!   events for one shard, so both wrote the shard's per-key state.
-//! - **Stale after heal**: when a partition heals, each shard that the
-//!   majority's committed maps had moved away from the cut-off node has a
-//!   *moving epoch* (the first committed epoch, newer than the cut-off
-//!   node's map, that does not give it the shard). An event for that
-//!   shard accepted by the cut-off node after the heal at an epoch older
-//!   than the moving epoch is counted.
+//! The checker and its definitions (stints, overlapping acceptances,
+//! stale acceptances after a heal, in simulated time here) are in
+//! `tests/common/overlap.rs`, shared with `shard_partition_netns.rs`.
 //!
 //! Both counts must be 0. The schedule (victims, partition and downtime
 //! lengths) is derived from the seed. `WEFT_SIM_SEEDS=N` runs seeds 1..=N
@@ -27,6 +14,7 @@
 //! is checked).
 
 mod common {
+    pub mod overlap;
     pub mod sim;
     pub mod sim_net;
 }
@@ -38,6 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::overlap::{Accepted, Heal, Overlap, overlaps, stale_after_heal};
 use common::sim::{Nodes, Setup, add_node_tuned, run_until};
 use weft::weft_proto::shard::shard_of;
 use weft::{Node, NodeConfig, ShardMap};
@@ -46,7 +35,7 @@ const NAMES: [&str; 3] = ["n1", "n2", "n3"];
 const SHARDS: u32 = 12;
 /// Pause between two routes of one sender task (one task per shard per
 /// node, so every node keeps routing to every shard).
-const SEND_PAUSE: Duration = Duration::from_millis(200);
+const SEND_PAUSE: Duration = Duration::from_millis(250);
 /// Bound on the initial convergence.
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -97,19 +86,6 @@ impl Rng {
     fn millis(&mut self, lo: u64, hi: u64) -> Duration {
         Duration::from_millis(lo + self.below(hi - lo + 1))
     }
-}
-
-/// One accepted event: who accepted it, in which bracket, at which map
-/// epoch, when (simulated time since the start).
-#[derive(Clone, Debug)]
-struct Accepted {
-    node: &'static str,
-    /// (run, bracket number within the run); `None`: accepted outside any
-    /// acquire → release bracket (itself an error).
-    bracket: Option<(u64, u64)>,
-    shard: u32,
-    epoch: u64,
-    at: Duration,
 }
 
 /// Everything the handlers saw, shared with the test.
@@ -174,7 +150,7 @@ impl weft::ShardHandler for Recorder {
             .copied()
             .filter(|(run, _)| *run == self.run);
         self.book.events.lock().expect("lock").push(Accepted {
-            node: self.name,
+            node: self.name.to_string(),
             bracket,
             shard,
             epoch,
@@ -244,7 +220,7 @@ fn sending(name: &'static str, book: &Arc<Book>, stop: &Arc<AtomicBool>) -> Setu
 /// Every committed map seen, by epoch (sampled after every step from every
 /// running node).
 #[derive(Default)]
-struct Maps(BTreeMap<u64, ShardMap>);
+struct Maps(BTreeMap<u64, Vec<Option<String>>>);
 
 impl Maps {
     fn sample(&mut self, nodes: &Nodes, running: &[bool; 3]) {
@@ -254,19 +230,11 @@ impl Maps {
             {
                 let m = node.shard_map();
                 if m.epoch > 0 {
-                    self.0.entry(m.epoch).or_insert(m);
+                    self.0.entry(m.epoch).or_insert(m.owners);
                 }
             }
         }
     }
-}
-
-/// A healed partition: when, who was cut off and the cut-off node's epoch
-/// then.
-struct Heal {
-    at: Duration,
-    victim: &'static str,
-    victim_epoch: u64,
 }
 
 /// The sim clock as the handlers see it (they record `sim_elapsed`, which
@@ -296,94 +264,6 @@ fn cut(s: &turmoil::Sim<'_>, victim: &str, on: bool) {
             s.repair(victim, *other);
         }
     }
-}
-
-/// An overlap: `node` accepted `shard` at `at` inside `other`'s stint.
-struct Overlap {
-    shard: u32,
-    node: &'static str,
-    at: Duration,
-    epoch: u64,
-    other: &'static str,
-    other_from: Duration,
-    other_to: Duration,
-    other_epoch: u64,
-}
-
-/// Counts overlapping acceptances (see the module doc) and returns them.
-fn overlaps(events: &[Accepted]) -> Vec<Overlap> {
-    // (node, bracket, shard) -> (first, last, epoch of last)
-    type Key = (&'static str, Option<(u64, u64)>, u32);
-    let mut stints: BTreeMap<Key, (Duration, Duration, u64)> = BTreeMap::new();
-    for e in events {
-        let s = stints
-            .entry((e.node, e.bracket, e.shard))
-            .or_insert((e.at, e.at, e.epoch));
-        s.0 = s.0.min(e.at);
-        if e.at >= s.1 {
-            s.1 = e.at;
-            s.2 = e.epoch;
-        }
-    }
-    let mut out = Vec::new();
-    for e in events {
-        for ((node, _, shard), (from, to, epoch)) in &stints {
-            if *shard == e.shard && *node != e.node && *from <= e.at && e.at <= *to {
-                out.push(Overlap {
-                    shard: e.shard,
-                    node: e.node,
-                    at: e.at,
-                    epoch: e.epoch,
-                    other: node,
-                    other_from: *from,
-                    other_to: *to,
-                    other_epoch: *epoch,
-                });
-                break;
-            }
-        }
-    }
-    out
-}
-
-/// Events accepted by a healed victim after the heal at an epoch older than
-/// the one that had moved their shard away from it.
-fn stale_after_heal(events: &[Accepted], heals: &[Heal], maps: &Maps) -> Vec<String> {
-    let mut out = Vec::new();
-    for (h, heal) in heals.iter().enumerate() {
-        let Some(old) = maps.0.get(&heal.victim_epoch) else {
-            continue;
-        };
-        let until = heals.get(h + 1).map_or(Duration::MAX, |n| n.at);
-        for shard in 0..SHARDS {
-            if old.owner(shard) != Some(heal.victim) {
-                continue;
-            }
-            // The first newer committed map (committed before the heal)
-            // that does not give the victim this shard.
-            let moving = maps
-                .0
-                .range(heal.victim_epoch + 1..)
-                .find(|(_, m)| m.owner(shard) != Some(heal.victim))
-                .map(|(e, _)| *e);
-            let Some(moving) = moving else { continue };
-            for e in events {
-                if e.node == heal.victim
-                    && e.shard == shard
-                    && e.at > heal.at
-                    && e.at < until
-                    && e.epoch < moving
-                {
-                    out.push(format!(
-                        "{} accepted shard {shard} at {:?} (epoch {}) after the heal at {:?}; \
-                         epoch {moving} had moved it away",
-                        e.node, e.at, e.epoch, heal.at
-                    ));
-                }
-            }
-        }
-    }
-    out
 }
 
 /// What one seed found.
@@ -453,13 +333,13 @@ fn run_seed(seed: u64) -> Found {
         cut(&s, victim, false);
         heals.push(Heal {
             at: s.elapsed(),
-            victim,
+            victim: victim.to_string(),
             victim_epoch,
         });
         run_sampling(
             &mut s,
             seed,
-            rng.millis(8_000, 12_000),
+            rng.millis(6_000, 9_000),
             &nodes,
             &running,
             &mut maps,
@@ -477,7 +357,7 @@ fn run_seed(seed: u64) -> Found {
             run_sampling(
                 &mut s,
                 seed,
-                rng.millis(8_000, 12_000),
+                rng.millis(6_000, 9_000),
                 &nodes,
                 &running,
                 &mut maps,
@@ -499,7 +379,7 @@ fn run_seed(seed: u64) -> Found {
         seed,
         events: events.len(),
         overlaps: overlaps(&events),
-        stale: stale_after_heal(&events, &heals, &maps),
+        stale: stale_after_heal(&events, &heals, &maps.0),
         errors,
         schedule: schedule.join(", "),
     }
@@ -535,11 +415,8 @@ fn no_two_nodes_accept_one_shard_at_once_across_moving_partitions() {
         // The first overlap of each (shard, node, other) is enough to read.
         let mut shown = std::collections::BTreeSet::new();
         for o in &f.overlaps {
-            if shown.insert((o.shard, o.node, o.other)) && shown.len() <= 8 {
-                report.push_str(&format!(
-                    "\n  shard {}: {} accepted at {:?} (epoch {}) while {} accepted it from {:?} to {:?} (epoch {})",
-                    o.shard, o.node, o.at, o.epoch, o.other, o.other_from, o.other_to, o.other_epoch
-                ));
+            if shown.insert((o.shard, &o.node, &o.other)) && shown.len() <= 8 {
+                report.push_str(&format!("\n  {o}"));
             }
         }
         for line in f.stale.iter().take(3) {
