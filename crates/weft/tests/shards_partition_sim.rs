@@ -19,7 +19,6 @@ mod common {
     pub mod sim_net;
 }
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -88,12 +87,15 @@ impl Rng {
     }
 }
 
+/// An open acquire → release bracket: (run, bracket number).
+type Bracket = (u64, u64);
+
 /// Everything the handlers saw, shared with the test.
 #[derive(Default)]
 struct Book {
     events: Mutex<Vec<Accepted>>,
     /// Open brackets per (node, shard): (run, bracket number).
-    open: Mutex<BTreeMap<(&'static str, u32), (u64, u64)>>,
+    open: Mutex<BTreeMap<(&'static str, u32), Bracket>>,
     brackets: AtomicU64,
     errors: Mutex<Vec<String>>,
 }
@@ -237,8 +239,8 @@ impl Maps {
     }
 }
 
-/// The sim clock as the handlers see it (they record `sim_elapsed`, which
-/// counts from the simulation's start, as `sim.elapsed()` does).
+/// Steps the simulation for `d`, sampling every running node's committed
+/// map after each step.
 fn run_sampling(
     s: &mut turmoil::Sim<'_>,
     seed: u64,
@@ -292,17 +294,12 @@ fn run_seed(seed: u64) -> Found {
     }
     let mut running = [true; 3];
     let mut maps = Maps::default();
-    let converged = Rc::new(Cell::new(false));
-    let c = converged.clone();
     run_until(&mut s, seed, "a balanced map everywhere", LIMIT, || {
-        if !c.get() {
-            c.set(NAMES.iter().all(|n| {
-                nodes.get(n).is_some_and(|x| {
-                    x.shard_map().counts().values().copied().collect::<Vec<_>>() == vec![4, 4, 4]
-                })
-            }));
-        }
-        c.get()
+        NAMES.iter().all(|n| {
+            nodes.get(n).is_some_and(|x| {
+                x.shard_map().counts().values().copied().collect::<Vec<_>>() == vec![4, 4, 4]
+            })
+        })
     });
     let mut schedule = Vec::new();
     let mut heals = Vec::new();

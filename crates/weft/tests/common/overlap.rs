@@ -71,10 +71,14 @@ impl std::fmt::Display for Overlap {
     }
 }
 
+/// A stint's identity: (shard, node, bracket).
+type StintKey<'a> = (u32, &'a str, Option<(u64, u64)>);
+/// A stint's first and last acceptance, and the epoch of the last.
+type Stint = (Duration, Duration, u64);
+
 /// Every overlapping acceptance in `events` (each event counted once).
 pub fn overlaps(events: &[Accepted]) -> Vec<Overlap> {
-    // (shard, node, bracket) -> (first, last, epoch at last)
-    let mut stints: BTreeMap<(u32, &str, Option<(u64, u64)>), (Duration, Duration, u64)> = BTreeMap::new();
+    let mut stints: BTreeMap<StintKey<'_>, Stint> = BTreeMap::new();
     for e in events {
         let s = stints
             .entry((e.shard, e.node.as_str(), e.bracket))
