@@ -23,8 +23,9 @@
 //! {"shard":3,"key":"k17","payload":"a-217","epoch":4,"since":2,"time_ns":1718000000123456789}
 //! ```
 //!
-//! `epoch` is the node's committed map epoch when it accepted the event
-//! (the epoch its acknowledgement carries), `since` the epoch of the
+//! `epoch` is the node's committed map epoch when its handler ran (the
+//! epoch the acknowledgement carries, unless a newer map was published
+//! between the admission check and the handler), `since` the epoch of the
 //! `shard_acquired` that opened the node's current ownership of the shard
 //! (`null` if the handler saw none: itself a bug), and `time_ns` the
 //! acceptance time on `CLOCK_REALTIME` in nanoseconds (processes on one
@@ -216,8 +217,9 @@ impl EventLog {
 /// it) and prints the shard callbacks.
 struct Processor {
     log: EventLog,
-    /// The node's committed maps: `on_event` runs under the owner's
-    /// admission check, so the latest one is the epoch it acknowledges at.
+    /// The node's committed maps: read in `on_event`, the latest one is
+    /// the map its admission check just read (the epoch the acknowledgement
+    /// carries) unless a newer one was published in between.
     map: tokio::sync::watch::Receiver<ShardMap>,
     /// The `shard_acquired` epoch of every shard held now.
     since: Mutex<std::collections::HashMap<u32, u64>>,

@@ -140,8 +140,9 @@ impl weft::ShardHandler for Recorder {
     }
 
     fn on_event(&self, shard: u32, _key: &[u8], _event: bytes::Bytes) {
-        // Runs under the owner's admission gate, so the map is the one the
-        // acknowledgement will carry.
+        // The map the admission check just read, unless a newer one was
+        // published in between (then this errs towards the newer epoch,
+        // which only makes the stale check more lenient).
         let epoch = self.map.borrow().epoch;
         let bracket = self
             .book
