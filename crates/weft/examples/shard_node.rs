@@ -20,8 +20,16 @@
 //! One line per event, JSON:
 //!
 //! ```text
-//! {"shard":3,"key":"k17","payload":"a-217"}
+//! {"shard":3,"key":"k17","payload":"a-217","epoch":4,"since":2,"time_ns":1718000000123456789}
 //! ```
+//!
+//! `epoch` is the node's committed map epoch when its handler ran (the
+//! epoch the acknowledgement carries, unless a newer map was published
+//! between the admission check and the handler), `since` the epoch of the
+//! `shard_acquired` that opened the node's current ownership of the shard
+//! (`null` if the handler saw none: itself a bug), and `time_ns` the
+//! acceptance time on `CLOCK_REALTIME` in nanoseconds (processes on one
+//! machine share the kernel clock, so lines of different nodes compare).
 //!
 //! # Output
 //!
@@ -40,13 +48,15 @@
 //! rebalance               {"rebalanced":true|false}
 //! stats                   {"routed_events_accepted":..,"route_retries":..,
 //!                          "shard_proposals_committed":..,"shard_proposals_failed":{..}}
-//! load COUNT PREFIX [KEYS]
+//! load COUNT PREFIX [KEYS [KEY_PREFIX [PAUSE_MS]]]
 //!                         {"load_started":COUNT,"load":PREFIX}
 //! ```
 //!
 //! `load` routes COUNT events in the background, one after the other
-//! (each waits for the previous acknowledgement), with keys `k0`..`k{KEYS-1}`
-//! in turn (KEYS defaults to 200) and payload `PREFIX-<i>`. It prints one
+//! (each waits for the previous acknowledgement), with keys
+//! `{KEY_PREFIX}0`..`{KEY_PREFIX}{KEYS-1}` in turn (KEYS defaults to 200,
+//! KEY_PREFIX to `k`), pausing PAUSE_MS (default 0) after each, and
+//! payload `PREFIX-<i>`. It prints one
 //! line per event as soon as its outcome is known, so a reader always
 //! knows exactly which events were acknowledged, then a summary:
 //!
@@ -82,7 +92,7 @@ use support::json_str;
 
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use weft::{Node, ShardHandler};
+use weft::{Node, ShardHandler, ShardMap};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum SyncMode {
@@ -207,14 +217,32 @@ impl EventLog {
 /// it) and prints the shard callbacks.
 struct Processor {
     log: EventLog,
+    /// The node's committed maps: read in `on_event`, the latest one is
+    /// the map its admission check just read (the epoch the acknowledgement
+    /// carries) unless a newer one was published in between.
+    map: tokio::sync::watch::Receiver<ShardMap>,
+    /// The `shard_acquired` epoch of every shard held now.
+    since: Mutex<std::collections::HashMap<u32, u64>>,
+}
+
+/// Nanoseconds on `CLOCK_REALTIME` (0 if the clock is before 1970).
+fn realtime_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 impl Processor {
     fn write_event(&self, shard: u32, key: &[u8], event: &[u8]) {
+        let epoch = self.map.borrow().epoch;
+        let since = lock(&self.since).get(&shard).copied();
         let mut line = serde_json::json!({
             "shard": shard,
             "key": String::from_utf8_lossy(key),
             "payload": String::from_utf8_lossy(event),
+            "epoch": epoch,
+            "since": since,
+            "time_ns": realtime_ns(),
         })
         .to_string()
         .into_bytes();
@@ -229,10 +257,12 @@ impl Processor {
 
 impl ShardHandler for Processor {
     fn shard_acquired(&self, shard: u32, epoch: u64) {
+        lock(&self.since).insert(shard, epoch);
         println!("{{\"acquired\":{shard},\"epoch\":{epoch}}}");
     }
 
     fn shard_released(&self, shard: u32, epoch: u64) {
+        lock(&self.since).remove(&shard);
         println!("{{\"released\":{shard},\"epoch\":{epoch}}}");
     }
 
@@ -271,13 +301,52 @@ fn stats_json(node: &Node) -> String {
     .to_string()
 }
 
+/// What a `load` command asked for.
+struct Load {
+    count: u64,
+    prefix: String,
+    keys: u64,
+    key_prefix: String,
+    pause: Duration,
+}
+
+/// Parses `COUNT PREFIX [KEYS [KEY_PREFIX [PAUSE_MS]]]`.
+fn parse_load(rest: &str) -> Option<Load> {
+    let mut p = rest.split_whitespace();
+    let count = p.next()?.parse::<u64>().ok()?;
+    let prefix = p.next()?.to_string();
+    let keys = match p.next() {
+        Some(k) => k.parse::<u64>().ok().filter(|k| *k > 0)?,
+        None => 200,
+    };
+    let key_prefix = p.next().unwrap_or("k").to_string();
+    let pause = match p.next() {
+        Some(ms) => Duration::from_millis(ms.parse::<u64>().ok()?),
+        None => Duration::ZERO,
+    };
+    Some(Load {
+        count,
+        prefix,
+        keys,
+        key_prefix,
+        pause,
+    })
+}
+
 /// Routes `count` events one after the other, printing each outcome.
-fn spawn_load(node: Node, count: u64, prefix: String, keys: u64) {
+fn spawn_load(node: Node, load: Load) {
+    let Load {
+        count,
+        prefix,
+        keys,
+        key_prefix,
+        pause,
+    } = load;
     tokio::spawn(async move {
         let tag = json_str(&prefix);
         let (mut acked, mut errors) = (0u64, 0u64);
         for i in 0..count {
-            let key = format!("k{}", i % keys);
+            let key = format!("{key_prefix}{}", i % keys);
             let payload = Bytes::from(format!("{prefix}-{i}"));
             match node.route(key.as_bytes(), payload).await {
                 Ok(ack) => {
@@ -294,6 +363,9 @@ fn spawn_load(node: Node, count: u64, prefix: String, keys: u64) {
                         json_str(&e.to_string())
                     );
                 }
+            }
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
             }
         }
         println!("{{\"load_done\":{count},\"load\":{tag},\"acknowledged\":{acked},\"errors\":{errors}}}");
@@ -331,7 +403,11 @@ async fn run() -> Result<(), String> {
     // Refuses a data dir of another cluster or node, or a corrupt log,
     // with an error naming the file.
     let node = Node::start(config).await.map_err(|e| e.to_string())?;
-    node.set_shard_handler(Arc::new(Processor { log }));
+    node.set_shard_handler(Arc::new(Processor {
+        log,
+        map: node.watch_shard_map(),
+        since: Mutex::new(Default::default()),
+    }));
     println!(
         "{{\"ready\":{},\"incarnation\":{},\"addr\":{}}}",
         json_str(&node.id().name),
@@ -377,23 +453,18 @@ async fn run() -> Result<(), String> {
             }
             "rebalance" => println!("{{\"rebalanced\":{}}}", node.rebalance_shards().await),
             "stats" => println!("{}", stats_json(&node)),
-            "load" => {
-                let mut p = rest.split_whitespace();
-                let count = p.next().and_then(|c| c.parse::<u64>().ok());
-                let prefix = p.next();
-                let keys = match p.next() {
-                    Some(k) => k.parse::<u64>().ok().filter(|k| *k > 0),
-                    None => Some(200),
-                };
-                match (count, prefix, keys) {
-                    (Some(count), Some(prefix), Some(keys)) => {
-                        // Answer before the first event line.
-                        println!("{{\"load_started\":{count},\"load\":{}}}", json_str(prefix));
-                        spawn_load(node.clone(), count, prefix.to_string(), keys);
-                    }
-                    _ => println!("{{\"error\":\"usage: load COUNT PREFIX [KEYS]\"}}"),
+            "load" => match parse_load(rest) {
+                Some(load) => {
+                    // Answer before the first event line.
+                    println!(
+                        "{{\"load_started\":{},\"load\":{}}}",
+                        load.count,
+                        json_str(&load.prefix)
+                    );
+                    spawn_load(node.clone(), load);
                 }
-            }
+                None => println!("{{\"error\":\"usage: load COUNT PREFIX [KEYS [KEY_PREFIX [PAUSE_MS]]]\"}}"),
+            },
             _ => println!("{{\"error\":\"unknown command\"}}"),
         }
     }
