@@ -17,7 +17,9 @@
 //! - **Failover**: a node is aborted (every task stopped at once, like a
 //!   crash); the clock runs until every survivor has applied a committed
 //!   map that no longer names it. The time until a survivor's membership
-//!   declared it down is shown too. Repetitions alternate between killing a
+//!   declared it down is shown too, and the time until every shard the
+//!   node owned acknowledged an event again (senders start at the abort;
+//!   the new owners accept once the dead owner's lease certainly ended). Repetitions alternate between killing a
 //!   follower and killing the Raft leader (which adds an election); a fresh
 //!   node joins after each to restore three. `voter_replace_after` is
 //!   shortened to 500 ms so the voter set is whole again between
@@ -28,6 +30,7 @@
 //! cargo bench -p weft --bench shards               # table
 //! cargo bench -p weft --bench shards -- --json     # JSON
 //! cargo bench -p weft --bench shards -- --budget-ms 1000 --inflight 1,16 --reps 2
+//! cargo bench -p weft --bench shards -- --inflight 1 --reps 6 --lease-ms 500   # failover trade-off
 //! ```
 //!
 //! The bench fails loudly if a route is not acknowledged or a handler
@@ -54,6 +57,8 @@ struct Options {
     budget: Duration,
     inflight: Vec<usize>,
     reps: usize,
+    /// `shards.lease` (renewals every quarter of it); `None`: default.
+    lease: Option<Duration>,
 }
 
 fn options() -> Options {
@@ -62,6 +67,7 @@ fn options() -> Options {
         budget: Duration::from_millis(3000),
         inflight: vec![1, 8, 64],
         reps: 4,
+        lease: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -78,6 +84,10 @@ fn options() -> Options {
                     .map(|n| n.parse().expect("--inflight: numbers"))
                     .filter(|n| *n > 0)
                     .collect();
+            }
+            "--lease-ms" => {
+                let v = args.next().and_then(|v| v.parse().ok());
+                o.lease = Some(Duration::from_millis(v.expect("--lease-ms needs a number")));
             }
             "--reps" => {
                 let v = args.next().and_then(|v| v.parse().ok());
@@ -108,8 +118,15 @@ fn config(name: &str, seeds: &[SocketAddr]) -> NodeConfig {
     c.shards.count = SHARDS;
     c.shards.bootstrap_delay = Duration::from_millis(300);
     c.shards.voter_replace_after = Duration::from_millis(500);
+    if let Some(lease) = LEASE.get() {
+        c.shards.lease = *lease;
+        c.shards.lease_renew_every = *lease / 4;
+    }
     c
 }
+
+/// `--lease-ms`, for every node this process starts.
+static LEASE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
 
 async fn start(name: &str, seeds: &[SocketAddr]) -> (Node, Arc<Counter>) {
     let node = Node::start(config(name, seeds)).await.expect("start node");
@@ -233,6 +250,18 @@ struct Failover {
     leader: bool,
     down_ms: Option<f64>,
     commit_ms: f64,
+    /// Until every shard the victim owned acknowledged an event again
+    /// (routes start at the abort and retry; the new owners accept only
+    /// after the victim's lease certainly ended).
+    routable_ms: f64,
+}
+
+/// A key of `shard` (the first `key(i)` that hashes to it).
+fn key_of_shard(shard: u32) -> Vec<u8> {
+    (0..)
+        .map(key)
+        .find(|k| weft::weft_proto::shard::shard_of(k, SHARDS) == shard)
+        .expect("some key hashes to every shard")
 }
 
 /// Aborts one node (`leader`: the Raft leader, else a follower) and times
@@ -245,9 +274,26 @@ async fn failover(mut nodes: Vec<Node>, leader: bool) -> (Vec<Node>, Failover) {
         .expect("victim");
     let victim = nodes.remove(idx);
     let name = victim.id().name.clone();
-    let epoch = nodes[0].shard_map().epoch;
+    let before = nodes[0].shard_map();
+    let epoch = before.epoch;
+    let orphaned: Vec<u32> = (0..before.shard_count())
+        .filter(|s| before.owner(*s) == Some(name.as_str()))
+        .collect();
     let t0 = Instant::now();
     victim.abort();
+    // One sender per orphaned shard, from the survivors, from the abort on.
+    let routes: Vec<_> = orphaned
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let node = nodes[i % nodes.len()].clone();
+            let k = key_of_shard(*s);
+            tokio::spawn(async move {
+                let r = node.route(&k, Bytes::from_static(b"failover")).await;
+                (r, t0.elapsed().as_secs_f64() * 1e3)
+            })
+        })
+        .collect();
     let mut down_ms = None;
     let deadline = t0 + LIMIT;
     let commit_ms = loop {
@@ -270,6 +316,12 @@ async fn failover(mut nodes: Vec<Node>, leader: bool) -> (Vec<Node>, Failover) {
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
+    let mut routable_ms: f64 = 0.0;
+    for r in routes {
+        let (ack, at) = r.await.expect("route task");
+        ack.unwrap_or_else(|e| panic!("bench: an orphaned shard never accepted again: {e}"));
+        routable_ms = routable_ms.max(at);
+    }
     drop(victim);
     (
         nodes,
@@ -278,6 +330,7 @@ async fn failover(mut nodes: Vec<Node>, leader: bool) -> (Vec<Node>, Failover) {
             leader,
             down_ms,
             commit_ms,
+            routable_ms,
         },
     )
 }
@@ -304,6 +357,9 @@ fn summary(v: &[f64]) -> (f64, f64, f64) {
 }
 
 async fn run(o: Options) {
+    if let Some(lease) = o.lease {
+        let _ = LEASE.set(lease);
+    }
     let (n1, c1) = start("n1", &[]).await;
     let seed = [n1.addr()];
     let (n2, c2) = start("n2", &seed).await;
@@ -342,6 +398,8 @@ async fn run(o: Options) {
 
     let commits: Vec<f64> = failovers.iter().map(|f| f.commit_ms).collect();
     let (min, median, max) = summary(&commits);
+    let routable: Vec<f64> = failovers.iter().map(|f| f.routable_ms).collect();
+    let (rmin, rmedian, rmax) = summary(&routable);
     if o.json {
         let routing: Vec<serde_json::Value> = results
             .iter()
@@ -367,6 +425,7 @@ async fn run(o: Options) {
                     "leader": f.leader,
                     "down_detected_ms": f.down_ms,
                     "rebalance_committed_ms": f.commit_ms,
+                    "routable_again_ms": f.routable_ms,
                 })
             })
             .collect();
@@ -379,6 +438,8 @@ async fn run(o: Options) {
             "routing": routing,
             "failover": fo,
             "failover_commit_ms": {"min": min, "median": median, "max": max},
+            "failover_routable_ms": {"min": rmin, "median": rmedian, "max": rmax},
+            "lease_ms": o.lease.map(|l| l.as_millis() as u64),
         });
         println!("{out}");
         return;
@@ -408,22 +469,29 @@ async fn run(o: Options) {
         );
     }
     println!();
-    println!("failover (abort -> committed map without the node, applied on every survivor)");
     println!(
-        "{:>4} {:>8} {:>9} {:>18} {:>22}",
-        "rep", "victim", "role", "down detected ms", "rebalance committed ms"
+        "failover (abort -> committed map without the node, applied on every survivor -> every \
+         orphaned shard accepts again; lease {} ms)",
+        o.lease
+            .map_or("default".to_string(), |l| l.as_millis().to_string())
+    );
+    println!(
+        "{:>4} {:>8} {:>9} {:>18} {:>22} {:>18}",
+        "rep", "victim", "role", "down detected ms", "rebalance committed ms", "routable again ms"
     );
     for (i, f) in failovers.iter().enumerate() {
         println!(
-            "{:>4} {:>8} {:>9} {:>18} {:>22.0}",
+            "{:>4} {:>8} {:>9} {:>18} {:>22.0} {:>18.0}",
             i + 1,
             f.victim,
             if f.leader { "leader" } else { "follower" },
             f.down_ms.map_or("-".to_string(), |d| format!("{d:.0}")),
-            f.commit_ms
+            f.commit_ms,
+            f.routable_ms
         );
     }
     println!("rebalance committed ms: min {min:.0} / median {median:.0} / max {max:.0}");
+    println!("routable again ms: min {rmin:.0} / median {rmedian:.0} / max {rmax:.0}");
 }
 
 fn main() {

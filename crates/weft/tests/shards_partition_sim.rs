@@ -385,9 +385,27 @@ fn run_seed(seed: u64) -> Found {
 
 #[test]
 fn no_two_nodes_accept_one_shard_at_once_across_moving_partitions() {
-    let mut found = Vec::new();
-    for seed in seeds() {
-        let f = run_seed(seed);
+    // Seeds are independent simulations (each on its own thread, turmoil
+    // state is per thread): run them on every core.
+    let seeds = seeds();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, seeds.len().max(1));
+    let mut found: Vec<Found> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let mine: Vec<u64> = seeds.iter().copied().skip(t).step_by(threads).collect();
+                scope.spawn(move || mine.into_iter().map(run_seed).collect::<Vec<_>>())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    found.sort_by_key(|f| f.seed);
+    for f in &found {
+        let seed = f.seed;
         eprintln!(
             "seed {seed}: {} events accepted, {} overlapping acceptances, {} stale after heal, {} bracket errors ({})",
             f.events,
@@ -396,7 +414,6 @@ fn no_two_nodes_accept_one_shard_at_once_across_moving_partitions() {
             f.errors.len(),
             f.schedule
         );
-        found.push(f);
     }
     let mut report = String::new();
     for f in &found {
