@@ -48,14 +48,17 @@ fn seeds() -> Vec<u64> {
     (1..=n).collect()
 }
 
-/// The data directory root of the running seed (`tune` is a plain `fn`,
-/// so it reads it from here): a restarted node keeps its Raft log.
-static ROOT: Mutex<Option<std::path::PathBuf>> = Mutex::new(None);
+thread_local! {
+    /// The data directory root of the seed running on this thread (`tune`
+    /// is a plain `fn`, so it reads it from here; seeds run on several
+    /// threads): a restarted node keeps its Raft log.
+    static ROOT: std::cell::RefCell<Option<std::path::PathBuf>> = const { std::cell::RefCell::new(None) };
+}
 
 fn tune(c: &mut NodeConfig) {
     c.shards.count = SHARDS;
     c.shards.bootstrap_delay = Duration::from_millis(500);
-    let root = ROOT.lock().expect("lock").clone().expect("root set");
+    let root = ROOT.with(|r| r.borrow().clone()).expect("root set");
     c.data_dir = Some(root.join(&c.name));
 }
 
@@ -283,7 +286,7 @@ fn run_seed(seed: u64) -> Found {
     let root = std::env::temp_dir().join(format!("weft-sim-partition-{}-{seed}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let _guard = RootGuard(root.clone());
-    *ROOT.lock().expect("lock") = Some(root);
+    ROOT.with(|r| *r.borrow_mut() = Some(root));
     let mut rng = Rng(seed);
     let mut s = common::sim::sim(seed, Duration::from_secs(400));
     let nodes = Nodes::default();
