@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::warn;
 
+use super::handoff::Own;
 use super::network::method;
-use super::service::{Own, Shards};
+use super::service::Shards;
 use crate::rpc::RpcError;
 
 /// Outcome of a successful route.
