@@ -116,6 +116,126 @@ fn a_minority_cannot_commit_and_heals_to_one_map() {
     }
 }
 
+/// Accepts every event (counts nothing): fencing, not handling, is under
+/// test.
+struct Sink;
+
+impl weft::ShardHandler for Sink {
+    fn on_event(&self, _shard: u32, _key: &[u8], _event: bytes::Bytes) {}
+}
+
+/// Routes asked by the test, run on the node's own host (each turmoil
+/// host has its own clock: a route must run where its node runs).
+type Asks = Rc<std::cell::RefCell<Vec<(String, Rc<std::cell::RefCell<Option<RouteResult>>>)>>>;
+type RouteResult = Result<weft::RouteAck, weft::RouteError>;
+
+fn sink(asks: Asks) -> Setup {
+    Rc::new(move |node: Node, _| {
+        let asks = asks.clone();
+        Box::pin(async move {
+            node.set_shard_handler(std::sync::Arc::new(Sink));
+            // Bounded by the simulation's duration.
+            let work = async {
+                loop {
+                    let next = asks.borrow_mut().pop();
+                    match next {
+                        Some((key, out)) => {
+                            let r = node.route(key.as_bytes(), bytes::Bytes::from_static(b"x")).await;
+                            *out.borrow_mut() = Some(r);
+                        }
+                        None => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+            };
+            tokio::select! {
+                _ = node.stopped() => {}
+                _ = work => {}
+            }
+        })
+    })
+}
+
+/// Asks `asks`' node to route `key`; the answer appears in the cell.
+fn ask(asks: &Asks, key: &str) -> Rc<std::cell::RefCell<Option<RouteResult>>> {
+    let out = Rc::new(std::cell::RefCell::new(None));
+    asks.borrow_mut().push((key.to_string(), out.clone()));
+    out
+}
+
+fn tune_short_routes(c: &mut NodeConfig) {
+    tune(c);
+    c.shards.route_timeout = Duration::from_secs(4);
+}
+
+/// A node cut off from the leader's majority stops accepting events for
+/// the shards its (stale) map still gives it once its lease runs out, and
+/// tells senders so: a route from its own side times out naming
+/// `RouteFailure::Fenced`, and the refusals are counted.
+#[test]
+fn a_cut_off_owner_is_fenced_and_says_so() {
+    for seed in seeds() {
+        let mut s = sim(seed, Duration::from_secs(240));
+        let nodes = Nodes::default();
+        let asks: Asks = Rc::default();
+        for (name, seeds) in [("n1", &[][..]), ("n2", &["n1"][..]), ("n3", &["n1"][..])] {
+            let mine = if name == "n3" { asks.clone() } else { Rc::default() };
+            add_node_tuned(&mut s, &nodes, name, seeds, seed, tune_short_routes, sink(mine));
+        }
+        run_until(&mut s, seed, "balanced 4/4/4 everywhere", LIMIT, || {
+            ["n1", "n2", "n3"].iter().all(|n| {
+                map_of(&nodes, n)
+                    .is_some_and(|m| m.counts().values().copied().collect::<Vec<_>>() == vec![4, 4, 4])
+            })
+        });
+        // Settle: the handoffs of the first maps are done, leases held.
+        run_for(&mut s, seed, Duration::from_secs(3));
+        let map = map_of(&nodes, "n3").expect("n3");
+        let shard = (0..map.shard_count())
+            .find(|sh| map.owner(*sh) == Some("n3"))
+            .expect("n3 owns a shard");
+        let key = (0u64..)
+            .map(|i| format!("k{i}"))
+            .find(|k| weft::weft_proto::shard::shard_of(k.as_bytes(), map.shard_count()) == shard)
+            .expect("a key of the shard");
+        let n3 = nodes.get("n3").expect("n3");
+        // Before the cut the route is accepted by n3 itself.
+        let before = ask(&asks, &key);
+        run_until(&mut s, seed, "route before the cut answered", LIMIT, || {
+            before.borrow().is_some()
+        });
+        let ack = before
+            .borrow_mut()
+            .take()
+            .expect("answered")
+            .expect("accepted before the cut");
+        assert_eq!(ack.node, "n3", "seed {seed}");
+
+        s.partition("n3", "n1");
+        s.partition("n3", "n2");
+        // Longer than the lease: n3 cannot renew.
+        run_for(&mut s, seed, Duration::from_secs(2));
+        let after = ask(&asks, &key);
+        run_until(&mut s, seed, "route after the cut answered", LIMIT, || {
+            after.borrow().is_some()
+        });
+        match after.borrow_mut().take().expect("answered") {
+            Err(weft::RouteError::Timeout {
+                last: weft::RouteFailure::Fenced { node, shard: sh, .. },
+                ..
+            }) => {
+                assert_eq!((node.as_str(), sh), ("n3", shard), "seed {seed}");
+            }
+            other => panic!("seed {seed}: a cut-off owner must refuse as fenced, got {other:?}"),
+        }
+        assert!(
+            n3.stats().route_fenced > 0,
+            "seed {seed}: fenced refusals are counted"
+        );
+        s.repair("n3", "n1");
+        s.repair("n3", "n2");
+    }
+}
+
 /// Pre-vote: a follower cut off for longer than an election timeout
 /// cannot win an election, so it must not raise its term and depose the
 /// healthy leader when it comes back. The leader is checked at every
