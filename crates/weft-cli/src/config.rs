@@ -116,6 +116,8 @@ pub struct ShardsFile {
     pub raft_rpc_timeout_ms: Option<u64>,
     /// [`ShardConfig::propose_timeout`].
     pub propose_timeout_ms: Option<u64>,
+    /// [`ShardConfig::inbox_capacity`].
+    pub inbox_capacity: Option<usize>,
 }
 
 /// The `[nats]` table (durations in milliseconds, sizes in bytes). Used
@@ -407,6 +409,7 @@ fn apply_shards(c: &mut ShardConfig, f: ShardsFile) {
     set(&mut c.catch_up_wait, f.catch_up_wait_ms.map(ms));
     set(&mut c.raft_rpc_timeout, f.raft_rpc_timeout_ms.map(ms));
     set(&mut c.propose_timeout, f.propose_timeout_ms.map(ms));
+    set(&mut c.inbox_capacity, f.inbox_capacity);
 }
 
 /// The NATS front end's configuration from the `[nats]` table.
@@ -586,6 +589,7 @@ query_timeout_ms = 600
 catch_up_wait_ms = 7000
 raft_rpc_timeout_ms = 800
 propose_timeout_ms = 900
+inbox_capacity = 64
 "#,
         )
         .unwrap();
@@ -603,6 +607,7 @@ propose_timeout_ms = 900
         assert_eq!(s.catch_up_wait, ms(7000));
         assert_eq!(s.raft_rpc_timeout, ms(800));
         assert_eq!(s.propose_timeout, ms(900));
+        assert_eq!(s.inbox_capacity, 64);
         // Keys left out keep their defaults; a zero bound is refused.
         std::fs::write(
             &cfg,

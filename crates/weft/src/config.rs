@@ -282,6 +282,12 @@ pub struct ShardConfig {
     pub raft_election_min: Duration,
     /// Raft election timeout, upper bound.
     pub raft_election_max: Duration,
+    /// Per shard, how many events an inbox consumer ([`crate::Node::shard_inbox`])
+    /// may have queued or handed out and not acknowledged. When full,
+    /// `route` waits for room (within `route_timeout`) and `try_route`
+    /// fails with [`crate::RouteError::Full`]. Not used with a
+    /// synchronous handler (it processes each event before the reply).
+    pub inbox_capacity: usize,
 }
 
 impl Default for ShardConfig {
@@ -306,6 +312,7 @@ impl Default for ShardConfig {
             raft_heartbeat: Duration::from_millis(150),
             raft_election_min: Duration::from_millis(600),
             raft_election_max: Duration::from_millis(1200),
+            inbox_capacity: 1024,
         }
     }
 }

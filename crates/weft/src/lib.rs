@@ -360,7 +360,9 @@ pub use relay::StreamInfo;
 pub use relay::stream::{
     StreamClosed, StreamError, StreamEvent, StreamPolicy, StreamPublisher, StreamSubscription,
 };
-pub use shards::{RouteAck, RouteError, RouteFailure, ShardHandler};
+pub use shards::{
+    RouteAck, RouteError, RouteFailure, ShardDelivery, ShardEvent, ShardHandler, ShardInbox,
+};
 pub use weft_proto;
 pub use weft_proto::NodeId;
 pub use weft_proto::Pid;

@@ -109,6 +109,10 @@ pub struct Stats {
     pub routed_events_accepted: AtomicU64,
     /// Route attempts after the first (stale map, moved shard, owner down).
     pub route_retries: AtomicU64,
+    /// Routed events an owner refused for its inbox, by reason (`full`:
+    /// the shard's queue stayed full; `not_processed`: the consumer
+    /// dropped the event without acknowledging it).
+    pub routed_events_refused: Labelled,
     /// Membership datagrams sent and received.
     pub datagrams_sent: AtomicU64,
     /// Membership datagrams received and accepted.
@@ -216,6 +220,8 @@ pub struct StatsSnapshot {
     pub routed_events_accepted: u64,
     /// Route retries.
     pub route_retries: u64,
+    /// See [`Stats::routed_events_refused`].
+    pub routed_events_refused: BTreeMap<String, u64>,
     /// Membership datagrams sent.
     pub datagrams_sent: u64,
     /// Membership datagrams accepted.
@@ -302,6 +308,7 @@ impl Stats {
             shard_proposals_failed: self.shard_proposals_failed.snapshot(),
             routed_events_accepted: r(&self.routed_events_accepted),
             route_retries: r(&self.route_retries),
+            routed_events_refused: self.routed_events_refused.snapshot(),
             datagrams_sent: r(&self.datagrams_sent),
             datagrams_received: r(&self.datagrams_received),
             unknown_frames: r(&self.unknown_frames),

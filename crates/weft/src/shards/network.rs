@@ -48,6 +48,10 @@ pub(crate) mod method {
     pub const PROPOSE_TYPED: u8 = 9;
     /// `READ_INDEX` with openraft's typed result in the reply body.
     pub const READ_INDEX_TYPED: u8 = 10;
+    /// Many routed events to one owner in one request (chunks per shard,
+    /// in order); one reply per event. Older nodes answer "unknown
+    /// method" and get `ROUTE` per event instead.
+    pub const ROUTE_BATCH: u8 = 13;
 }
 
 /// A full snapshot on the wire.

@@ -45,7 +45,6 @@ use weft_proto::registry::{EntryKey, table};
 use weft_proto::shard::{ShardMap, plan};
 
 use super::network::{Network, SnapshotRpc, method};
-use super::route::RouteRequest;
 use super::store::{Committed, LogStore, StateMachine, StoreError};
 use super::types::{ShardCommand, TypeConfig, raft_id};
 use crate::config::ShardConfig;
@@ -131,7 +130,7 @@ pub(crate) struct Shards {
     pub(super) config: ShardConfig,
     /// The public committed map, published after ownership reflects it.
     map_tx: watch::Sender<ShardMap>,
-    map_rx: watch::Receiver<ShardMap>,
+    pub(super) map_rx: watch::Receiver<ShardMap>,
     /// What the state machine applied (map and `since` epochs).
     committed_rx: watch::Receiver<Committed>,
     /// Wakes the handoff loop (a release notice, a member down, a new
@@ -149,6 +148,8 @@ pub(crate) struct Shards {
     /// the group's membership, so that nodes joining later never bootstrap
     /// a second group beside it.
     announced_member: AtomicBool,
+    /// Sender lanes, per-owner batches and the inbox (`outbox`, `inbox`).
+    pub(super) pipeline: super::outbox::Pipeline,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -234,6 +235,7 @@ impl Shards {
             voter_down_since: Mutex::new(HashMap::new()),
             started: Instant::now(),
             announced_member: AtomicBool::new(false),
+            pipeline: Default::default(),
         });
         let id = postcard::to_allocvec(shards.raft.node_id()).unwrap_or_default();
         p.registry
@@ -822,13 +824,8 @@ impl RpcHandler for ShardsRpc {
                     json(&s.serve_propose(cmd).await)
                 }
                 method::READ_INDEX_TYPED => json(&s.serve_read_index().await),
-                method::ROUTE => {
-                    let req: RouteRequest = postcard::from_bytes(&payload).map_err(|e| e.to_string())?;
-                    let reply = s.accept(req).await;
-                    postcard::to_allocvec(&reply)
-                        .map(Bytes::from)
-                        .map_err(|e| e.to_string())
-                }
+                method::ROUTE => s.serve_route(payload).await,
+                method::ROUTE_BATCH => s.serve_route_batch(payload).await,
                 method::RELEASED => {
                     // Only a wake-up: the handoff asks every node's status.
                     let _: Released = serde_json::from_slice(&payload).map_err(|e| e.to_string())?;
