@@ -360,9 +360,7 @@ pub use relay::StreamInfo;
 pub use relay::stream::{
     StreamClosed, StreamError, StreamEvent, StreamPolicy, StreamPublisher, StreamSubscription,
 };
-pub use shards::{
-    RouteAck, RouteError, RouteFailure, ShardDelivery, ShardEvent, ShardHandler, ShardInbox,
-};
+pub use shards::{RouteAck, RouteError, RouteFailure, ShardDelivery, ShardEvent, ShardHandler, ShardInbox};
 pub use weft_proto;
 pub use weft_proto::NodeId;
 pub use weft_proto::Pid;

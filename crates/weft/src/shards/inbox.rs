@@ -382,7 +382,11 @@ impl ShardEvent {
 impl Drop for ShardEvent {
     fn drop(&mut self) {
         if let Some(s) = self.settle.take() {
-            debug!(shard = self.shard, epoch = self.epoch, "shard event dropped without ack");
+            debug!(
+                shard = self.shard,
+                epoch = self.epoch,
+                "shard event dropped without ack"
+            );
             s.inbox.stats.routed_events_refused.inc("not_processed");
             s.slot
                 .replies
@@ -418,9 +422,7 @@ impl Stream for ShardInbox {
                 let mut st = lock(&this.inbox.state);
                 let release_blocked = match st.queue.front() {
                     None => None,
-                    Some(Queued::Released { shard, .. }) => {
-                        Some(st.out.get(shard).copied().unwrap_or(0) > 0)
-                    }
+                    Some(Queued::Released { shard, .. }) => Some(st.out.get(shard).copied().unwrap_or(0) > 0),
                     Some(_) => Some(false),
                 };
                 match release_blocked {

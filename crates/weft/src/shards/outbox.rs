@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use super::batch::{self, Chunk, Item};
@@ -42,6 +42,13 @@ const LEGACY_RECHECK: Duration = Duration::from_secs(30);
 
 /// Most events one chunk takes from a lane (bounds one request's size).
 const MAX_CHUNK: usize = 4096;
+
+/// Batches in flight to one owner. More than one, so that a batch the
+/// owner holds (an inbox consumer still processing, a full inbox) does not
+/// hold back the other shards' events to that owner; few, so that batches
+/// still grow under load. Order needs no limit here: each lane has at most
+/// one chunk in flight.
+const OWNER_BATCHES: usize = 4;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -75,6 +82,11 @@ struct OutState {
     /// Per remote owner: chunks for its next batch; present while its
     /// sender task runs.
     owners: HashMap<String, Vec<OwnerChunk>>,
+    /// Per remote owner: batches in flight (at most `OWNER_BATCHES`).
+    in_flight: HashMap<String, usize>,
+    /// Per remote owner: wakes its sender task (a chunk queued, a batch
+    /// done).
+    wakes: HashMap<String, Arc<Notify>>,
     /// Owners that failed the batch method, and when.
     legacy: HashMap<String, Instant>,
 }
@@ -189,10 +201,19 @@ impl Shards {
     }
 
     /// Routes one event (see `Node::route`); `no_wait`: `try_route`.
-    pub(crate) async fn route_one(self: &Arc<Self>, key: &[u8], event: Bytes, no_wait: bool) -> Result<RouteAck, RouteError> {
+    pub(crate) async fn route_one(
+        self: &Arc<Self>,
+        key: &[u8],
+        event: Bytes,
+        no_wait: bool,
+    ) -> Result<RouteAck, RouteError> {
         let count = self.shard_count().await?;
         let rx = self
-            .submit(count, std::iter::once((Bytes::copy_from_slice(key), event)), no_wait)
+            .submit(
+                count,
+                std::iter::once((Bytes::copy_from_slice(key), event)),
+                no_wait,
+            )
             .pop();
         match rx {
             Some(rx) => rx.await.unwrap_or(Err(RouteError::Stopped)),
@@ -201,7 +222,10 @@ impl Shards {
     }
 
     /// Routes many events; results in the order given.
-    pub(crate) async fn route_many(self: &Arc<Self>, events: Vec<(Bytes, Bytes)>) -> Vec<Result<RouteAck, RouteError>> {
+    pub(crate) async fn route_many(
+        self: &Arc<Self>,
+        events: Vec<(Bytes, Bytes)>,
+    ) -> Vec<Result<RouteAck, RouteError>> {
         let n = events.len();
         let count = match self.shard_count().await {
             Ok(c) => c,
@@ -401,7 +425,13 @@ impl Shards {
     }
 
     /// Hands a chunk to `owner`'s next batch and waits for its answer.
-    async fn send_chunk(self: &Arc<Self>, owner: &str, shard: u32, items: Vec<Item>, deadline: Instant) -> ChunkResult {
+    async fn send_chunk(
+        self: &Arc<Self>,
+        owner: &str,
+        shard: u32,
+        items: Vec<Item>,
+        deadline: Instant,
+    ) -> ChunkResult {
         let (tx, rx) = oneshot::channel();
         let chunk = OwnerChunk {
             shard,
@@ -412,10 +442,17 @@ impl Shards {
         {
             let mut out = lock(&self.pipeline.out);
             match out.owners.get_mut(owner) {
-                Some(v) => v.push(chunk),
+                Some(v) => {
+                    v.push(chunk);
+                    if let Some(w) = out.wakes.get(owner) {
+                        w.notify_one();
+                    }
+                }
                 None => {
                     out.owners.insert(owner.to_string(), vec![chunk]);
-                    tokio::spawn(self.clone().send_loop(owner.to_string()));
+                    let wake = Arc::new(Notify::new());
+                    out.wakes.insert(owner.to_string(), wake.clone());
+                    tokio::spawn(self.clone().send_loop(owner.to_string(), wake));
                 }
             }
         }
@@ -430,31 +467,59 @@ impl Shards {
         })
     }
 
-    /// `owner`'s sender task: one batch in flight, each taking every chunk
-    /// queued meanwhile.
-    async fn send_loop(self: Arc<Self>, owner: String) {
+    /// `owner`'s sender task: up to `OWNER_BATCHES` batches in flight,
+    /// each taking every chunk queued meanwhile.
+    async fn send_loop(self: Arc<Self>, owner: String, done: Arc<Notify>) {
         loop {
-            let (chunks, legacy) = {
+            let next = {
                 let mut out = lock(&self.pipeline.out);
-                let Some(v) = out.owners.get_mut(&owner) else { return };
-                if v.is_empty() {
+                let busy = out.in_flight.get(&owner).copied().unwrap_or(0);
+                let Some(v) = out.owners.get_mut(&owner) else {
+                    return;
+                };
+                if v.is_empty() && busy == 0 {
                     out.owners.remove(&owner);
+                    out.in_flight.remove(&owner);
+                    out.wakes.remove(&owner);
                     return;
                 }
-                let chunks = std::mem::take(v);
-                let legacy = match out.legacy.get(&owner) {
-                    Some(since) if since.elapsed() < LEGACY_RECHECK => true,
-                    Some(_) => {
-                        out.legacy.remove(&owner);
-                        false
-                    }
-                    None => false,
-                };
-                (chunks, legacy)
+                if v.is_empty() || busy >= OWNER_BATCHES {
+                    None
+                } else {
+                    let chunks = std::mem::take(v);
+                    *out.in_flight.entry(owner.clone()).or_default() += 1;
+                    let legacy = match out.legacy.get(&owner) {
+                        Some(since) if since.elapsed() < LEGACY_RECHECK => true,
+                        Some(_) => {
+                            out.legacy.remove(&owner);
+                            false
+                        }
+                        None => false,
+                    };
+                    Some((chunks, legacy))
+                }
             };
-            if legacy {
-                self.send_legacy(&owner, chunks).await;
+            let Some((chunks, legacy)) = next else {
+                done.notified().await;
                 continue;
+            };
+            let me = self.clone();
+            let (owner2, done2) = (owner.clone(), done.clone());
+            tokio::spawn(async move {
+                me.send_batch(&owner2, chunks, legacy).await;
+                *lock(&me.pipeline.out).in_flight.entry(owner2).or_default() -= 1;
+                done2.notify_one();
+            });
+        }
+    }
+
+    /// One batch to `owner` (or per-event calls to a legacy owner); every
+    /// chunk gets its answer.
+    async fn send_batch(&self, owner: &String, chunks: Vec<OwnerChunk>, legacy: bool) {
+        {
+            if legacy {
+                self.send_legacy(owner, chunks).await;
+                return;
             }
             let deadline = chunks
                 .iter()
@@ -479,7 +544,7 @@ impl Shards {
             }
             match self
                 .rpc
-                .call(&owner, method::ROUTE_BATCH, Bytes::from(buf), left)
+                .call(owner, method::ROUTE_BATCH, Bytes::from(buf), left)
                 .await
             {
                 Ok(body) => {
@@ -514,11 +579,11 @@ impl Shards {
                     lock(&self.pipeline.out)
                         .legacy
                         .insert(owner.clone(), Instant::now());
-                    self.send_legacy(&owner, chunks).await;
+                    self.send_legacy(owner, chunks).await;
                 }
                 Err(e) => {
                     for c in chunks {
-                        let _ = c.tx.send((Vec::new(), Some(failure(&owner, e.clone()))));
+                        let _ = c.tx.send((Vec::new(), Some(failure(owner, e.clone()))));
                     }
                 }
             }
@@ -545,7 +610,10 @@ impl Shards {
                 };
                 match self.send_route(owner, &req, c.deadline).await {
                     Ok(r) => {
-                        if matches!(r, RouteReply::Stale { .. } | RouteReply::NotReady | RouteReply::Full { .. }) {
+                        if matches!(
+                            r,
+                            RouteReply::Stale { .. } | RouteReply::NotReady | RouteReply::Full { .. }
+                        ) {
                             refused = Some(r.clone());
                         }
                         replies.push(r);
@@ -562,7 +630,12 @@ impl Shards {
     }
 
     /// One `ROUTE` call to a remote owner, bounded by `deadline`.
-    async fn send_route(&self, owner: &str, req: &RouteRequest, deadline: Instant) -> Result<RouteReply, RouteFailure> {
+    async fn send_route(
+        &self,
+        owner: &str,
+        req: &RouteRequest,
+        deadline: Instant,
+    ) -> Result<RouteReply, RouteFailure> {
         let body = postcard::to_allocvec(req).map_err(|e| RouteFailure::Remote {
             node: owner.to_string(),
             message: format!("cannot encode the request: {e}"),

@@ -187,7 +187,6 @@ pub(super) enum RouteReply {
     NotProcessed { epoch: u64 },
 }
 
-
 impl Shards {
     /// Serves `ROUTE` (one event, older senders).
     pub(super) async fn serve_route(&self, payload: Bytes) -> Result<Bytes, String> {
@@ -223,7 +222,12 @@ impl Shards {
     /// wait) refuses every later event of it, so the sender's retry keeps
     /// the chunk's order. With an inbox the replies come once the consumer
     /// settled every event; with a handler, once it returned.
-    pub(super) async fn accept_batch(&self, epoch: u64, wait_until: Instant, chunks: Vec<Chunk>) -> Vec<RouteReply> {
+    pub(super) async fn accept_batch(
+        &self,
+        epoch: u64,
+        wait_until: Instant,
+        chunks: Vec<Chunk>,
+    ) -> Vec<RouteReply> {
         self.catch_up_to(epoch).await;
         match self.pipeline.inbox() {
             Some(inbox) => self.accept_inbox(&inbox, chunks, wait_until).await,
@@ -277,7 +281,9 @@ impl Shards {
                 };
                 // A panicking handler must not leave the sender waiting
                 // for a reply that never comes: it gets a typed failure.
-                let ran = std::panic::catch_unwind(AssertUnwindSafe(|| h.on_event(c.shard, &it.key, it.event.clone())));
+                let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    h.on_event(c.shard, &it.key, it.event.clone())
+                }));
                 if ran.is_err() {
                     warn!(shard = c.shard, epoch, "shard handler panicked on an event");
                     out.push(RouteReply::HandlerFailed { epoch });
@@ -296,7 +302,12 @@ impl Shards {
     /// Queues each event in the inbox (admitted under the gate), waiting
     /// for room until `wait_until` unless the event says not to, then
     /// waits until the consumer settled them all.
-    async fn accept_inbox(&self, inbox: &Arc<InboxShared>, chunks: Vec<Chunk>, wait_until: Instant) -> Vec<RouteReply> {
+    async fn accept_inbox(
+        &self,
+        inbox: &Arc<InboxShared>,
+        chunks: Vec<Chunk>,
+        wait_until: Instant,
+    ) -> Vec<RouteReply> {
         let n: usize = chunks.iter().map(|c| c.items.len()).sum();
         let (replies, done) = Replies::new(n);
         let mut index = 0usize;
@@ -324,7 +335,15 @@ impl Shards {
                                 break;
                             }
                         };
-                        match inbox.enqueue(c.shard, it.key.clone(), it.event.clone(), epoch, &replies, i, &chunk) {
+                        match inbox.enqueue(
+                            c.shard,
+                            it.key.clone(),
+                            it.event.clone(),
+                            epoch,
+                            &replies,
+                            i,
+                            &chunk,
+                        ) {
                             Enqueue::Queued => break,
                             Enqueue::Closed => {
                                 chunk.refuse(&RouteReply::NotReady);
