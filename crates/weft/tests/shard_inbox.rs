@@ -405,26 +405,34 @@ async fn per_key_order_holds_for_concurrent_senders_and_across_an_owner_stop() {
     for (j, s) in senders.iter().enumerate() {
         for lane in 0..2 {
             let (s, keys, stop, acked) = (s.clone(), keys.clone(), stop.clone(), acked.clone());
-            // Pipelined: every call has several events per key in flight.
+            // Pipelined: 24 `route` calls in flight, submitted in order
+            // (keys in turn, so each key has several events in flight).
             runs.push(tokio::spawn(async move {
-                let mut seq = 0u32;
-                for _ in 0..100_000 {
+                let mut inflight = futures::stream::FuturesOrdered::new();
+                let record = |ev: Bytes, r: Result<weft::RouteAck, RouteError>| {
+                    if r.is_ok() {
+                        acked.lock().expect("lock").insert(ev.to_vec());
+                    }
+                };
+                for seq in 0..1_000_000u32 {
                     if stop.load(std::sync::atomic::Ordering::Relaxed) {
                         break;
                     }
-                    let mut batch = Vec::new();
-                    for _ in 0..4 {
-                        for k in &keys {
-                            let ev = format!("s{j}.{lane}|{}|{seq:08}", String::from_utf8_lossy(k));
-                            batch.push((k.clone(), Bytes::from(ev)));
-                            seq += 1;
-                        }
+                    let k = keys[seq as usize % keys.len()].clone();
+                    let ev = Bytes::from(format!("s{j}.{lane}|{}|{seq:08}", String::from_utf8_lossy(&k)));
+                    let s = s.clone();
+                    inflight.push_back(async move {
+                        let r = s.route(&k, ev.clone()).await;
+                        (ev, r)
+                    });
+                    if inflight.len() >= 24
+                        && let Some((ev, r)) = inflight.next().await
+                    {
+                        record(ev, r);
                     }
-                    for ((_, ev), r) in batch.iter().zip(s.route_many(batch.clone()).await) {
-                        if r.is_ok() {
-                            acked.lock().expect("lock").insert(ev.to_vec());
-                        }
-                    }
+                }
+                while let Some((ev, r)) = inflight.next().await {
+                    record(ev, r);
                 }
             }));
         }
