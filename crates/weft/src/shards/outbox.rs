@@ -151,6 +151,12 @@ impl Shards {
     /// The shard of `key`, after waiting up to `first_map_wait` for the
     /// first committed map.
     async fn shard_count(&self) -> Result<u32, RouteError> {
+        {
+            let m = self.map_rx.borrow();
+            if m.epoch > 0 && m.shard_count() > 0 {
+                return Ok(m.shard_count());
+            }
+        }
         let mut rx = self.watch();
         let give_up = Instant::now() + self.config.first_map_wait;
         loop {
@@ -471,6 +477,9 @@ impl Shards {
     /// each taking every chunk queued meanwhile.
     async fn send_loop(self: Arc<Self>, owner: String, done: Arc<Notify>) {
         loop {
+            // Lanes woken by the same reply queue their next chunks in the
+            // same scheduler round: let them, so that one batch takes all.
+            tokio::task::yield_now().await;
             let next = {
                 let mut out = lock(&self.pipeline.out);
                 let busy = out.in_flight.get(&owner).copied().unwrap_or(0);
@@ -515,7 +524,7 @@ impl Shards {
 
     /// One batch to `owner` (or per-event calls to a legacy owner); every
     /// chunk gets its answer.
-    async fn send_batch(&self, owner: &String, chunks: Vec<OwnerChunk>, legacy: bool) {
+    async fn send_batch(&self, owner: &str, chunks: Vec<OwnerChunk>, legacy: bool) {
         {
             if legacy {
                 self.send_legacy(owner, chunks).await;
@@ -564,7 +573,7 @@ impl Shards {
                             };
                             for c in chunks {
                                 let f = RouteFailure::Remote {
-                                    node: owner.clone(),
+                                    node: owner.to_string(),
                                     message: message.clone(),
                                 };
                                 let _ = c.tx.send((Vec::new(), Some(f)));
@@ -578,7 +587,7 @@ impl Shards {
                 Err(RpcError::Remote(_)) => {
                     lock(&self.pipeline.out)
                         .legacy
-                        .insert(owner.clone(), Instant::now());
+                        .insert(owner.to_string(), Instant::now());
                     self.send_legacy(owner, chunks).await;
                 }
                 Err(e) => {
