@@ -294,6 +294,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Route attempts after the first (stale map, moved shard, owner not ready or down).",
     ),
+    (
+        "weft_shard_events_refused_total",
+        Kind::Counter,
+        "Routed events an owner's inbox refused, by reason (full, not_processed).",
+    ),
 ];
 
 /// Installs the process-wide Prometheus recorder (no listener of its own:
@@ -424,6 +429,7 @@ pub fn record(node: &Node) {
     by_reason("weft_shard_proposals_failed_total", &s.shard_proposals_failed);
     counter!("weft_shard_events_accepted_total").absolute(s.routed_events_accepted);
     counter!("weft_shard_route_retries_total").absolute(s.route_retries);
+    by_reason("weft_shard_events_refused_total", &s.routed_events_refused);
 }
 
 /// Records the node's counters and renders everything in the Prometheus
