@@ -43,12 +43,17 @@ const LEGACY_RECHECK: Duration = Duration::from_secs(30);
 /// Most events one chunk takes from a lane (bounds one request's size).
 const MAX_CHUNK: usize = 4096;
 
-/// Batches in flight to one owner. More than one, so that a batch the
-/// owner holds (an inbox consumer still processing, a full inbox) does not
-/// hold back the other shards' events to that owner; few, so that batches
-/// still grow under load. Order needs no limit here: each lane has at most
-/// one chunk in flight.
+/// Batches in flight to one owner. A second one leaves only once the
+/// newest in flight is `OWNER_HOLD` old: under load answers come sooner,
+/// and the chunks queued meanwhile make one bigger batch (fewer requests,
+/// fewer syscalls); a batch the owner holds (an inbox consumer still
+/// processing, a full inbox) does not hold back the other shards' events
+/// to that owner for longer than that. Order needs no limit here: each
+/// lane has at most one chunk in flight.
 const OWNER_BATCHES: usize = 4;
+
+/// See `OWNER_BATCHES`.
+const OWNER_HOLD: Duration = Duration::from_millis(1);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -476,6 +481,7 @@ impl Shards {
     /// `owner`'s sender task: up to `OWNER_BATCHES` batches in flight,
     /// each taking every chunk queued meanwhile.
     async fn send_loop(self: Arc<Self>, owner: String, done: Arc<Notify>) {
+        let mut last_sent = Instant::now();
         loop {
             // Lanes woken by the same reply queue their next chunks in the
             // same scheduler round: let them, so that one batch takes all.
@@ -494,6 +500,8 @@ impl Shards {
                 }
                 if v.is_empty() || busy >= OWNER_BATCHES {
                     None
+                } else if busy > 0 && last_sent.elapsed() < OWNER_HOLD {
+                    Some(None)
                 } else {
                     let chunks = std::mem::take(v);
                     *out.in_flight.entry(owner.clone()).or_default() += 1;
@@ -505,13 +513,22 @@ impl Shards {
                         }
                         None => false,
                     };
-                    Some((chunks, legacy))
+                    Some(Some((chunks, legacy)))
                 }
             };
-            let Some((chunks, legacy)) = next else {
-                done.notified().await;
-                continue;
+            let (chunks, legacy) = match next {
+                Some(Some(batch)) => batch,
+                // Wait for an answer, or until the hold is over.
+                Some(None) => {
+                    let _ = tokio::time::timeout_at(last_sent + OWNER_HOLD, done.notified()).await;
+                    continue;
+                }
+                None => {
+                    done.notified().await;
+                    continue;
+                }
             };
+            last_sent = Instant::now();
             let me = self.clone();
             let (owner2, done2) = (owner.clone(), done.clone());
             tokio::spawn(async move {
