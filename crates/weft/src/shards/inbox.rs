@@ -207,6 +207,13 @@ impl InboxShared {
         })
     }
 
+    /// Wakes the consumer (to see that the service is gone).
+    pub(super) fn wake(&self) {
+        if let Some(w) = lock(&self.state).waker.take() {
+            w.wake();
+        }
+    }
+
     /// Whether events may be queued (the handler is registered).
     pub(super) fn ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
@@ -397,7 +404,8 @@ impl Drop for ShardEvent {
 }
 
 /// The events of this node's shards, as a `Stream` of [`ShardDelivery`]
-/// (from [`crate::Node::shard_inbox`]). Ends when the node stops.
+/// (from [`crate::Node::shard_inbox`]). Ends once the node's shard
+/// service is gone (the node stopped and its last handle was dropped).
 /// Dropping it refuses the queued events (their senders retry) and leaves
 /// this node's shards without a consumer (refused as not ready) until a
 /// handler or a new inbox is registered.

@@ -65,7 +65,33 @@ pub(super) struct Outgoing {
     deadline: Instant,
     attempts: u32,
     last: Option<RouteFailure>,
-    tx: oneshot::Sender<Result<RouteAck, RouteError>>,
+    tx: oneshot::Sender<Answer>,
+}
+
+/// What a routed event's caller gets.
+type Answer = Result<RouteAck, RouteError>;
+
+/// Keeps a lane driven when its driver is dropped mid-flight (a caller
+/// driving its own lane was cancelled): the events it had sent go back to
+/// the lane's front and a new driver task takes over.
+struct LaneGuard {
+    shards: Arc<Shards>,
+    shard: u32,
+    in_flight: Vec<Outgoing>,
+    armed: bool,
+}
+
+impl Drop for LaneGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let live = std::mem::take(&mut self.in_flight);
+        self.shards.put_back(self.shard, live);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(self.shards.clone().drive(self.shard, None));
+        }
+    }
 }
 
 /// A chunk waiting for its owner's next batch.
@@ -80,18 +106,26 @@ struct OwnerChunk {
 /// (when the request failed before the owner answered them).
 type ChunkResult = (Vec<RouteReply>, Option<RouteFailure>);
 
+/// What is queued and in flight to one remote owner.
+struct OwnerQueue {
+    /// Chunks for its next batch.
+    pending: Vec<OwnerChunk>,
+    /// Batches in flight (at most `OWNER_BATCHES`).
+    in_flight: usize,
+    /// Whether its sender task runs (it does whenever `pending` is not
+    /// empty).
+    sending: bool,
+    /// Wakes the sender task (a chunk queued, a batch done).
+    wake: Arc<Notify>,
+}
+
 #[derive(Default)]
 struct OutState {
     /// Per shard: its queued events; present while a driver runs.
     lanes: HashMap<u32, VecDeque<Outgoing>>,
-    /// Per remote owner: chunks for its next batch; present while its
-    /// sender task runs.
-    owners: HashMap<String, Vec<OwnerChunk>>,
-    /// Per remote owner: batches in flight (at most `OWNER_BATCHES`).
-    in_flight: HashMap<String, usize>,
-    /// Per remote owner: wakes its sender task (a chunk queued, a batch
-    /// done).
-    wakes: HashMap<String, Arc<Notify>>,
+    /// Per remote owner: its queue; present while anything is queued or
+    /// in flight to it.
+    owners: HashMap<String, OwnerQueue>,
     /// Owners that failed the batch method, and when.
     legacy: HashMap<String, Instant>,
 }
@@ -101,6 +135,15 @@ struct OutState {
 pub(crate) struct Pipeline {
     out: Mutex<OutState>,
     inbox: RwLock<Option<Arc<InboxShared>>>,
+}
+
+impl Drop for Pipeline {
+    /// The shard service is gone: its inbox stream ends.
+    fn drop(&mut self) {
+        if let Some(inbox) = self.inbox() {
+            inbox.wake();
+        }
+    }
 }
 
 impl Pipeline {
@@ -179,13 +222,16 @@ impl Shards {
         }
     }
 
-    /// Queues events in their lanes in order and returns their answers.
+    /// Queues events in their lanes in order and returns their answers.    /// `inline`: a lane this creates is driven by the caller (who then
+    /// calls `drive` itself) instead of a new task; returns its shard.
     fn submit(
         self: &Arc<Self>,
         count: u32,
         events: impl Iterator<Item = (Bytes, Bytes)>,
         no_wait: bool,
-    ) -> Vec<oneshot::Receiver<Result<RouteAck, RouteError>>> {
+        inline: bool,
+    ) -> (Vec<oneshot::Receiver<Answer>>, Option<u32>) {
+        let mut driven_here = None;
         let deadline = Instant::now() + self.config.route_timeout;
         let mut out = lock(&self.pipeline.out);
         let mut rxs = Vec::with_capacity(events.size_hint().0);
@@ -204,11 +250,15 @@ impl Shards {
                 Some(q) => q.push_back(o),
                 None => {
                     out.lanes.insert(shard, VecDeque::from([o]));
-                    tokio::spawn(self.clone().drive(shard));
+                    if inline && driven_here.is_none() {
+                        driven_here = Some(shard);
+                    } else {
+                        tokio::spawn(self.clone().drive(shard, None));
+                    }
                 }
             }
         }
-        rxs
+        (rxs, driven_here)
     }
 
     /// Routes one event (see `Node::route`); `no_wait`: `try_route`.
@@ -219,16 +269,24 @@ impl Shards {
         no_wait: bool,
     ) -> Result<RouteAck, RouteError> {
         let count = self.shard_count().await?;
-        let rx = self
-            .submit(
-                count,
-                std::iter::once((Bytes::copy_from_slice(key), event)),
-                no_wait,
-            )
-            .pop();
-        match rx {
-            Some(rx) => rx.await.unwrap_or(Err(RouteError::Stopped)),
-            None => Err(RouteError::Stopped),
+        let (mut rxs, driven_here) = self.submit(
+            count,
+            std::iter::once((Bytes::copy_from_slice(key), event)),
+            no_wait,
+            true,
+        );
+        let Some(rx) = rxs.pop() else {
+            return Err(RouteError::Stopped);
+        };
+        // An idle lane is driven by this task until its event is answered
+        // (no task hop for sequential routes), then handed to a task.
+        match driven_here {
+            Some(shard) => self
+                .clone()
+                .drive(shard, Some(rx))
+                .await
+                .unwrap_or(Err(RouteError::Stopped)),
+            None => rx.await.unwrap_or(Err(RouteError::Stopped)),
         }
     }
 
@@ -242,7 +300,7 @@ impl Shards {
             Ok(c) => c,
             Err(e) => return vec![Err(e); n],
         };
-        let rxs = self.submit(count, events.into_iter(), false);
+        let (rxs, _) = self.submit(count, events.into_iter(), false, false);
         let mut out = Vec::with_capacity(n);
         for rx in rxs {
             out.push(rx.await.unwrap_or(Err(RouteError::Stopped)));
@@ -262,6 +320,20 @@ impl Shards {
         let n = q.len().min(MAX_CHUNK);
         Some(q.drain(..n).collect())
     }
+    /// A caller stops driving `shard`'s lane: it goes (when empty) or a
+    /// driver task takes it over.
+    fn hand_over(self: &Arc<Self>, shard: u32) {
+        let mut out = lock(&self.pipeline.out);
+        match out.lanes.get(&shard) {
+            Some(q) if q.is_empty() => {
+                out.lanes.remove(&shard);
+            }
+            Some(_) => {
+                tokio::spawn(self.clone().drive(shard, None));
+            }
+            None => {}
+        }
+    }
 
     /// Puts refused events back at the front of their lane, in order.
     fn put_back(&self, shard: u32, kept: Vec<Outgoing>) {
@@ -271,14 +343,52 @@ impl Shards {
             q.push_front(o);
         }
     }
+    /// The driver of one shard's lane: until the lane is empty, or with
+    /// `own` (a caller driving its own lane) until that answer came; the
+    /// lane then goes to a driver task if it still holds events.
+    fn drive(
+        self: Arc<Self>,
+        shard: u32,
+        own: Option<oneshot::Receiver<Answer>>,
+    ) -> futures::future::BoxFuture<'static, Option<Answer>> {
+        Box::pin(self.drive_lane(shard, own))
+    }
 
-    /// The driver of one shard's lane.
-    async fn drive(self: Arc<Self>, shard: u32) {
+    async fn drive_lane(
+        self: Arc<Self>,
+        shard: u32,
+        mut own: Option<oneshot::Receiver<Answer>>,
+    ) -> Option<Answer> {
         let c = self.config.clone();
         let mut rx = self.watch();
         let mut unassigned_since: Option<Instant> = None;
         let mut lane_last: Option<RouteFailure> = None;
-        while let Some(items) = self.take_chunk(shard) {
+        let mut guard = LaneGuard {
+            shards: self.clone(),
+            shard,
+            in_flight: Vec::new(),
+            armed: true,
+        };
+        loop {
+            if let Some(mine) = own.as_mut() {
+                let answer = match mine.try_recv() {
+                    Ok(a) => Some(a),
+                    Err(oneshot::error::TryRecvError::Closed) => Some(Err(RouteError::Stopped)),
+                    Err(oneshot::error::TryRecvError::Empty) => None,
+                };
+                if let Some(a) = answer {
+                    guard.armed = false;
+                    self.hand_over(shard);
+                    return Some(a);
+                }
+            }
+            let Some(items) = self.take_chunk(shard) else {
+                guard.armed = false;
+                return match own {
+                    Some(mine) => Some(mine.await.unwrap_or(Err(RouteError::Stopped))),
+                    None => None,
+                };
+            };
             let now = Instant::now();
             let mut live = Vec::with_capacity(items.len());
             for o in items {
@@ -315,6 +425,8 @@ impl Shards {
                             epoch,
                         }));
                     }
+                    // Events queued after these get their own wait.
+                    unassigned_since = None;
                     continue;
                 }
                 self.put_back(shard, live);
@@ -333,12 +445,14 @@ impl Shards {
                 self.stats.route_retries.fetch_add(retries, Ordering::Relaxed);
             }
             let items: Vec<Item> = live.iter().map(|o| o.item.clone()).collect();
+            guard.in_flight = live;
             let (replies, rest) = if owner == self.local.name {
                 let chunk = Chunk { shard, items };
                 (self.accept_batch(epoch, earliest, vec![chunk]).await, None)
             } else {
                 self.send_chunk(&owner, shard, items, earliest).await
             };
+            let live = std::mem::take(&mut guard.in_flight);
             let mut kept = Vec::new();
             let mut backoff = None;
             let mut replies = replies.into_iter();
@@ -436,6 +550,9 @@ impl Shards {
     }
 
     /// Hands a chunk to `owner`'s next batch and waits for its answer.
+    /// With nothing queued or in flight to that owner the chunk is sent at
+    /// once from this task (no sender task hop: sequential routes pay one
+    /// RPC, nothing more); otherwise the owner's sender task batches it.
     async fn send_chunk(
         self: &Arc<Self>,
         owner: &str,
@@ -450,22 +567,32 @@ impl Shards {
             deadline,
             tx,
         };
-        {
+        let inline = {
             let mut out = lock(&self.pipeline.out);
-            match out.owners.get_mut(owner) {
-                Some(v) => {
-                    v.push(chunk);
-                    if let Some(w) = out.wakes.get(owner) {
-                        w.notify_one();
-                    }
+            let legacy = self.is_legacy(&mut out, owner);
+            let q = out.owners.entry(owner.to_string()).or_insert_with(|| OwnerQueue {
+                pending: Vec::new(),
+                in_flight: 0,
+                sending: false,
+                wake: Arc::new(Notify::new()),
+            });
+            if q.in_flight == 0 && q.pending.is_empty() && !q.sending {
+                q.in_flight = 1;
+                Some((chunk, legacy))
+            } else {
+                q.pending.push(chunk);
+                if q.sending {
+                    q.wake.notify_one();
+                } else {
+                    q.sending = true;
+                    tokio::spawn(self.clone().send_loop(owner.to_string(), q.wake.clone()));
                 }
-                None => {
-                    out.owners.insert(owner.to_string(), vec![chunk]);
-                    let wake = Arc::new(Notify::new());
-                    out.wakes.insert(owner.to_string(), wake.clone());
-                    tokio::spawn(self.clone().send_loop(owner.to_string(), wake));
-                }
+                None
             }
+        };
+        if let Some((chunk, legacy)) = inline {
+            self.send_batch(owner, vec![chunk], legacy).await;
+            self.batch_done(owner);
         }
         rx.await.unwrap_or_else(|_| {
             (
@@ -478,9 +605,37 @@ impl Shards {
         })
     }
 
+    /// Whether `owner` gets per-event `ROUTE` calls (it failed a batch
+    /// less than `LEGACY_RECHECK` ago).
+    fn is_legacy(&self, out: &mut OutState, owner: &str) -> bool {
+        match out.legacy.get(owner) {
+            Some(since) if since.elapsed() < LEGACY_RECHECK => true,
+            Some(_) => {
+                out.legacy.remove(owner);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// A batch to `owner` was answered: one fewer in flight; the queue
+    /// goes once nothing is queued or in flight.
+    fn batch_done(&self, owner: &str) {
+        let mut out = lock(&self.pipeline.out);
+        if let Some(q) = out.owners.get_mut(owner) {
+            q.in_flight = q.in_flight.saturating_sub(1);
+            if q.sending {
+                q.wake.notify_one();
+            } else if q.in_flight == 0 && q.pending.is_empty() {
+                out.owners.remove(owner);
+            }
+        }
+    }
+
     /// `owner`'s sender task: up to `OWNER_BATCHES` batches in flight,
-    /// each taking every chunk queued meanwhile.
-    async fn send_loop(self: Arc<Self>, owner: String, done: Arc<Notify>) {
+    /// each taking every chunk queued meanwhile; ends when nothing is
+    /// queued.
+    async fn send_loop(self: Arc<Self>, owner: String, wake: Arc<Notify>) {
         let mut last_sent = Instant::now();
         loop {
             // Lanes woken by the same reply queue their next chunks in the
@@ -488,53 +643,44 @@ impl Shards {
             tokio::task::yield_now().await;
             let next = {
                 let mut out = lock(&self.pipeline.out);
-                let busy = out.in_flight.get(&owner).copied().unwrap_or(0);
-                let Some(v) = out.owners.get_mut(&owner) else {
+                let legacy = self.is_legacy(&mut out, &owner);
+                let Some(q) = out.owners.get_mut(&owner) else {
                     return;
                 };
-                if v.is_empty() && busy == 0 {
-                    out.owners.remove(&owner);
-                    out.in_flight.remove(&owner);
-                    out.wakes.remove(&owner);
+                if q.pending.is_empty() {
+                    q.sending = false;
+                    if q.in_flight == 0 {
+                        out.owners.remove(&owner);
+                    }
                     return;
                 }
-                if v.is_empty() || busy >= OWNER_BATCHES {
+                if q.in_flight >= OWNER_BATCHES {
                     None
-                } else if busy > 0 && last_sent.elapsed() < OWNER_HOLD {
+                } else if q.in_flight > 0 && last_sent.elapsed() < OWNER_HOLD {
                     Some(None)
                 } else {
-                    let chunks = std::mem::take(v);
-                    *out.in_flight.entry(owner.clone()).or_default() += 1;
-                    let legacy = match out.legacy.get(&owner) {
-                        Some(since) if since.elapsed() < LEGACY_RECHECK => true,
-                        Some(_) => {
-                            out.legacy.remove(&owner);
-                            false
-                        }
-                        None => false,
-                    };
-                    Some(Some((chunks, legacy)))
+                    q.in_flight += 1;
+                    Some(Some((std::mem::take(&mut q.pending), legacy)))
                 }
             };
             let (chunks, legacy) = match next {
                 Some(Some(batch)) => batch,
                 // Wait for an answer, or until the hold is over.
                 Some(None) => {
-                    let _ = tokio::time::timeout_at(last_sent + OWNER_HOLD, done.notified()).await;
+                    let _ = tokio::time::timeout_at(last_sent + OWNER_HOLD, wake.notified()).await;
                     continue;
                 }
                 None => {
-                    done.notified().await;
+                    wake.notified().await;
                     continue;
                 }
             };
             last_sent = Instant::now();
             let me = self.clone();
-            let (owner2, done2) = (owner.clone(), done.clone());
+            let owner2 = owner.clone();
             tokio::spawn(async move {
                 me.send_batch(&owner2, chunks, legacy).await;
-                *lock(&me.pipeline.out).in_flight.entry(owner2).or_default() -= 1;
-                done2.notify_one();
+                me.batch_done(&owner2);
             });
         }
     }
