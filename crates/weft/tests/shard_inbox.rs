@@ -511,3 +511,71 @@ async fn per_key_order_holds_for_concurrent_senders_and_across_an_owner_stop() {
         n.shutdown(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_route_leaves_its_shard_routable_in_order() {
+    let nodes = trio(|_| {}).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ShardEvent>();
+    let _tasks = Tasks(
+        nodes
+            .iter()
+            .map(|n| {
+                let mut inbox = n.shard_inbox();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    while let Some(d) = inbox.next().await {
+                        if let ShardDelivery::Event(e) = d {
+                            let _ = tx.send(e);
+                        }
+                    }
+                })
+            })
+            .collect(),
+    );
+    let map = balanced(&nodes).await;
+    let key = key_of(&map, 5);
+    let owner = map.owner(5).expect("owned").to_string();
+    let sender = nodes
+        .iter()
+        .find(|n| n.id().name != owner)
+        .expect("a remote sender")
+        .clone();
+    // The caller gives up while the owner's consumer holds the event: the
+    // caller was driving the shard's lane itself.
+    let (s1, k1) = (sender.clone(), key.clone());
+    let c1 = tokio::spawn(async move { s1.route(&k1, Bytes::from_static(b"c1")).await });
+    let first = tokio::time::timeout(LIMIT, rx.recv())
+        .await
+        .expect("delivered")
+        .expect("open");
+    assert_eq!(&first.event()[..], b"c1");
+    c1.abort();
+    assert!(
+        c1.await.is_err_and(|e| e.is_cancelled()),
+        "the route was cancelled before its ack"
+    );
+    // The next event of the shard is still delivered, after c1.
+    let s2 = sender.clone();
+    let k2 = key.clone();
+    let c2 = tokio::spawn(async move { s2.route(&k2, Bytes::from_static(b"c2")).await });
+    first.ack();
+    let mut seen = vec![Bytes::from_static(b"c1")];
+    while !seen.iter().any(|e| &e[..] == b"c2") {
+        let e = tokio::time::timeout(LIMIT, rx.recv())
+            .await
+            .expect("delivered")
+            .expect("open");
+        seen.push(e.event().clone());
+        e.ack();
+    }
+    let ack = tokio::time::timeout(LIMIT, c2)
+        .await
+        .expect("answered")
+        .expect("task");
+    assert_eq!(ack.expect("acknowledged").node, owner);
+    let at = |x: &[u8]| seen.iter().position(|e| &e[..] == x);
+    assert!(at(b"c1") < at(b"c2"), "{seen:?}");
+    for n in nodes {
+        n.shutdown(Duration::from_millis(100)).await;
+    }
+}
