@@ -1,15 +1,19 @@
 //! The sender side of routing: per-shard lanes and per-owner batches.
 //!
-//! - Every routed event joins its shard's lane (a FIFO). One driver task
-//!   per busy lane takes everything queued as one chunk, sends it to the
+//! - Every routed event joins its shard's lane (a FIFO). One driver per
+//!   busy lane (the `route` caller that found the lane idle, until its own
+//!   answer came; then a task) takes everything queued as one chunk, sends it to the
 //!   owner in the committed map and waits for the answer before it sends
 //!   the lane's next chunk: at most one chunk per shard is in flight, so a
 //!   later event of a shard never overtakes an earlier one, retries
 //!   included (the refused events go back to the front of the lane, and
 //!   the owner refuses the rest of a chunk after its first refusal).
 //! - Chunks for a remote owner go through that owner's sender task, which
-//!   drains every pending chunk into one `ROUTE_BATCH` RPC (one in flight
-//!   per owner, so batches grow with load) and splits the reply. An owner
+//!   drains every pending chunk into one `ROUTE_BATCH` RPC and splits the
+//!   reply. With nothing queued or in flight to the owner the lane sends
+//!   its chunk itself; a further batch leaves only once the newest one in
+//!   flight is `OWNER_HOLD` old (at most `OWNER_BATCHES` in flight), so
+//!   batches grow with load. An owner
 //!   that fails the batch method (an older node answers "unknown method")
 //!   gets per-event `ROUTE` calls for `LEGACY_RECHECK`, then is asked
 //!   with a batch again.
