@@ -257,9 +257,15 @@ impl Shards {
     fn accept_handler(&self, chunks: &[Chunk]) -> Vec<RouteReply> {
         let n = chunks.iter().map(|c| c.items.len()).sum();
         let mut out = Vec::with_capacity(n);
-        let handler = self.handler();
         let mut accepted = 0u64;
         let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        // Read under the gate: an inbox opened meanwhile registered its
+        // (event-less) handler only after publishing itself, so a handler
+        // seen here with an inbox present is that one: refuse, to retry.
+        let handler = match self.pipeline.inbox() {
+            Some(_) => None,
+            None => self.handler(),
+        };
         for c in chunks {
             let mut refused: Option<RouteReply> = None;
             for it in &c.items {
