@@ -122,6 +122,8 @@ pub struct ShardsFile {
     pub lease_renew_ms: Option<u64>,
     /// [`ShardConfig::clock_drift_ppm`].
     pub clock_drift_ppm: Option<u32>,
+    /// [`ShardConfig::inbox_capacity`].
+    pub inbox_capacity: Option<usize>,
 }
 
 /// The `[nats]` table (durations in milliseconds, sizes in bytes). Used
@@ -416,6 +418,7 @@ fn apply_shards(c: &mut ShardConfig, f: ShardsFile) {
     set(&mut c.lease, f.lease_ms.map(ms));
     set(&mut c.lease_renew_every, f.lease_renew_ms.map(ms));
     set(&mut c.clock_drift_ppm, f.clock_drift_ppm);
+    set(&mut c.inbox_capacity, f.inbox_capacity);
 }
 
 /// The NATS front end's configuration from the `[nats]` table.
@@ -595,6 +598,7 @@ query_timeout_ms = 600
 catch_up_wait_ms = 7000
 raft_rpc_timeout_ms = 800
 propose_timeout_ms = 900
+inbox_capacity = 64
 "#,
         )
         .unwrap();
@@ -612,6 +616,7 @@ propose_timeout_ms = 900
         assert_eq!(s.catch_up_wait, ms(7000));
         assert_eq!(s.raft_rpc_timeout, ms(800));
         assert_eq!(s.propose_timeout, ms(900));
+        assert_eq!(s.inbox_capacity, 64);
         // Keys left out keep their defaults; a zero bound is refused.
         std::fs::write(
             &cfg,

@@ -304,6 +304,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Shard lease renewals this node asked for, by result.",
     ),
+    (
+        "weft_shard_events_refused_total",
+        Kind::Counter,
+        "Routed events an owner's inbox refused, by reason (full, not_processed).",
+    ),
 ];
 
 /// Installs the process-wide Prometheus recorder (no listener of its own:
@@ -438,6 +443,7 @@ pub fn record(node: &Node) {
     for (result, n) in &s.lease_renewals {
         counter!("weft_shard_lease_renewals_total", "result" => result.clone()).absolute(*n);
     }
+    by_reason("weft_shard_events_refused_total", &s.routed_events_refused);
 }
 
 /// Records the node's counters and renders everything in the Prometheus

@@ -8,12 +8,18 @@
 //! to the owner (none when the sender owns the shard itself: with uniform
 //! keys about a third of the events are local, reported as `remote %`).
 //!
-//! - **Routing**: for each in-flight count C (1, 8, 64 by default), C tasks
+//! - **Routing**: for each in-flight count C (1, 64, 256 by default), C tasks
 //!   route 128-byte events with keys drawn uniformly from 10,000, each
 //!   task waiting for its acknowledgement before the next event, until the
 //!   time budget runs out. Task *t* routes from node *t mod 3* (C = 1: all
 //!   from one node, so its latencies are the sequential routing latency).
-//!   events/s counts acknowledged events over the wall time.
+//!   events/s counts acknowledged events over the wall time; CPU µs/event
+//!   is the process's user + system time (getrusage's counters, from
+//!   `/proc/self/stat`) over the row divided
+//!   by its events (all three nodes and the load generator together).
+//! - **route_many**: one task per node calls `route_many` with B events
+//!   (256 by default, `--many 0` skips the row) and waits for all results
+//!   before the next call; latencies are per call.
 //! - **Failover**: a node is aborted (every task stopped at once, like a
 //!   crash); the clock runs until every survivor has applied a committed
 //!   map that no longer names it. The time until a survivor's membership
@@ -59,15 +65,17 @@ struct Options {
     reps: usize,
     /// `shards.lease` (renewals every quarter of it); `None`: default.
     lease: Option<Duration>,
+    many: usize,
 }
 
 fn options() -> Options {
     let mut o = Options {
         json: false,
         budget: Duration::from_millis(3000),
-        inflight: vec![1, 8, 64],
+        inflight: vec![1, 64, 256],
         reps: 4,
         lease: None,
+        many: 256,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -88,6 +96,10 @@ fn options() -> Options {
             "--lease-ms" => {
                 let v = args.next().and_then(|v| v.parse().ok());
                 o.lease = Some(Duration::from_millis(v.expect("--lease-ms needs a number")));
+            }
+            "--many" => {
+                let v = args.next().and_then(|v| v.parse().ok());
+                o.many = v.expect("--many needs a number");
             }
             "--reps" => {
                 let v = args.next().and_then(|v| v.parse().ok());
@@ -174,21 +186,44 @@ fn next(state: &mut u64) -> u64 {
 }
 
 struct Routing {
+    /// Row label: the in-flight count, or `many×B`.
+    label: String,
     inflight: usize,
     events: u64,
     secs: f64,
+    cpu_secs: f64,
     remote: u64,
     hist: Histogram<u64>,
+}
+
+/// User + system CPU seconds of this whole process so far: the kernel's
+/// per-process counters that getrusage(RUSAGE_SELF) reports, read from
+/// `/proc/self/stat` (fields 14 and 15, in clock ticks of 1/100 s) because
+/// the crate forbids the `unsafe` an FFI call would need.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("bench: /proc/self/stat");
+    // The command name (field 2) may hold spaces: count from its `)`.
+    let rest = &stat[stat.rfind(')').expect("bench: stat format") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f[i].parse::<f64>().expect("bench: stat field");
+    // `rest` starts at field 3: utime is field 14, stime field 15.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 impl Routing {
     fn rate(&self) -> f64 {
         self.events as f64 / self.secs
     }
+    fn cpu_us(&self) -> f64 {
+        self.cpu_secs * 1e6 / self.events.max(1) as f64
+    }
 }
 
+/// Two significant digits (1 % resolution): one histogram per task, and
+/// with 256 tasks three digits (~200 KB each) cost cache misses that
+/// showed up as several percent of the CPU per event.
 fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram")
+    Histogram::new_with_bounds(1, 120_000_000, 2).expect("histogram")
 }
 
 /// C tasks route until the budget is spent; latencies in microseconds.
@@ -201,6 +236,7 @@ async fn routing(nodes: &[Node], inflight: usize, budget: Duration) -> Routing {
             .collect(),
     );
     let payload = Bytes::from(vec![0x5a; EVENT_BYTES]);
+    let cpu0 = cpu_seconds();
     let began = Instant::now();
     let deadline = began + budget;
     let mut tasks = Vec::new();
@@ -229,9 +265,11 @@ async fn routing(nodes: &[Node], inflight: usize, budget: Duration) -> Routing {
         }));
     }
     let mut out = Routing {
+        label: inflight.to_string(),
         inflight,
         events: 0,
         secs: 0.0,
+        cpu_secs: 0.0,
         remote: 0,
         hist: histogram(),
     };
@@ -242,6 +280,67 @@ async fn routing(nodes: &[Node], inflight: usize, budget: Duration) -> Routing {
         out.remote += remote;
     }
     out.secs = began.elapsed().as_secs_f64();
+    out.cpu_secs = cpu_seconds() - cpu0;
+    out
+}
+
+/// One task per node calls `route_many` with `batch` events until the
+/// budget is spent; latencies per call in microseconds.
+async fn routing_many(nodes: &[Node], batch: usize, budget: Duration) -> Routing {
+    let map = nodes[0].shard_map();
+    let owners: Arc<Vec<String>> = Arc::new(
+        (0..KEYS)
+            .map(|i| map.owner_of_key(&key(i)).1.unwrap_or_default().to_string())
+            .collect(),
+    );
+    let payload = Bytes::from(vec![0x5a; EVENT_BYTES]);
+    let cpu0 = cpu_seconds();
+    let began = Instant::now();
+    let deadline = began + budget;
+    let mut tasks = Vec::new();
+    for (t, node) in nodes.iter().enumerate() {
+        let node = node.clone();
+        let owners = owners.clone();
+        let payload = payload.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = histogram();
+            let (mut events, mut remote) = (0u64, 0u64);
+            let mut rng = 0x9e37_79b9_7f4a_7c15 ^ ((t as u64 + 1) << 23);
+            let me = node.id().name.clone();
+            while Instant::now() < deadline {
+                let ks: Vec<u64> = (0..batch).map(|_| next(&mut rng) % KEYS).collect();
+                let evs: Vec<(Bytes, Bytes)> = ks
+                    .iter()
+                    .map(|k| (Bytes::from(key(*k)), payload.clone()))
+                    .collect();
+                let t0 = Instant::now();
+                for r in node.route_many(evs).await {
+                    r.unwrap_or_else(|e| panic!("bench: route_many not acknowledged: {e}"));
+                }
+                hist.saturating_record(t0.elapsed().as_micros() as u64);
+                events += batch as u64;
+                remote += ks.iter().filter(|k| owners[**k as usize] != me).count() as u64;
+            }
+            (hist, events, remote)
+        }));
+    }
+    let mut out = Routing {
+        label: format!("many×{batch}"),
+        inflight: batch * nodes.len(),
+        events: 0,
+        secs: 0.0,
+        cpu_secs: 0.0,
+        remote: 0,
+        hist: histogram(),
+    };
+    for task in tasks {
+        let (hist, events, remote) = task.await.expect("route_many task");
+        out.hist.add(hist).expect("merge histograms");
+        out.events += events;
+        out.remote += remote;
+    }
+    out.secs = began.elapsed().as_secs_f64();
+    out.cpu_secs = cpu_seconds() - cpu0;
     out
 }
 
@@ -374,6 +473,9 @@ async fn run(o: Options) {
     for &c in &o.inflight {
         results.push(routing(&nodes, c, o.budget).await);
     }
+    if o.many > 0 {
+        results.push(routing_many(&nodes, o.many, o.budget).await);
+    }
     let counted: u64 = counters.iter().map(|c| c.0.load(Ordering::Relaxed)).sum();
     let acked: u64 = results.iter().map(|r| r.events).sum();
     assert!(
@@ -405,7 +507,9 @@ async fn run(o: Options) {
             .iter()
             .map(|r| {
                 serde_json::json!({
+                    "row": r.label,
                     "inflight": r.inflight,
+                    "cpu_us_per_event": r.cpu_us(),
                     "events": r.events,
                     "seconds": r.secs,
                     "events_per_sec": r.rate(),
@@ -450,22 +554,23 @@ async fn run(o: Options) {
         o.budget.as_secs_f64()
     );
     println!();
-    println!("routing (acknowledged events; in-flight 1 = sequential)");
+    println!("routing (acknowledged events; in-flight 1 = sequential; many×B: latency per call)");
     println!(
-        "{:>9} {:>10} {:>11} {:>8} {:>8} {:>9} {:>9} {:>9}",
-        "in-flight", "events", "events/s", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "remote %"
+        "{:>9} {:>10} {:>11} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10}",
+        "in-flight", "events", "events/s", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "remote %", "CPU µs/ev"
     );
     for r in &results {
         println!(
-            "{:>9} {:>10} {:>11.0} {:>8} {:>8} {:>9} {:>9} {:>9.1}",
-            r.inflight,
+            "{:>9} {:>10} {:>11.0} {:>8} {:>8} {:>9} {:>9} {:>9.1} {:>10.2}",
+            r.label,
             r.events,
             r.rate(),
             percentile(&r.hist, 0.50),
             percentile(&r.hist, 0.99),
             percentile(&r.hist, 0.999),
             r.hist.max(),
-            100.0 * r.remote as f64 / r.events.max(1) as f64
+            100.0 * r.remote as f64 / r.events.max(1) as f64,
+            r.cpu_us()
         );
     }
     println!();

@@ -295,6 +295,12 @@ pub struct ShardConfig {
     /// A node given a shard whose old owner did not confirm the release
     /// waits `lease · (1 + d) / (1 - d)` on its own clock before accepting.
     pub clock_drift_ppm: u32,
+    /// Per shard, how many events an inbox consumer ([`crate::Node::shard_inbox`])
+    /// may have queued or handed out and not acknowledged. When full,
+    /// `route` waits for room (within `route_timeout`) and `try_route`
+    /// fails with [`crate::RouteError::Full`]. Not used with a
+    /// synchronous handler (it processes each event before the reply).
+    pub inbox_capacity: usize,
 }
 
 impl ShardConfig {
@@ -333,6 +339,7 @@ impl Default for ShardConfig {
             lease: Duration::from_millis(1000),
             lease_renew_every: Duration::from_millis(250),
             clock_drift_ppm: 10_000,
+            inbox_capacity: 1024,
         }
     }
 }

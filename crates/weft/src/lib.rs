@@ -310,6 +310,37 @@
 //! }
 //! ```
 //!
+//! A handler that must do real work before the sender is acknowledged
+//! (persist, call out) consumes [`Node::shard_inbox`] instead: a `Stream`
+//! of [`ShardDelivery`] (acquired, event, released) whose events are
+//! acknowledged with [`ShardEvent::ack`] after processing; the inbox is
+//! bounded per shard (`shards.inbox_capacity`: `route` waits,
+//! [`Node::try_route`] fails with [`RouteError::Full`]). Many events at
+//! once: [`Node::route_many`].
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use futures::StreamExt;
+//! use weft::{Node, ShardDelivery};
+//!
+//! async fn consume(node: Node) {
+//!     let mut inbox = node.shard_inbox();
+//!     while let Some(d) = inbox.next().await {
+//!         if let ShardDelivery::Event(e) = d {
+//!             // persist(e.key(), e.event()).await;
+//!             e.ack(); // only now does the sender's `route` return
+//!         }
+//!     }
+//! }
+//!
+//! async fn send(node: &Node) {
+//!     let results = node
+//!         .route_many(vec![(Bytes::from_static(b"k1"), Bytes::from_static(b"e1"))])
+//!         .await;
+//!     assert_eq!(results.len(), 1);
+//! }
+//! ```
+//!
 //! # Guarantees
 //!
 //! Per sender→receiver FIFO for messages and per-stream order for frames;
@@ -360,7 +391,7 @@ pub use relay::StreamInfo;
 pub use relay::stream::{
     StreamClosed, StreamError, StreamEvent, StreamPolicy, StreamPublisher, StreamSubscription,
 };
-pub use shards::{RouteAck, RouteError, RouteFailure, ShardHandler};
+pub use shards::{RouteAck, RouteError, RouteFailure, ShardDelivery, ShardEvent, ShardHandler, ShardInbox};
 pub use weft_proto;
 pub use weft_proto::NodeId;
 pub use weft_proto::Pid;

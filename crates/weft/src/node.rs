@@ -33,7 +33,7 @@ use crate::relay::{Relay, StreamInfo};
 use crate::router::{Router, Services};
 use crate::rpc::Rpc;
 use crate::shards::service::{Shards, ShardsParams};
-use crate::shards::{RouteAck, RouteError, ShardHandler};
+use crate::shards::{RouteAck, RouteError, ShardHandler, ShardInbox};
 use crate::stats::{Stats, StatsSnapshot};
 use weft_proto::shard::ShardMap;
 
@@ -746,9 +746,27 @@ impl Node {
 
     /// Registers the handler of this node's shards (see [`ShardHandler`]).
     /// Until one is registered, events for this node's shards are refused
-    /// as not ready and their senders retry.
+    /// as not ready and their senders retry. Replaces an inbox opened by
+    /// [`Node::shard_inbox`]; register one consumer, before routing starts.
     pub fn set_shard_handler(&self, handler: Arc<dyn ShardHandler>) {
-        self.inner.shards.set_handler(handler);
+        self.inner.shards.set_sync_handler(handler);
+    }
+
+    /// Consumes this node's shards asynchronously: returns a `Stream` of
+    /// [`crate::ShardDelivery`] (acquired, event, released, in the order
+    /// this node saw them), replacing a handler set by
+    /// [`Node::set_shard_handler`]. Each event's sender is acknowledged
+    /// only when the consumer calls [`crate::ShardEvent::ack`] (after
+    /// processing it, e.g. persisting); dropping the event unacknowledged
+    /// fails the sender's route with [`RouteError::NotProcessed`].
+    /// At most `shards.inbox_capacity` events per shard are queued or
+    /// handed out unacknowledged; beyond that `route` waits for room
+    /// (within its timeout) and [`Node::try_route`] fails with
+    /// [`RouteError::Full`]. `Released` comes after the shard's last
+    /// handed-out event was settled. Dropping the stream refuses the
+    /// queued events (their senders retry elsewhere or time out).
+    pub fn shard_inbox(&self) -> ShardInbox {
+        self.inner.shards.open_inbox()
     }
 
     /// The committed shard map (epoch 0 before the first commit).
@@ -795,9 +813,28 @@ impl Node {
     /// shard) it waits at most `shards.first_map_wait` and fails with
     /// [`RouteError::Unassigned`]; a handler that panics on the event
     /// fails it at once with [`RouteError::HandlerFailed`].
-    /// Sequential calls for one key are delivered in order.
+    /// Events of one shard from this node are delivered in the order they
+    /// were submitted (sequential calls, calls polled in order, and
+    /// [`Node::route_many`]), retries after a failover included. With an
+    /// inbox ([`Node::shard_inbox`]) the acknowledgement means processed,
+    /// and a full inbox makes the route wait for room.
     pub async fn route(&self, key: &[u8], event: Bytes) -> Result<RouteAck, RouteError> {
-        self.inner.shards.route(key, event).await
+        self.inner.shards.route_one(key, event, false).await
+    }
+
+    /// Like [`Node::route`], but when the owner's inbox for the shard is
+    /// full it fails at once with [`RouteError::Full`] (nothing delivered,
+    /// not retried) instead of waiting. Other failures retry as `route`.
+    pub async fn try_route(&self, key: &[u8], event: Bytes) -> Result<RouteAck, RouteError> {
+        self.inner.shards.route_one(key, event, true).await
+    }
+
+    /// Routes many `(key, event)` pairs at once and returns their results
+    /// in the same order. Events travel in per-owner batches; events of one
+    /// shard are delivered in the order given. Each result is what
+    /// [`Node::route`] would have returned for that event.
+    pub async fn route_many(&self, events: Vec<(Bytes, Bytes)>) -> Vec<Result<RouteAck, RouteError>> {
+        self.inner.shards.route_many(events).await
     }
 
     /// Resolves when the node has stopped.

@@ -116,6 +116,10 @@ pub struct Stats {
     /// `refused`: the leader's map is at another epoch, `failed`: no
     /// leader, no answer or the leader could not confirm a quorum).
     pub lease_renewals: Labelled,
+    /// Routed events an owner refused for its inbox, by reason (`full`:
+    /// the shard's queue stayed full; `not_processed`: the consumer
+    /// dropped the event without acknowledging it).
+    pub routed_events_refused: Labelled,
     /// Membership datagrams sent and received.
     pub datagrams_sent: AtomicU64,
     /// Membership datagrams received and accepted.
@@ -227,6 +231,8 @@ pub struct StatsSnapshot {
     pub route_fenced: u64,
     /// Lease renewals by result.
     pub lease_renewals: BTreeMap<String, u64>,
+    /// See [`Stats::routed_events_refused`].
+    pub routed_events_refused: BTreeMap<String, u64>,
     /// Membership datagrams sent.
     pub datagrams_sent: u64,
     /// Membership datagrams accepted.
@@ -315,6 +321,7 @@ impl Stats {
             route_retries: r(&self.route_retries),
             route_fenced: r(&self.route_fenced),
             lease_renewals: self.lease_renewals.snapshot(),
+            routed_events_refused: self.routed_events_refused.snapshot(),
             datagrams_sent: r(&self.datagrams_sent),
             datagrams_received: r(&self.datagrams_received),
             unknown_frames: r(&self.unknown_frames),

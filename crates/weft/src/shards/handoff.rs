@@ -135,14 +135,23 @@ impl Shards {
     pub(super) fn status(&self) -> Status {
         let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let own = lock(&self.ownership);
+        let mut active: Vec<u32> = own
+            .shards
+            .iter()
+            .filter(|(_, h)| h.own == Own::Active)
+            .map(|(s, _)| *s)
+            .collect();
+        // An inbox consumer still processing events of a released shard
+        // keeps it "active" here, so that a clean handoff never lets two
+        // consumers process one shard at once.
+        if let Some(inbox) = self.pipeline.inbox() {
+            active.extend(inbox.busy_shards());
+            active.sort_unstable();
+            active.dedup();
+        }
         Status {
             epoch: own.epoch,
-            active: own
-                .shards
-                .iter()
-                .filter(|(_, h)| h.own == Own::Active)
-                .map(|(s, _)| *s)
-                .collect(),
+            active,
         }
     }
 

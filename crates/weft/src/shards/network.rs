@@ -54,6 +54,10 @@ pub(crate) mod method {
     /// Raft pre-vote: would the peer vote for this candidate at the next
     /// term (nothing persisted)?
     pub const PRE_VOTE: u8 = 12;
+    /// Many routed events to one owner in one request (chunks per shard,
+    /// in order); one reply per event. Older nodes answer "unknown
+    /// method" and get `ROUTE` per event instead.
+    pub const ROUTE_BATCH: u8 = 13;
 }
 
 /// A full snapshot on the wire.

@@ -8,6 +8,7 @@
 //! `ShardConfig::route_timeout` and then names the last attempt's failure.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -15,10 +16,10 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::warn;
 
+use super::batch::{self, Chunk, Item};
 use super::handoff::Own;
-use super::network::method;
+use super::inbox::{ChunkState, Enqueue, InboxShared, Replies};
 use super::service::Shards;
-use crate::rpc::RpcError;
 
 /// Outcome of a successful route.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +89,15 @@ pub enum RouteFailure {
         /// The owner.
         node: String,
     },
+    /// The owner's inbox for the shard stayed full for as long as the
+    /// route could wait.
+    #[error("the inbox of shard {shard} on {node} is full")]
+    Full {
+        /// The owner.
+        node: String,
+        /// The shard.
+        shard: u32,
+    },
     /// The owner's RPC layer failed the request (it is starting or
     /// stopping, or runs a version that cannot read it).
     #[error("{node} failed the request: {message}")]
@@ -125,6 +135,33 @@ pub enum RouteError {
         /// The owner's map epoch.
         epoch: u64,
     },
+    /// The owner's inbox consumer dropped the event without acknowledging
+    /// it: not processed; retry. Not retried by weft (the consumer chose
+    /// to drop it).
+    #[error("the consumer of shard {shard} on {node} dropped this event unprocessed (epoch {epoch}); retry")]
+    NotProcessed {
+        /// The owner.
+        node: String,
+        /// The shard.
+        shard: u32,
+        /// The owner's map epoch.
+        epoch: u64,
+    },
+    /// `try_route` only: the owner's inbox for the shard is full (nothing
+    /// was delivered; not retried).
+    #[error("the inbox of shard {shard} on {node} is full (epoch {epoch})")]
+    Full {
+        /// The owner.
+        node: String,
+        /// The shard.
+        shard: u32,
+        /// The owner's map epoch.
+        epoch: u64,
+    },
+    /// The shard service of this node stopped before the event was
+    /// acknowledged.
+    #[error("the shard service stopped")]
+    Stopped,
     /// No owner acknowledged within `ShardConfig::route_timeout`, retries
     /// included; `last` is the last attempt's failure.
     #[error("not acknowledged within the route timeout after {attempts} attempt(s): {last}")]
@@ -147,7 +184,7 @@ pub(super) struct RouteRequest {
 
 /// The owner's answer to a routed event. Variants are only ever appended
 /// (postcard encodes the variant index).
-#[derive(Serialize, Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub(super) enum RouteReply {
     /// Handled at this epoch.
     Accepted { epoch: u64 },
@@ -157,27 +194,72 @@ pub(super) enum RouteReply {
     NotReady,
     /// The handler panicked on the event.
     HandlerFailed { epoch: u64 },
+    /// The shard's inbox stayed full: at once for a `try_route` event,
+    /// after the sender's allowed wait otherwise.
+    Full { epoch: u64 },
+    /// The inbox consumer dropped the event without acknowledging it.
+    NotProcessed { epoch: u64 },
     /// The shard is this node's in its map at `epoch`, but it holds no
     /// valid lease for it.
     Fenced { epoch: u64 },
 }
 
-fn failure(node: &str, e: RpcError) -> RouteFailure {
-    let node = node.to_string();
-    match e {
-        RpcError::Unreachable(reason) => RouteFailure::Unreachable { node, reason },
-        RpcError::Timeout => RouteFailure::NoReply { node },
-        RpcError::Remote(message) => RouteFailure::Remote { node, message },
-    }
-}
-
 impl Shards {
-    /// Owner side of a routed event.
-    pub(super) async fn accept(&self, req: RouteRequest) -> RouteReply {
-        // A sender ahead of us: give our map a moment to catch up.
+    /// Serves `ROUTE` (one event, older senders).
+    pub(super) async fn serve_route(&self, payload: Bytes) -> Result<Bytes, String> {
+        let req: RouteRequest = postcard::from_bytes(&payload).map_err(|e| e.to_string())?;
+        let chunk = Chunk {
+            shard: req.shard,
+            items: vec![Item {
+                key: Bytes::from(req.key),
+                event: Bytes::from(req.event),
+                no_wait: false,
+            }],
+        };
+        let wait_until = Instant::now() + self.config.route_timeout;
+        let replies = self.accept_batch(req.epoch, wait_until, vec![chunk]).await;
+        let reply = replies.into_iter().next().unwrap_or(RouteReply::NotReady);
+        postcard::to_allocvec(&reply)
+            .map(Bytes::from)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Serves `ROUTE_BATCH`: one reply per event, in request order.
+    pub(super) async fn serve_route_batch(&self, payload: Bytes) -> Result<Bytes, String> {
+        let b = batch::decode(&payload).map_err(|e| e.to_string())?;
+        let wait = std::time::Duration::from_millis(u64::from(b.wait_ms)).min(self.config.route_timeout);
+        let replies = self.accept_batch(b.epoch, Instant::now() + wait, b.chunks).await;
+        postcard::to_allocvec(&replies)
+            .map(Bytes::from)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Owner side of routed events: one reply per event, in order. Within
+    /// a chunk, the first refusal (not owner, not ready, full after the
+    /// wait) refuses every later event of it, so the sender's retry keeps
+    /// the chunk's order. With an inbox the replies come once the consumer
+    /// settled every event; with a handler, once it returned.
+    pub(super) async fn accept_batch(
+        &self,
+        epoch: u64,
+        wait_until: Instant,
+        chunks: Vec<Chunk>,
+    ) -> Vec<RouteReply> {
+        self.catch_up_to(epoch).await;
+        match self.pipeline.inbox() {
+            Some(inbox) => self.accept_inbox(&inbox, chunks, wait_until).await,
+            None => self.accept_handler(&chunks),
+        }
+    }
+
+    /// A sender ahead of us: give our map a moment to catch up.
+    async fn catch_up_to(&self, epoch: u64) {
+        if self.map_rx.borrow().epoch >= epoch {
+            return;
+        }
         let deadline = Instant::now() + self.config.owner_catch_up_wait;
         let mut rx = self.watch();
-        while rx.borrow().epoch < req.epoch && Instant::now() < deadline {
+        while rx.borrow().epoch < epoch && Instant::now() < deadline {
             if tokio::time::timeout_at(deadline, rx.changed())
                 .await
                 .is_ok_and(|r| r.is_err())
@@ -185,24 +267,129 @@ impl Shards {
                 break;
             }
         }
+    }
+
+    /// Runs the synchronous handler on each event, under one hold of the
+    /// gate for the whole request.
+    fn accept_handler(&self, chunks: &[Chunk]) -> Vec<RouteReply> {
+        let n = chunks.iter().map(|c| c.items.len()).sum();
+        let mut out = Vec::with_capacity(n);
+        let mut accepted = 0u64;
         let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
-        let epoch = match self.admission(req.shard) {
-            Ok(epoch) => epoch,
-            Err(refusal) => return refusal,
+        // Read under the gate: an inbox opened meanwhile registered its
+        // (event-less) handler only after publishing itself, so a handler
+        // seen here with an inbox present is that one: refuse, to retry.
+        let handler = match self.pipeline.inbox() {
+            Some(_) => None,
+            None => self.handler(),
         };
-        let Some(handler) = self.handler() else {
-            return RouteReply::NotReady;
-        };
-        // A panicking handler must not leave the sender waiting for a
-        // reply that never comes: it gets a typed failure instead.
-        let event = Bytes::from(req.event);
-        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| handler.on_event(req.shard, &req.key, event)));
-        if ran.is_err() {
-            warn!(shard = req.shard, epoch, "shard handler panicked on an event");
-            return RouteReply::HandlerFailed { epoch };
+        for c in chunks {
+            let mut refused: Option<RouteReply> = None;
+            for it in &c.items {
+                if let Some(r) = &refused {
+                    out.push(r.clone());
+                    continue;
+                }
+                let admitted = self.admission(c.shard).and_then(|epoch| match &handler {
+                    Some(h) => Ok((epoch, h)),
+                    None => Err(RouteReply::NotReady),
+                });
+                let (epoch, h) = match admitted {
+                    Ok(a) => a,
+                    Err(r) => {
+                        refused = Some(r.clone());
+                        out.push(r);
+                        continue;
+                    }
+                };
+                // A panicking handler must not leave the sender waiting
+                // for a reply that never comes: it gets a typed failure.
+                let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    h.on_event(c.shard, &it.key, it.event.clone())
+                }));
+                if ran.is_err() {
+                    warn!(shard = c.shard, epoch, "shard handler panicked on an event");
+                    out.push(RouteReply::HandlerFailed { epoch });
+                    continue;
+                }
+                accepted += 1;
+                out.push(RouteReply::Accepted { epoch });
+            }
         }
-        self.stats.routed_events_accepted.fetch_add(1, Ordering::Relaxed);
-        RouteReply::Accepted { epoch }
+        self.stats
+            .routed_events_accepted
+            .fetch_add(accepted, Ordering::Relaxed);
+        out
+    }
+
+    /// Queues each event in the inbox (admitted under the gate), waiting
+    /// for room until `wait_until` unless the event says not to, then
+    /// waits until the consumer settled them all.
+    async fn accept_inbox(
+        &self,
+        inbox: &Arc<InboxShared>,
+        chunks: Vec<Chunk>,
+        wait_until: Instant,
+    ) -> Vec<RouteReply> {
+        let n: usize = chunks.iter().map(|c| c.items.len()).sum();
+        let (replies, done) = Replies::new(n);
+        let mut index = 0usize;
+        for c in chunks {
+            let chunk = Arc::new(ChunkState::default());
+            for it in c.items {
+                let i = index;
+                index += 1;
+                loop {
+                    let room = inbox.room.notified();
+                    tokio::pin!(room);
+                    room.as_mut().enable();
+                    let full_at = {
+                        let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
+                        let admitted = match chunk.refused() {
+                            Some(r) => Err(r),
+                            None if !inbox.ready() => Err(RouteReply::NotReady),
+                            None => self.admission(c.shard),
+                        };
+                        let epoch = match admitted {
+                            Ok(epoch) => epoch,
+                            Err(r) => {
+                                chunk.refuse(&r);
+                                replies.set(i, r);
+                                break;
+                            }
+                        };
+                        match inbox.enqueue(
+                            c.shard,
+                            it.key.clone(),
+                            it.event.clone(),
+                            epoch,
+                            &replies,
+                            i,
+                            &chunk,
+                        ) {
+                            Enqueue::Queued => break,
+                            Enqueue::Closed => {
+                                chunk.refuse(&RouteReply::NotReady);
+                                replies.set(i, RouteReply::NotReady);
+                                break;
+                            }
+                            Enqueue::Full => epoch,
+                        }
+                    };
+                    if it.no_wait || Instant::now() >= wait_until {
+                        self.stats.routed_events_refused.inc("full");
+                        let r = RouteReply::Full { epoch: full_at };
+                        if !it.no_wait {
+                            chunk.refuse(&r);
+                        }
+                        replies.set(i, r);
+                        break;
+                    }
+                    let _ = tokio::time::timeout_at(wait_until, room).await;
+                }
+            }
+        }
+        done.await.unwrap_or_else(|_| vec![RouteReply::NotReady; n])
     }
 
     /// Whether this node may accept an event for `shard` right now: the
@@ -210,9 +397,12 @@ impl Shards {
     /// place that decides acceptance; call it (under the gate's read
     /// side) immediately before the handler sees the event.
     pub(super) fn admission(&self, shard: u32) -> Result<u64, RouteReply> {
-        let map = self.map();
-        if map.owner(shard) != Some(self.local.name.as_str()) {
-            return Err(RouteReply::Stale { epoch: map.epoch });
+        let (mine, epoch) = {
+            let map = self.map_rx.borrow();
+            (map.owner(shard) == Some(self.local.name.as_str()), map.epoch)
+        };
+        if !mine {
+            return Err(RouteReply::Stale { epoch });
         }
         let since = match self.ownership().shards.get(&shard) {
             Some(h) if h.own == Own::Active => h.since,
@@ -222,153 +412,8 @@ impl Shards {
         // map is not enough once this node cannot confirm the map is
         // still the committed one.
         match self.lease_allows(since) {
-            Ok(_) => Ok(map.epoch),
-            Err(_) => Err(RouteReply::Fenced { epoch: map.epoch }),
+            Ok(_) => Ok(epoch),
+            Err(_) => Err(RouteReply::Fenced { epoch }),
         }
-    }
-
-    /// Routes `event` to the owner of `key`'s shard and waits for its
-    /// acknowledgement, retrying across map changes until the timeout.
-    pub(crate) async fn route(&self, key: &[u8], event: Bytes) -> Result<RouteAck, RouteError> {
-        let c = &self.config;
-        let deadline = Instant::now() + c.route_timeout;
-        let mut rx = self.watch();
-        let mut attempts = 0u32;
-        // When the key's shard was first seen without an owner.
-        let mut unassigned_since: Option<Instant> = None;
-        loop {
-            let map = rx.borrow_and_update().clone();
-            let (shard, owner) = if map.epoch == 0 {
-                (None, None)
-            } else {
-                let (s, o) = map.owner_of_key(key);
-                (Some(s), o.map(str::to_string))
-            };
-            let (Some(shard), Some(owner)) = (shard, owner) else {
-                let since = *unassigned_since.get_or_insert_with(Instant::now);
-                let give_up = (since + c.first_map_wait).min(deadline);
-                let unassigned = RouteError::Unassigned {
-                    shard,
-                    epoch: map.epoch,
-                };
-                if Instant::now() >= give_up {
-                    return Err(unassigned);
-                }
-                match tokio::time::timeout_at(give_up, rx.changed()).await {
-                    Ok(Ok(())) => continue,
-                    // Timed out, or the service is gone.
-                    _ => return Err(unassigned),
-                }
-            };
-            unassigned_since = None;
-            attempts += 1;
-            if attempts > 1 {
-                self.stats.route_retries.fetch_add(1, Ordering::Relaxed);
-            }
-            let req = RouteRequest {
-                shard,
-                epoch: map.epoch,
-                key: key.to_vec(),
-                event: event.to_vec(),
-            };
-            let reply = if owner == self.local.name {
-                Ok(self.accept(req).await)
-            } else {
-                self.send_route(&owner, &req, deadline).await
-            };
-            let (last, wait_until) = match reply {
-                Ok(RouteReply::Accepted { epoch }) => {
-                    return Ok(RouteAck {
-                        shard,
-                        node: owner,
-                        epoch,
-                        attempts,
-                    });
-                }
-                Ok(RouteReply::HandlerFailed { epoch }) => {
-                    return Err(RouteError::HandlerFailed {
-                        node: owner,
-                        shard,
-                        epoch,
-                    });
-                }
-                Ok(RouteReply::Stale { epoch }) => {
-                    // Refresh: wait until our map reaches the owner's epoch.
-                    while rx.borrow().epoch < epoch && Instant::now() < deadline {
-                        if tokio::time::timeout_at(deadline, rx.changed())
-                            .await
-                            .is_ok_and(|r| r.is_err())
-                        {
-                            break;
-                        }
-                    }
-                    let pause = if rx.borrow().epoch == map.epoch {
-                        Instant::now() + c.route_retry_pause
-                    } else {
-                        Instant::now()
-                    };
-                    (
-                        RouteFailure::Stale {
-                            node: owner,
-                            shard,
-                            epoch,
-                        },
-                        pause,
-                    )
-                }
-                Ok(RouteReply::NotReady) => (
-                    RouteFailure::NotAcquired { node: owner, shard },
-                    Instant::now() + c.route_retry_pause,
-                ),
-                // Cut off or just started: a new map moves the shard (we
-                // retry at once when it commits), or the owner renews.
-                Ok(RouteReply::Fenced { epoch }) => (
-                    RouteFailure::Fenced {
-                        node: owner,
-                        shard,
-                        epoch,
-                    },
-                    Instant::now() + c.route_unreachable_wait,
-                ),
-                // Owner unreachable, down or failing: wait for a rebalance
-                // (or the wait) before trying again.
-                Err(f) => (f, Instant::now() + c.route_unreachable_wait),
-            };
-            let wait_until = wait_until.min(deadline);
-            if matches!(
-                last,
-                RouteFailure::Stale { .. } | RouteFailure::NotAcquired { .. }
-            ) {
-                tokio::time::sleep_until(wait_until).await;
-            } else {
-                let _ = tokio::time::timeout_at(wait_until, rx.changed()).await;
-            }
-            if Instant::now() >= deadline {
-                return Err(RouteError::Timeout { attempts, last });
-            }
-        }
-    }
-
-    /// One `ROUTE` call to a remote owner, bounded by `deadline`.
-    async fn send_route(
-        &self,
-        owner: &str,
-        req: &RouteRequest,
-        deadline: Instant,
-    ) -> Result<RouteReply, RouteFailure> {
-        let body = postcard::to_allocvec(req).map_err(|e| RouteFailure::Remote {
-            node: owner.to_string(),
-            message: format!("cannot encode the request: {e}"),
-        })?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        let b = self
-            .rpc
-            .call(owner, method::ROUTE, Bytes::from(body), left)
-            .await
-            .map_err(|e| failure(owner, e))?;
-        postcard::from_bytes::<RouteReply>(&b).map_err(|e| RouteFailure::Remote {
-            node: owner.to_string(),
-            message: format!("undecodable reply: {e}"),
-        })
     }
 }

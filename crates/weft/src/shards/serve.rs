@@ -11,7 +11,6 @@ use weft_proto::NodeId;
 
 use super::handoff::Released;
 use super::network::{SnapshotRpc, method};
-use super::route::RouteRequest;
 use super::service::Shards;
 use super::types::ShardCommand;
 use crate::rpc::{RpcFuture, RpcHandler};
@@ -57,13 +56,8 @@ impl RpcHandler for ShardsRpc {
                     json(&s.serve_propose(cmd).await)
                 }
                 method::READ_INDEX_TYPED => json(&s.serve_read_index().await),
-                method::ROUTE => {
-                    let req: RouteRequest = postcard::from_bytes(&payload).map_err(|e| e.to_string())?;
-                    let reply = s.accept(req).await;
-                    postcard::to_allocvec(&reply)
-                        .map(Bytes::from)
-                        .map_err(|e| e.to_string())
-                }
+                method::ROUTE => s.serve_route(payload).await,
+                method::ROUTE_BATCH => s.serve_route_batch(payload).await,
                 method::RELEASED => {
                     // Only a wake-up: the handoff asks every node's status.
                     let _: Released = serde_json::from_slice(&payload).map_err(|e| e.to_string())?;

@@ -85,6 +85,8 @@ pub(crate) struct Shards {
     /// the group's membership, so that nodes joining later never bootstrap
     /// a second group beside it.
     pub(super) announced_member: AtomicBool,
+    /// Sender lanes, per-owner batches and the inbox (`outbox`, `inbox`).
+    pub(super) pipeline: super::outbox::Pipeline,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -175,6 +177,7 @@ impl Shards {
             voter_down_since: Mutex::new(HashMap::new()),
             started: Instant::now(),
             announced_member: AtomicBool::new(false),
+            pipeline: Default::default(),
         });
         let id = postcard::to_allocvec(shards.raft.node_id()).unwrap_or_default();
         p.registry
