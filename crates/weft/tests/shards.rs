@@ -634,6 +634,17 @@ async fn an_owner_without_a_handler_times_out_naming_the_shard_not_acquired() {
         m.counts().len() == 3 && nodes.iter().all(|n| n.shard_map() == m)
     })
     .await;
+    // Holding a lease, n3 is refused for want of a handler, not fenced.
+    wait_for("n3 holds a lease", LIMIT, || {
+        nodes[2]
+            .stats()
+            .lease_renewals
+            .get("granted")
+            .copied()
+            .unwrap_or(0)
+            > 0
+    })
+    .await;
     let map = nodes[0].shard_map();
     let shard = (0..6)
         .find(|s| map.owner(*s) == Some("n3"))
