@@ -319,22 +319,29 @@ async fn a_follower_rebalance_is_forwarded_to_the_leader() {
     }
 }
 
-/// A voter down longer than `voter_replace_after` is replaced by an up
-/// learner, so the group keeps three voters and can lose another one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_voter_down_too_long_is_replaced_by_a_learner() {
+/// n1..n4 (8 shards, members down for 1 s leave the voter set or the
+/// group), each seeing all four up.
+async fn four_with_fast_replacement() -> (Vec<Node>, [&'static str; 4]) {
     let mut nodes: Vec<Node> = Vec::new();
-    for name in ["n1", "n2", "n3", "n4"] {
+    let all = ["n1", "n2", "n3", "n4"];
+    for name in all {
         let seeds: Vec<_> = nodes.first().map(|n| n.addr()).into_iter().collect();
         let mut c = config(name, &seeds);
         tune(&mut c, 8);
         c.shards.voter_replace_after = Duration::from_secs(1);
         nodes.push(Node::start(c).await.expect("start"));
     }
-    let all = ["n1", "n2", "n3", "n4"];
     for n in &nodes {
         wait_for("4 up", LIMIT, || sees_up(n, &all)).await;
     }
+    (nodes, all)
+}
+
+/// A voter down longer than `voter_replace_after` is replaced by an up
+/// learner, so the group keeps three voters and can lose another one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_down_too_long_is_replaced_by_a_learner() {
+    let (nodes, all) = four_with_fast_replacement().await;
     wait_for("2/2/2/2 everywhere", LIMIT, || {
         nodes.iter().all(|n| counts(&n.shard_map()) == vec![2, 2, 2, 2])
     })
@@ -380,18 +387,7 @@ async fn a_voter_down_too_long_is_replaced_by_a_learner() {
 /// replicating to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_learner_leaves_the_raft_group() {
-    let mut nodes: Vec<Node> = Vec::new();
-    for name in ["n1", "n2", "n3", "n4"] {
-        let seeds: Vec<_> = nodes.first().map(|n| n.addr()).into_iter().collect();
-        let mut c = config(name, &seeds);
-        tune(&mut c, 8);
-        c.shards.voter_replace_after = Duration::from_secs(1);
-        nodes.push(Node::start(c).await.expect("start"));
-    }
-    let all = ["n1", "n2", "n3", "n4"];
-    for n in &nodes {
-        wait_for("4 up", LIMIT, || sees_up(n, &all)).await;
-    }
+    let (nodes, _) = four_with_fast_replacement().await;
     wait_for("n4 is a learner everywhere", LIMIT, || {
         nodes
             .iter()

@@ -37,14 +37,19 @@ fn map_of(nodes: &Nodes, n: &str) -> Option<weft::ShardMap> {
     nodes.get(n).map(|n| n.shard_map())
 }
 
+/// n1..n3 with `tune`, no handler, n2 and n3 joining through n1.
+fn idle_trio(s: &mut turmoil::Sim<'_>, nodes: &Nodes, seed: u64) {
+    add_node_tuned(s, nodes, "n1", &[], seed, tune, idle());
+    add_node_tuned(s, nodes, "n2", &["n1"], seed, tune, idle());
+    add_node_tuned(s, nodes, "n3", &["n1"], seed, tune, idle());
+}
+
 #[test]
 fn a_minority_cannot_commit_and_heals_to_one_map() {
     for seed in seeds() {
         let mut s = sim(seed, Duration::from_secs(240));
         let nodes = Nodes::default();
-        add_node_tuned(&mut s, &nodes, "n1", &[], seed, tune, idle());
-        add_node_tuned(&mut s, &nodes, "n2", &["n1"], seed, tune, idle());
-        add_node_tuned(&mut s, &nodes, "n3", &["n1"], seed, tune, idle());
+        idle_trio(&mut s, &nodes, seed);
         run_until(&mut s, seed, "balanced 4/4/4 everywhere", LIMIT, || {
             ["n1", "n2", "n3"].iter().all(|n| {
                 map_of(&nodes, n)
@@ -245,9 +250,7 @@ fn a_node_back_from_a_partition_does_not_depose_the_leader() {
     for seed in seeds() {
         let mut s = sim(seed, Duration::from_secs(240));
         let nodes = Nodes::default();
-        add_node_tuned(&mut s, &nodes, "n1", &[], seed, tune, idle());
-        add_node_tuned(&mut s, &nodes, "n2", &["n1"], seed, tune, idle());
-        add_node_tuned(&mut s, &nodes, "n3", &["n1"], seed, tune, idle());
+        idle_trio(&mut s, &nodes, seed);
         run_until(&mut s, seed, "one map and one leader everywhere", LIMIT, || {
             let leaders: Vec<_> = ["n1", "n2", "n3"]
                 .iter()

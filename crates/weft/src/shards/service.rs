@@ -279,23 +279,26 @@ impl Shards {
 
     /// Voter names of the current Raft membership.
     pub(crate) fn voters(&self) -> Vec<String> {
-        let m = self.raft.metrics().borrow_watched().clone();
-        let membership = m.membership_config.membership();
-        let mut v: Vec<String> = membership
-            .voter_ids()
-            .filter_map(|id| membership.get_node(&id).map(|n: &BasicNode| n.addr.clone()))
-            .collect();
-        v.sort();
-        v
+        self.raft_members(true)
     }
 
     /// Learner names of the current Raft membership.
     pub(crate) fn learners(&self) -> Vec<String> {
+        self.raft_members(false)
+    }
+
+    /// Names of the voters (`true`) or learners, sorted.
+    fn raft_members(&self, voters: bool) -> Vec<String> {
         let m = self.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership();
-        let mut v: Vec<String> = membership
-            .learner_ids()
-            .filter_map(|id| membership.get_node(&id).map(|n: &BasicNode| n.addr.clone()))
+        let ids: Vec<u64> = if voters {
+            membership.voter_ids().collect()
+        } else {
+            membership.learner_ids().collect()
+        };
+        let mut v: Vec<String> = ids
+            .iter()
+            .filter_map(|id| membership.get_node(id).map(|n: &BasicNode| n.addr.clone()))
             .collect();
         v.sort();
         v
