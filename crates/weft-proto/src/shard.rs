@@ -18,12 +18,33 @@ use serde::{Deserialize, Serialize};
 /// The FNV-1a 64-bit hash of `bytes` (offset basis 0xcbf29ce484222325,
 /// prime 0x100000001b3).
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    let mut h = Fnv1a::default();
+    std::hash::Hasher::write(&mut h, bytes);
+    std::hash::Hasher::finish(&h)
+}
+
+/// FNV-1a as a [`std::hash::Hasher`], for maps keyed by short names that
+/// only authenticated members choose (cheaper than SipHash, no defence
+/// against chosen keys). [`fnv1a64`] is this hasher over one slice.
+#[derive(Clone, Copy, Debug)]
+pub struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
     }
-    h
+}
+
+impl std::hash::Hasher for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// The shard of `key` among `shards` shards.

@@ -8,7 +8,7 @@
 //! `channel_closed`.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -43,29 +43,7 @@ enum Sink {
     Callback(ChannelCallback),
 }
 
-/// Hashes channel numbers (looked up once per inbound data frame) with one
-/// multiplication instead of SipHash. The keys are chosen locally, so
-/// there is nothing to defend against.
-#[derive(Clone, Copy, Default)]
-struct ChannelHasher(u64);
-
-impl Hasher for ChannelHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type ChannelMap = HashMap<u32, Sink, BuildHasherDefault<ChannelHasher>>;
+type ChannelMap = HashMap<u32, Sink, BuildHasherDefault<crate::hash::LocalIdHasher>>;
 
 /// Routes inbound data frames to channels.
 pub(crate) struct Dispatcher {
@@ -90,7 +68,7 @@ impl Dispatcher {
     }
 
     fn insert(&self, channel: u32, sink: Sink) -> Result<(), ChannelError> {
-        let mut map = self.channels.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::sync::write(&self.channels);
         match map.get(&channel) {
             // A dropped receiver leaves a closed queue behind: reuse the slot.
             Some(Sink::Queue(q)) if q.is_closed() => {}
@@ -112,7 +90,7 @@ impl Dispatcher {
     }
 
     pub(crate) fn close(&self, channel: u32) {
-        let mut map = self.channels.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::sync::write(&self.channels);
         if let Some(Sink::Queue(q)) = map.remove(&channel) {
             q.close();
         }
@@ -125,7 +103,7 @@ impl FrameHandler for Dispatcher {
             self.stats.frames_dropped.inc("unhandled_kind");
             return;
         };
-        let map = self.channels.read().unwrap_or_else(|p| p.into_inner());
+        let map = crate::sync::read(&self.channels);
         match map.get(&data.channel) {
             None => self.stats.frames_dropped.inc("no_channel"),
             Some(Sink::Callback(cb)) => {

@@ -92,7 +92,7 @@ impl Directory {
             table::GROUPS => {
                 let pid = decode_pid(origin, value)?;
                 let group = key.key.split('\0').next().unwrap_or_default().to_string();
-                let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+                let mut st = crate::sync::write(&self.state);
                 let members = st.groups.entry(group.clone()).or_default();
                 let changed = if added {
                     members.insert(pid.clone())
@@ -116,7 +116,7 @@ impl Directory {
             }
             table::NAMES => {
                 let pid = decode_pid(origin, value)?;
-                let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+                let mut st = crate::sync::write(&self.state);
                 let pids = st.names.entry(key.key.clone()).or_default();
                 if added {
                     pids.insert(pid);
@@ -135,7 +135,7 @@ impl Directory {
     }
 
     pub(crate) fn members(&self, group: &str) -> Vec<Pid> {
-        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let st = crate::sync::read(&self.state);
         st.groups
             .get(group)
             .map(|s| s.iter().cloned().collect())
@@ -143,12 +143,12 @@ impl Directory {
     }
 
     pub(crate) fn group_names(&self) -> Vec<(String, usize)> {
-        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let st = crate::sync::read(&self.state);
         st.groups.iter().map(|(g, m)| (g.clone(), m.len())).collect()
     }
 
     pub(crate) fn whereis(&self, name: &str) -> Vec<Pid> {
-        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let st = crate::sync::read(&self.state);
         st.names
             .get(name)
             .map(|s| s.iter().cloned().collect())
@@ -157,7 +157,7 @@ impl Directory {
 
     /// Whether a mailbox registered as `name` on `node` is known.
     pub(crate) fn has_name_on(&self, name: &str, node: &str) -> bool {
-        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let st = crate::sync::read(&self.state);
         st.names
             .get(name)
             .is_some_and(|s| s.iter().any(|p| p.node == node))
@@ -166,7 +166,7 @@ impl Directory {
     /// Subscribes to group events, then reads the current members, so no
     /// change falls between the two.
     pub(crate) fn monitor(&self, group: &str) -> (Vec<Pid>, broadcast::Receiver<GroupEvent>) {
-        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let st = crate::sync::read(&self.state);
         let rx = self.events.subscribe();
         let members = st
             .groups

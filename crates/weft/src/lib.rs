@@ -355,6 +355,7 @@ pub mod channel;
 pub mod config;
 mod directory;
 pub mod error;
+mod hash;
 pub mod link;
 pub mod membership;
 pub mod messaging;
@@ -368,6 +369,7 @@ mod router;
 mod rpc;
 pub mod shards;
 pub mod stats;
+mod sync;
 
 pub use channel::{ChannelReceiver, Delivery};
 pub use config::{

@@ -369,12 +369,7 @@ impl Node {
             addr: self.inner.addr,
             state: MemberState::Up,
         }];
-        let table = self
-            .inner
-            .membership
-            .table
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let table = crate::sync::read(&self.inner.membership.table);
         out.extend(table.list());
         out
     }

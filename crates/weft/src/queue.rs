@@ -162,7 +162,7 @@ impl<T: ByteSized> ByteQueue<T> {
     fn lock(&self) -> std::sync::MutexGuard<'_, Lanes<T>> {
         // A poisoned lock means a panic while pushing or popping, which
         // leaves the deques consistent: keep going.
-        self.lanes.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.lanes)
     }
 
     /// Queues `item` if there is room, without waiting.

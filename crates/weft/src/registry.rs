@@ -76,7 +76,7 @@ impl RegistryService {
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
-        let mut reg = self.reg.lock().unwrap_or_else(|p| p.into_inner());
+        let mut reg = crate::sync::lock(&self.reg);
         let r = f(&mut reg);
         while let Some(out) = reg.poll_output() {
             self.output(out);
@@ -185,7 +185,7 @@ impl RegistryService {
     /// This node's registry version: every local change made so far is at
     /// this version or earlier.
     pub(crate) fn version(&self) -> u64 {
-        self.reg.lock().unwrap_or_else(|p| p.into_inner()).version()
+        crate::sync::lock(&self.reg).version()
     }
 
     /// The peers a barrier waits for: every member that membership
@@ -193,10 +193,7 @@ impl RegistryService {
     /// membership has not declared down (a link proves it alive; it becomes
     /// registry-live once membership learns it, and may publish to us).
     fn barrier_peers(&self) -> Vec<NodeId> {
-        let mut peers: std::collections::BTreeMap<String, u64> = self
-            .members
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+        let mut peers: std::collections::BTreeMap<String, u64> = crate::sync::read(&self.members)
             .list()
             .into_iter()
             .filter(|m| m.state != MemberState::Down)
@@ -216,10 +213,7 @@ impl RegistryService {
     /// The barrier peers that have not acknowledged `target`, sorted.
     fn unconfirmed(&self, target: u64) -> Vec<String> {
         let peers = self.barrier_peers();
-        self.reg
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .unconfirmed(target, &peers)
+        crate::sync::lock(&self.reg).unconfirmed(target, &peers)
     }
 
     /// Waits until every barrier peer acknowledged `target`, at most
@@ -276,24 +270,16 @@ impl RegistryService {
 
     /// The value of `key` owned by node `name`, if held here.
     pub(crate) fn remote_value(&self, name: &str, key: &EntryKey) -> Option<Bytes> {
-        self.reg
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remote_value(name, key)
-            .cloned()
+        crate::sync::lock(&self.reg).remote_value(name, key).cloned()
     }
 
     /// Number of remote entries held (for sizing reports).
     pub(crate) fn remote_len(&self) -> usize {
-        self.reg.lock().unwrap_or_else(|p| p.into_inner()).remote_len()
+        crate::sync::lock(&self.reg).remote_len()
     }
 
     /// Number of this node's own entries.
     pub(crate) fn local_len(&self) -> usize {
-        self.reg
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .own_entries()
-            .count()
+        crate::sync::lock(&self.reg).own_entries().count()
     }
 }

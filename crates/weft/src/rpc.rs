@@ -22,6 +22,7 @@ use weft_proto::{Frame, NodeId};
 
 use crate::link::Links;
 use crate::stats::Stats;
+use crate::sync::lock;
 
 /// Why a request got no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,10 +59,6 @@ pub(crate) struct Rpc {
     pending: Mutex<HashMap<u64, Pending>>,
     next: AtomicU64,
     handler: OnceLock<Arc<dyn RpcHandler>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Rpc {

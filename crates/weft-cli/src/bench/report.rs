@@ -109,7 +109,8 @@ impl Report {
             "systems": self.systems,
             "ratios_weft_over_nats_server": self.ratios(),
         });
-        serde_json::to_string_pretty(&doc).unwrap_or_default()
+        // A serde_json::Value always serialises.
+        serde_json::to_string_pretty(&doc).expect("a JSON value serialises")
     }
 
     /// The side-by-side table.

@@ -42,8 +42,9 @@ impl ServerInfo {
     /// Appends `INFO {json}\r\n`.
     pub fn write(&self, out: &mut BytesMut) {
         out.put_slice(b"INFO ");
-        // Serialising plain strings and numbers cannot fail.
-        out.put_slice(&serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec()));
+        // Plain strings, numbers and lists always serialise; a failure is a
+        // bug to see, not an empty INFO to send.
+        out.put_slice(&serde_json::to_vec(self).expect("INFO serialises to JSON"));
         out.put_slice(b"\r\n");
     }
 }

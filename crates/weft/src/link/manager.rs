@@ -15,7 +15,7 @@
 //! the acceptor's `Welcome` as final.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -104,34 +104,13 @@ struct Peer {
 
 impl Peer {
     fn state(&self) -> std::sync::MutexGuard<'_, PeerState> {
-        self.st.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.st)
     }
 }
 
-/// FNV-1a for peer names: short names of authenticated members, looked up
-/// on every send, where SipHash showed in profiles.
-#[derive(Clone, Copy)]
-struct NameHasher(u64);
-
-impl Default for NameHasher {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for NameHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type PeerMap = HashMap<String, Arc<Peer>, BuildHasherDefault<NameHasher>>;
+/// Peer names are short names of authenticated members, looked up on
+/// every send, where SipHash showed in profiles: FNV-1a.
+type PeerMap = HashMap<String, Arc<Peer>, BuildHasherDefault<weft_proto::shard::Fnv1a>>;
 
 struct Inner {
     local: NodeId,
@@ -200,7 +179,7 @@ impl Links {
     }
 
     fn peers(&self) -> std::sync::RwLockWriteGuard<'_, PeerMap> {
-        self.inner.peers.write().unwrap_or_else(|p| p.into_inner())
+        crate::sync::write(&self.inner.peers)
     }
 
     fn peer_or_create(&self, name: &str) -> Arc<Peer> {
@@ -222,11 +201,7 @@ impl Links {
 
     fn nonce(&self) -> [u8; 32] {
         let mut n = [0u8; 32];
-        self.inner
-            .rng
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .fill(&mut n);
+        crate::sync::lock(&self.inner.rng).fill(&mut n);
         n
     }
 
@@ -412,7 +387,7 @@ impl Links {
             return Err((SendError::ShuttingDown, n));
         }
         let p = {
-            let peers = self.inner.peers.read().unwrap_or_else(|p| p.into_inner());
+            let peers = crate::sync::read(&self.inner.peers);
             match peers.get(peer) {
                 Some(p) => p.clone(),
                 None => return Err((SendError::UnknownPeer(peer.to_string()), n)),
@@ -457,7 +432,7 @@ impl Links {
         if self.inner.closing.load(Ordering::Relaxed) {
             return Err(SendError::ShuttingDown);
         }
-        let peers = self.inner.peers.read().unwrap_or_else(|p| p.into_inner());
+        let peers = crate::sync::read(&self.inner.peers);
         let p = peers
             .get(peer)
             .ok_or_else(|| SendError::UnknownPeer(peer.to_string()))?;
@@ -728,12 +703,7 @@ impl Links {
             .backoff_min
             .saturating_mul(1u32 << attempt.min(16))
             .min(lc.backoff_max);
-        let jitter: f64 = self
-            .inner
-            .rng
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .random_range(0.5..1.5);
+        let jitter: f64 = crate::sync::lock(&self.inner.rng).random_range(0.5..1.5);
         base.mul_f64(jitter)
     }
 

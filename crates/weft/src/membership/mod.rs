@@ -287,7 +287,7 @@ impl Driver {
 
     fn reconcile(&mut self) {
         let events = {
-            let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+            let mut table = crate::sync::write(&self.table);
             table.sync(
                 &self.local.name,
                 self.foca.iter_membership_state().map(|m| (m.id(), m.state())),

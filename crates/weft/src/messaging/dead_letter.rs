@@ -37,6 +37,7 @@ use weft_proto::{EncodedFrame, Frame, FrameDecoder, NodeId, Pid};
 use super::message::Target;
 use crate::link::Links;
 use crate::stats::Stats;
+use crate::sync::lock;
 
 /// Most letters kept per sending node between two flushes; later tell
 /// drops in the same window are reported as counts only.
@@ -226,10 +227,6 @@ fn letter_bytes(l: &Undelivered) -> usize {
     let from = l.from.as_ref().map_or(0, |p| p.node.len() + 24);
     // Tags, length varints and the size varint: at most 32 bytes more.
     to + from + l.manifest.len() + l.reason.len() + 32
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The dead-letter service of one node (both sides).

@@ -44,6 +44,7 @@ use crate::queue::{ByteQueue, ByteSized, Pushed};
 use crate::registry::RegistryService;
 use crate::stats::Stats;
 
+use crate::sync::lock;
 use dead_letter::{DeadLetters, DeadReason, DropKind};
 use message::{CallError, Envelope, Message, MessageError, NameError, ReplyTo, Target};
 
@@ -82,10 +83,6 @@ pub(crate) struct Messaging {
     next_call: AtomicU64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Messaging {
     pub(crate) fn new(
         local: NodeId,
@@ -111,11 +108,7 @@ impl Messaging {
     }
 
     fn slot(&self, id: u64) -> Option<Arc<Slot>> {
-        self.mailboxes
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .cloned()
+        crate::sync::read(&self.mailboxes).get(&id).cloned()
     }
 
     fn local_slot(&self, pid: &Pid) -> Option<Arc<Slot>> {
@@ -137,10 +130,7 @@ impl Messaging {
             groups: Mutex::new(BTreeSet::new()),
             names: Mutex::new(BTreeSet::new()),
         });
-        self.mailboxes
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, slot.clone());
+        crate::sync::write(&self.mailboxes).insert(id, slot.clone());
         slot
     }
 
@@ -151,10 +141,7 @@ impl Messaging {
         if dropped > 0 {
             self.stats.frames_dropped.add("mailbox_dropped", dropped as u64);
         }
-        self.mailboxes
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&slot.pid.id);
+        crate::sync::write(&self.mailboxes).remove(&slot.pid.id);
         let mut keys = Vec::new();
         for group in std::mem::take(&mut *lock(&slot.groups)) {
             keys.push(group_key(&group, slot.pid.id));
@@ -403,7 +390,8 @@ impl Messaging {
             }
         }
         lock(&slot.names).insert(name.to_string());
-        let value = Bytes::from(postcard::to_allocvec(&slot.pid).unwrap_or_default());
+        // A pid (strings and integers) always encodes; never publish an empty value.
+        let value = Bytes::from(postcard::to_allocvec(&slot.pid).expect("postcard encodes a pid"));
         self.registry
             .put_many(vec![(EntryKey::new(table::NAMES, name), value)]);
         Ok(())
@@ -428,7 +416,7 @@ impl Messaging {
             .local_slot(pid)
             .ok_or_else(|| MessageError::NotLocal(pid.clone()))?;
         if lock(&slot.groups).insert(group.to_string()) {
-            let value = Bytes::from(postcard::to_allocvec(pid).unwrap_or_default());
+            let value = Bytes::from(postcard::to_allocvec(pid).expect("postcard encodes a pid"));
             self.registry.put_many(vec![(group_key(group, pid.id), value)]);
         }
         Ok(())
@@ -647,7 +635,7 @@ impl Messaging {
 
     /// Number of local mailboxes.
     pub(crate) fn mailbox_count(&self) -> usize {
-        self.mailboxes.read().unwrap_or_else(|p| p.into_inner()).len()
+        crate::sync::read(&self.mailboxes).len()
     }
 }
 

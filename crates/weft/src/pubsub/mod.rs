@@ -16,7 +16,7 @@ mod outgoing;
 pub mod subscription;
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,6 +38,7 @@ use crate::queue::{ByteQueue, Pushed};
 use crate::registry::RegistryService;
 use crate::stats::Stats;
 
+use crate::sync::lock;
 use barrier::InterestBarrier;
 use outgoing::Outgoing;
 use subscription::{
@@ -55,30 +56,9 @@ struct LocalSubs {
     trie: SubjectTrie<u64>,
     /// By id: ids are this node's own counter, never chosen by a peer or
     /// a client, so a cheap integer hash serves (looked up per delivery).
-    subs: HashMap<u64, SubEntry, BuildHasherDefault<IdHasher>>,
+    subs: HashMap<u64, SubEntry, BuildHasherDefault<crate::hash::LocalIdHasher>>,
     interest: HashMap<(String, Option<String>), u32>,
     next_id: u64,
-}
-
-/// Hashes a local subscription id (a `u64` from a counter) with one
-/// multiplication (Fibonacci hashing) instead of SipHash.
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 /// A remote node's interest: (node name, queue group).
@@ -133,10 +113,6 @@ struct LocalGroup {
     members: Vec<Arc<Sink>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl PubSub {
     pub(crate) fn new(
         local: NodeId,
@@ -172,7 +148,8 @@ impl PubSub {
     }
 
     fn count_value(n: u32) -> Bytes {
-        Bytes::from(postcard::to_allocvec(&n).unwrap_or_default())
+        // A u32 always encodes: a failure here is a bug, never an empty value.
+        Bytes::from(postcard::to_allocvec(&n).expect("postcard encodes a u32"))
     }
 
     /// Subscribes to `pattern`, optionally in queue group `queue`.

@@ -52,6 +52,7 @@ use crate::link::Links;
 use crate::queue::{ByteQueue, Pushed};
 use crate::registry::RegistryService;
 use crate::stats::Stats;
+use crate::sync::lock;
 
 use stream::{
     Item, StreamClosed, StreamError, StreamEvent, StreamPolicy, StreamPublisher, StreamSubscription, SubQueue,
@@ -108,7 +109,7 @@ impl Hub {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
-        self.st.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.st)
     }
 }
 
@@ -148,10 +149,6 @@ pub(crate) struct Relay {
     next_attach: AtomicU64,
     /// The node's runtime: subscriptions may be dropped outside it.
     runtime: tokio::runtime::Handle,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn data_frame(key: &str, f: &StreamFrame, skipped: u64) -> Frame {

@@ -15,8 +15,9 @@ use tracing::{debug, info};
 use weft_proto::registry::{EntryKey, table};
 use weft_proto::shard::{ShardMap, plan};
 
-use super::service::{Shards, lock};
+use super::service::Shards;
 use super::types::ShardCommand;
+use crate::sync::lock;
 
 /// Registry key (table `RAFT`) a node puts once it holds the shard map
 /// group's membership.

@@ -17,8 +17,9 @@ use tracing::{debug, info, warn};
 use weft_proto::NodeId;
 
 use super::network::method;
-use super::service::{Shards, lock};
+use super::service::Shards;
 use super::store::Committed;
+use crate::sync::lock;
 
 #[derive(Serialize, Deserialize)]
 pub(super) struct Released {
@@ -69,7 +70,7 @@ impl Shards {
     /// A new map was applied: release shards that left us (or left and
     /// came back), and queue the shards we gained for handoff.
     pub(super) fn on_committed(&self, c: &Committed) {
-        let _gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        let _gate = crate::sync::write(&self.gate);
         let new = &c.map;
         let me = self.local.name.as_str();
         let handler = self.handler();
@@ -110,11 +111,12 @@ impl Shards {
             // A wake-up for the new owner; it would ask again on its own
             // within `handoff_retry` if this is lost.
             if let Some(to) = to.filter(|t| t != me) {
+                // Two integers always serialise; never send an empty notice.
                 let body = serde_json::to_vec(&Released {
                     shard: s,
                     epoch: new.epoch,
                 })
-                .unwrap_or_default();
+                .expect("a release notice serialises");
                 let rpc = self.rpc.clone();
                 let notice_timeout = self.config.propose_timeout;
                 tokio::spawn(async move {
@@ -133,7 +135,7 @@ impl Shards {
     /// This node's answer to `STATUS`, consistent with its handoffs (taken
     /// under the gate, which every ownership change holds exclusively).
     pub(super) fn status(&self) -> Status {
-        let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        let _gate = crate::sync::read(&self.gate);
         let own = lock(&self.ownership);
         let mut active: Vec<u32> = own
             .shards
@@ -228,10 +230,7 @@ impl Shards {
         // Every member that might still hold a lease, down ones included:
         // "down" is membership's opinion, and a node cut off by a partition
         // looks exactly like a dead one.
-        let others: Vec<String> = self
-            .members
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+        let others: Vec<String> = crate::sync::read(&self.members)
             .list()
             .into_iter()
             .map(|m| m.name)
@@ -243,7 +242,7 @@ impl Shards {
                 (n, st)
             }))
             .await;
-        let _gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        let _gate = crate::sync::write(&self.gate);
         let mut acquired = Vec::new();
         let epoch = {
             let mut own = lock(&self.ownership);

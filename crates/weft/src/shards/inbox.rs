@@ -34,10 +34,7 @@ use tracing::debug;
 use super::route::RouteReply;
 use super::service::{ShardHandler, Shards};
 use crate::stats::Stats;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::sync::lock;
 
 /// One item of a [`ShardInbox`], in the order the owner saw them.
 #[derive(Debug)]
@@ -479,7 +476,7 @@ impl Stream for ShardInbox {
                 None => {
                     // The same check as at enqueue, immediately before the
                     // consumer sees the event, and at the same epoch.
-                    let _gate = shards.gate.read().unwrap_or_else(|p| p.into_inner());
+                    let _gate = crate::sync::read(&shards.gate);
                     match shards.admission(e.shard) {
                         Ok(epoch) if epoch == e.epoch => {
                             let mut st = lock(&this.inbox.state);

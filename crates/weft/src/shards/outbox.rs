@@ -39,6 +39,7 @@ use super::network::method;
 use super::route::{RouteAck, RouteError, RouteFailure, RouteReply, RouteRequest};
 use super::service::{ShardHandler, Shards};
 use crate::rpc::RpcError;
+use crate::sync::lock;
 
 /// How long an owner that failed a `ROUTE_BATCH` gets per-event `ROUTE`
 /// calls before the batch method is tried again (an upgrade in place).
@@ -58,10 +59,6 @@ const OWNER_BATCHES: usize = 4;
 
 /// See `OWNER_BATCHES`.
 const OWNER_HOLD: Duration = Duration::from_millis(1);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// A routed event waiting in its lane.
 pub(super) struct Outgoing {
@@ -153,7 +150,7 @@ impl Drop for Pipeline {
 impl Pipeline {
     /// The registered inbox, if the consumer is one.
     pub(super) fn inbox(&self) -> Option<Arc<InboxShared>> {
-        self.inbox.read().unwrap_or_else(|p| p.into_inner()).clone()
+        crate::sync::read(&self.inbox).clone()
     }
 }
 
@@ -180,18 +177,18 @@ impl Shards {
     /// Registers a synchronous handler (it replaces an inbox).
     pub(crate) fn set_sync_handler(&self, handler: Arc<dyn ShardHandler>) {
         self.set_handler(handler);
-        *self.pipeline.inbox.write().unwrap_or_else(|p| p.into_inner()) = None;
+        *crate::sync::write(&self.pipeline.inbox) = None;
     }
 
     /// Registers an inbox with room for `inbox_capacity` unsettled events
     /// per shard (it replaces a handler) and returns its stream.
     pub(crate) fn open_inbox(self: &Arc<Self>) -> ShardInbox {
         let inbox = InboxShared::new(self.config.inbox_capacity, self.stats.clone());
-        *self.pipeline.inbox.write().unwrap_or_else(|p| p.into_inner()) = Some(inbox.clone());
+        *crate::sync::write(&self.pipeline.inbox) = Some(inbox.clone());
         // Queues `Acquired` for the shards already held.
         self.set_handler(Arc::new(InboxHandler(inbox.clone())));
         {
-            let _gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
+            let _gate = crate::sync::write(&self.gate);
             inbox.set_ready();
         }
         ShardInbox {

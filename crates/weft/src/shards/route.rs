@@ -275,7 +275,7 @@ impl Shards {
         let n = chunks.iter().map(|c| c.items.len()).sum();
         let mut out = Vec::with_capacity(n);
         let mut accepted = 0u64;
-        let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        let _gate = crate::sync::read(&self.gate);
         // Read under the gate: an inbox opened meanwhile registered its
         // (event-less) handler only after publishing itself, so a handler
         // seen here with an inbox present is that one: refuse, to retry.
@@ -344,7 +344,7 @@ impl Shards {
                     tokio::pin!(room);
                     room.as_mut().enable();
                     let full_at = {
-                        let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
+                        let _gate = crate::sync::read(&self.gate);
                         let admitted = match chunk.refused() {
                             Some(r) => Err(r),
                             None if !inbox.ready() => Err(RouteReply::NotReady),

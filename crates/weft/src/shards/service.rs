@@ -49,6 +49,7 @@ use crate::membership::{MemberState, MemberTable};
 use crate::registry::RegistryService;
 use crate::rpc::Rpc;
 use crate::stats::Stats;
+use crate::sync::lock;
 
 type ShardRaft = Raft<TypeConfig, StateMachine>;
 
@@ -87,10 +88,6 @@ pub(crate) struct Shards {
     pub(super) announced_member: AtomicBool,
     /// Sender lanes, per-owner batches and the inbox (`outbox`, `inbox`).
     pub(super) pipeline: super::outbox::Pipeline,
-}
-
-pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Inputs to [`Shards::start`].
@@ -179,7 +176,8 @@ impl Shards {
             announced_member: AtomicBool::new(false),
             pipeline: Default::default(),
         });
-        let id = postcard::to_allocvec(shards.raft.node_id()).unwrap_or_default();
+        // A u64 always encodes; an empty id would read as garbage elsewhere.
+        let id = postcard::to_allocvec(shards.raft.node_id()).expect("postcard encodes a u64");
         p.registry
             .put_many(vec![(EntryKey::new(table::RAFT, "id"), Bytes::from(id))]);
         p.rpc.set_handler(Arc::new(ShardsRpc {
@@ -212,7 +210,7 @@ impl Shards {
     }
 
     pub(crate) fn set_handler(&self, handler: Arc<dyn ShardHandler>) {
-        let _gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        let _gate = crate::sync::write(&self.gate);
         let acquired: Vec<(u32, u64)> = {
             let own = lock(&self.ownership);
             own.shards
@@ -224,7 +222,7 @@ impl Shards {
         for (s, e) in acquired {
             handler.shard_acquired(s, e);
         }
-        *self.handler.write().unwrap_or_else(|p| p.into_inner()) = Some(handler);
+        *crate::sync::write(&self.handler) = Some(handler);
     }
 
     pub(super) fn ownership(&self) -> std::sync::MutexGuard<'_, Ownership> {
@@ -236,12 +234,12 @@ impl Shards {
     }
 
     pub(super) fn handler(&self) -> Option<Arc<dyn ShardHandler>> {
-        self.handler.read().unwrap_or_else(|p| p.into_inner()).clone()
+        crate::sync::read(&self.handler).clone()
     }
 
     /// Up members by name (this node included).
     pub(super) fn live(&self) -> BTreeSet<String> {
-        let table = self.members.read().unwrap_or_else(|p| p.into_inner());
+        let table = crate::sync::read(&self.members);
         let mut live: BTreeSet<String> = table
             .list()
             .into_iter()
@@ -254,10 +252,7 @@ impl Shards {
 
     pub(super) fn name_up(&self, name: &str) -> bool {
         name == self.local.name
-            || self
-                .members
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
+            || crate::sync::read(&self.members)
                 .get(name)
                 .is_some_and(|m| m.state != MemberState::Down)
     }
