@@ -178,12 +178,21 @@ impl Links {
         self.inner.events.subscribe()
     }
 
-    fn peers(&self) -> std::sync::RwLockWriteGuard<'_, PeerMap> {
+    /// The peer table for lookups (shared: the hot paths read it).
+    fn peers(&self) -> std::sync::RwLockReadGuard<'_, PeerMap> {
+        crate::sync::read(&self.inner.peers)
+    }
+
+    /// The peer table for changes.
+    fn peers_mut(&self) -> std::sync::RwLockWriteGuard<'_, PeerMap> {
         crate::sync::write(&self.inner.peers)
     }
 
     fn peer_or_create(&self, name: &str) -> Arc<Peer> {
-        let mut peers = self.peers();
+        if let Some(p) = self.peers().get(name) {
+            return p.clone();
+        }
+        let mut peers = self.peers_mut();
         peers
             .entry(name.to_string())
             .or_insert_with(|| {
