@@ -12,6 +12,7 @@
 //! frame's `queues`, and that node hands it to one of its members.
 
 pub mod barrier;
+mod interest;
 mod outgoing;
 pub mod subscription;
 
@@ -27,7 +28,6 @@ use tracing::debug;
 use weft_proto::NodeId;
 use weft_proto::codec::encode_publish;
 use weft_proto::frame::{Publish, PublishRef};
-use weft_proto::registry::{EntryKey, Event, table};
 use weft_proto::subject::{validate_pattern, validate_queue, validate_subject};
 use weft_proto::trie::SubjectTrie;
 
@@ -40,6 +40,8 @@ use crate::stats::Stats;
 
 use crate::sync::lock;
 use barrier::InterestBarrier;
+pub(crate) use interest::InterestTable;
+use interest::{RemoteInterest, interest_key};
 use outgoing::Outgoing;
 use subscription::{
     DeliverySink, DirectSubscription, PubMsg, PubSubError, Sink, SinkResult, Subscription, Target,
@@ -61,41 +63,14 @@ struct LocalSubs {
     next_id: u64,
 }
 
-/// A remote node's interest: (node name, queue group).
-type RemoteKey = (String, Option<String>);
-
-#[derive(Default)]
-struct RemoteInterest {
-    trie: SubjectTrie<RemoteKey>,
-    /// Per (node, queue): pattern → advertised member count.
-    counts: HashMap<RemoteKey, HashMap<String, u32>>,
-}
-
-fn interest_key(pattern: &str, queue: Option<&str>) -> EntryKey {
-    EntryKey::new(table::INTEREST, format!("{pattern}\0{}", queue.unwrap_or("")))
-}
-
-fn parse_interest_key(key: &str) -> Option<(String, Option<String>)> {
-    let (pattern, queue) = key.split_once('\0')?;
-    validate_pattern(pattern).ok()?;
-    let queue = if queue.is_empty() {
-        None
-    } else {
-        validate_queue(queue).ok()?;
-        Some(queue.to_string())
-    };
-    Some((pattern.to_string(), queue))
-}
-
 /// The pub/sub service of one node.
 pub(crate) struct PubSub {
-    local: NodeId,
     links: Links,
     stats: Arc<Stats>,
     registry: Arc<RegistryService>,
     dead_letters: Arc<DeadLetters>,
     subs: Mutex<LocalSubs>,
-    remote: Mutex<RemoteInterest>,
+    remote: Arc<InterestTable>,
     inbox_prefix: String,
     requests: Mutex<HashMap<String, oneshot::Sender<PubMsg>>>,
     next_token: AtomicU64,
@@ -119,19 +94,19 @@ impl PubSub {
         links: Links,
         stats: Arc<Stats>,
         registry: Arc<RegistryService>,
+        remote: Arc<InterestTable>,
         dead_letters: Arc<DeadLetters>,
         sub_capacity: usize,
         config: &PubSubConfig,
     ) -> Self {
         let inbox_prefix = format!("_INBOX.{}.{}.", local.name, local.incarnation);
         let me = Self {
-            local,
             links,
             stats,
             registry,
             dead_letters,
             subs: Mutex::new(LocalSubs::default()),
-            remote: Mutex::new(RemoteInterest::default()),
+            remote,
             inbox_prefix,
             requests: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
@@ -284,38 +259,6 @@ impl PubSub {
                 Self::count_value(left),
             )]);
         }
-    }
-
-    /// Applies a registry event of the interest table from `origin`.
-    pub(crate) fn apply(&self, event: &Event) -> Result<(), &'static str> {
-        let (origin, key, value, added) = match event {
-            Event::Put { origin, key, value } => (origin, key, value, true),
-            Event::Removed { origin, key, value } => (origin, key, value, false),
-        };
-        if key.table != table::INTEREST || origin.name == self.local.name {
-            return Ok(());
-        }
-        let (pattern, queue) = parse_interest_key(&key.key).ok_or("invalid_interest")?;
-        let count: u32 = postcard::from_bytes(value).map_err(|_| "invalid_interest")?;
-        let mut remote = lock(&self.remote);
-        let rkey: RemoteKey = (origin.name.clone(), queue);
-        if added {
-            remote
-                .counts
-                .entry(rkey.clone())
-                .or_default()
-                .insert(pattern.clone(), count.max(1));
-            remote.trie.insert(&pattern, rkey);
-        } else {
-            if let Some(patterns) = remote.counts.get_mut(&rkey) {
-                patterns.remove(&pattern);
-                if patterns.is_empty() {
-                    remote.counts.remove(&rkey);
-                }
-            }
-            remote.trie.remove(&pattern, &rkey);
-        }
-        Ok(())
     }
 
     /// Delivers `msg` to `sink`; a queue gets a clone, a direct sink
@@ -592,7 +535,7 @@ impl PubSub {
             // Lock order: subscriptions, then remote interest (as
             // `has_interest`); no await while they are held.
             let mut subs = lock(&self.subs);
-            let mut remote = lock(&self.remote);
+            let mut remote = self.remote.lock();
             let mut sinks: Vec<Arc<Sink>> = Vec::new();
             let mut served: Vec<String> = Vec::new();
             let mut pending: Vec<LocalGroup> = Vec::new();
@@ -671,7 +614,7 @@ impl PubSub {
 
     /// Whether any subscription anywhere matches `subject`.
     pub(crate) fn has_interest(&self, subject: &str) -> bool {
-        lock(&self.subs).trie.has_match(subject) || lock(&self.remote).trie.has_match(subject)
+        lock(&self.subs).trie.has_match(subject) || self.remote.lock().trie.has_match(subject)
     }
 
     /// Publishes a request and waits for the first reply.
@@ -724,7 +667,7 @@ impl PubSub {
 
     /// Nodes this node knows interest of, with their number of patterns.
     pub(crate) fn remote_interest(&self) -> BTreeMap<String, usize> {
-        let remote = lock(&self.remote);
+        let remote = self.remote.lock();
         let mut out = BTreeMap::new();
         for ((node, _), patterns) in &remote.counts {
             *out.entry(node.clone()).or_default() += patterns.len();
