@@ -36,7 +36,7 @@ use crate::link::Links;
 use crate::messaging::dead_letter::{DeadLetters, DeadReason, DropKind};
 use crate::queue::{ByteQueue, Pushed};
 use crate::registry::RegistryService;
-use crate::stats::Stats;
+use crate::stats::{Hot, Stats};
 
 use crate::sync::lock;
 use barrier::InterestBarrier;
@@ -302,7 +302,7 @@ impl PubSub {
             }
             SinkResult::Full => {
                 sink.dropped.fetch_add(1, Ordering::Relaxed);
-                self.stats.frames_dropped.inc("slow_consumer");
+                self.stats.frames_dropped.inc_hot(Hot::SlowConsumer);
                 true
             }
             // Unsubscribing right now: nobody is waiting for it.
@@ -317,8 +317,8 @@ impl PubSub {
     /// Chooses, under the subscription lock, the local subscriptions
     /// `msg` goes to: every plain match and, for each queue group in
     /// `queues` (`None`: every group with a local member), one member.
-    /// Their sinks go to `sinks`, the groups served to `served`. A reply to
-    /// one of this node's requests is handed to its waiter here. Returns
+    /// Their sinks go to `sinks`, the groups served to `served` (replies to
+    /// this node's requests never come here: see [`Self::is_reply`]). Returns
     /// the number of queue groups in `queues` with no member left (each
     /// counted `queue_member_gone`).
     ///
@@ -337,16 +337,6 @@ impl PubSub {
         served: &mut Vec<String>,
         mut pending: Option<&mut Vec<LocalGroup>>,
     ) -> u64 {
-        if msg.subject.starts_with(&self.inbox_prefix) {
-            let token = &msg.subject[self.inbox_prefix.len()..];
-            match lock(&self.requests).remove(token) {
-                Some(tx) => {
-                    let _ = tx.send(msg.clone());
-                }
-                None => self.stats.frames_dropped.inc("late_reply"),
-            }
-            return 0;
-        }
         let ids = subs.trie.matches(&msg.subject);
         if !ids.is_empty() {
             let mut groups: Option<BTreeMap<&str, Vec<&Arc<Sink>>>> = None;
@@ -377,7 +367,7 @@ impl PubSub {
         for q in queues.unwrap_or_default() {
             if !served.contains(q) {
                 debug!(queue = %q, subject = %msg.subject, "queue group member gone before delivery");
-                self.stats.frames_dropped.inc("queue_member_gone");
+                self.stats.frames_dropped.inc_hot(Hot::QueueMemberGone);
                 gone += 1;
             }
         }
@@ -447,7 +437,9 @@ impl PubSub {
                 }
                 Err(e) => {
                     debug!(subject = %msg.subject, error = %e, "publish not encoded");
-                    self.stats.frames_dropped.add("too_large", matched.len() as u64);
+                    self.stats
+                        .frames_dropped
+                        .add_hot(Hot::TooLarge, matched.len() as u64);
                 }
             }
             return;
@@ -506,7 +498,7 @@ impl PubSub {
                 Ok(frame) => out.push(node, &frame),
                 Err(e) => {
                     debug!(subject = %msg.subject, error = %e, "publish not encoded");
-                    self.stats.frames_dropped.inc("too_large");
+                    self.stats.frames_dropped.inc_hot(Hot::TooLarge);
                 }
             }
         }
@@ -531,12 +523,18 @@ impl PubSub {
         let mut refused = Vec::new();
         let mut out = Outgoing::default();
         let max_frame = self.links.max_frame();
+        // Picked under the locks, delivered after them: a sink (a NATS
+        // client's outbound buffer, say) is never entered with a node-wide
+        // lock held. `sinks` holds every message's sinks in turn; each
+        // delivery names the end of its message's run.
+        let mut sinks: Vec<Arc<Sink>> = Vec::new();
+        let mut deliveries: Vec<(usize, PubMsg)> = Vec::new();
+        let mut replies: Vec<PubMsg> = Vec::new();
         {
             // Lock order: subscriptions, then remote interest (as
             // `has_interest`); no await while they are held.
             let mut subs = lock(&self.subs);
             let mut remote = self.remote.lock();
-            let mut sinks: Vec<Arc<Sink>> = Vec::new();
             let mut served: Vec<String> = Vec::new();
             let mut pending: Vec<LocalGroup> = Vec::new();
             let cluster_wide = self.queue_locality == QueueLocality::Cluster;
@@ -548,11 +546,15 @@ impl PubSub {
                     continue;
                 }
                 self.stats.pubsub_published.fetch_add(1, Ordering::Relaxed);
-                sinks.clear();
+                let start = sinks.len();
                 served.clear();
                 pending.clear();
-                let defer = cluster_wide.then_some(&mut pending);
-                self.pick_local(&mut subs, &msg, None, &mut sinks, &mut served, defer);
+                if self.is_reply(&msg.subject) {
+                    replies.push(msg.clone());
+                } else {
+                    let defer = cluster_wide.then_some(&mut pending);
+                    self.pick_local(&mut subs, &msg, None, &mut sinks, &mut served, defer);
+                }
                 self.route(
                     &mut remote,
                     &msg,
@@ -562,8 +564,18 @@ impl PubSub {
                     max_frame,
                     &mut out,
                 );
-                self.deliver_all(&sinks, msg);
+                if sinks.len() > start {
+                    deliveries.push((sinks.len(), msg));
+                }
             }
+        }
+        let mut start = 0;
+        for (end, msg) in deliveries {
+            self.deliver_all(&sinks[start..end], msg);
+            start = end;
+        }
+        for reply in replies {
+            self.complete_reply(reply);
         }
         for (node, frames) in out.into_nodes() {
             if let Err((e, lost)) = self.links.send_many(&node, frames, |c| &c.publishes_sent).await {
@@ -585,7 +597,7 @@ impl PubSub {
             || p.reply.as_deref().is_some_and(|r| validate_subject(r).is_err())
         {
             debug!(peer = %from, subject = %p.subject, "publish with an invalid subject refused");
-            self.stats.frames_dropped.inc("invalid_subject");
+            self.stats.frames_dropped.inc_hot(Hot::InvalidSubject);
             return;
         }
         let msg = PubMsg {
@@ -594,6 +606,10 @@ impl PubSub {
             headers: p.headers,
             payload,
         };
+        if self.is_reply(&msg.subject) {
+            self.complete_reply(msg);
+            return;
+        }
         let mut sinks = Vec::new();
         let mut served = Vec::new();
         let gone = self.pick_local(
@@ -610,6 +626,24 @@ impl PubSub {
         let d = &self.dead_letters;
         d.count_dropped(from, DropKind::Publish, DeadReason::QueueMemberGone, gone);
         d.count_dropped(from, DropKind::Publish, DeadReason::SlowConsumer, slow);
+    }
+
+    /// Whether `subject` is a reply to one of this node's requests (its
+    /// wildcard inbox): handed to the waiting request, not to subscribers.
+    fn is_reply(&self, subject: &str) -> bool {
+        subject.starts_with(&self.inbox_prefix)
+    }
+
+    /// Hands the reply `msg` to its waiting request; one nobody waits for
+    /// any more is counted `late_reply`.
+    fn complete_reply(&self, msg: PubMsg) {
+        let token = &msg.subject[self.inbox_prefix.len()..];
+        match lock(&self.requests).remove(token) {
+            Some(tx) => {
+                let _ = tx.send(msg);
+            }
+            None => self.stats.frames_dropped.inc_hot(Hot::LateReply),
+        }
     }
 
     /// Whether any subscription anywhere matches `subject`.
