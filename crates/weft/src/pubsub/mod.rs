@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
 use tracing::debug;
 use weft_proto::NodeId;
 use weft_proto::codec::encode_publish;
@@ -36,6 +35,7 @@ use crate::link::Links;
 use crate::messaging::dead_letter::{DeadLetters, DeadReason, DropKind};
 use crate::queue::{ByteQueue, Pushed};
 use crate::registry::RegistryService;
+use crate::replies::{Replies, WaitError};
 use crate::stats::{Hot, Stats};
 
 use crate::sync::lock;
@@ -72,8 +72,9 @@ pub(crate) struct PubSub {
     subs: Mutex<LocalSubs>,
     remote: Arc<InterestTable>,
     inbox_prefix: String,
-    requests: Mutex<HashMap<String, oneshot::Sender<PubMsg>>>,
-    next_token: AtomicU64,
+    /// This node's requests waiting for a reply: a reply to request `id`
+    /// is published to the inbox subject ending in `id`.
+    requests: Replies<PubMsg>,
     rr: AtomicU64,
     sub_capacity: usize,
     queue_locality: QueueLocality,
@@ -108,8 +109,7 @@ impl PubSub {
             subs: Mutex::new(LocalSubs::default()),
             remote,
             inbox_prefix,
-            requests: Mutex::new(HashMap::new()),
-            next_token: AtomicU64::new(1),
+            requests: Replies::default(),
             rr: AtomicU64::new(0),
             sub_capacity,
             queue_locality: config.queue_locality,
@@ -638,11 +638,18 @@ impl PubSub {
     /// any more is counted `late_reply`.
     fn complete_reply(&self, msg: PubMsg) {
         let token = &msg.subject[self.inbox_prefix.len()..];
-        match lock(&self.requests).remove(token) {
-            Some(tx) => {
-                let _ = tx.send(msg);
-            }
-            None => self.stats.frames_dropped.inc_hot(Hot::LateReply),
+        // Only the form this node writes (decimal, no sign, no leading
+        // zero) names a request.
+        let id = match token.as_bytes() {
+            [b'1'..=b'9', rest @ ..] if rest.iter().all(u8::is_ascii_digit) => token.parse::<u64>().ok(),
+            _ => None,
+        };
+        let late = match id {
+            Some(id) => self.requests.complete(id, msg).is_err(),
+            None => true,
+        };
+        if late {
+            self.stats.frames_dropped.inc_hot(Hot::LateReply);
         }
     }
 
@@ -663,10 +670,8 @@ impl PubSub {
         if !self.has_interest(subject) {
             return Err(PubSubError::NoResponders(subject.to_string()));
         }
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed).to_string();
-        let (tx, rx) = oneshot::channel();
-        lock(&self.requests).insert(token.clone(), tx);
-        let reply = format!("{}{token}", self.inbox_prefix);
+        let mut waiting = self.requests.register(None);
+        let reply = format!("{}{}", self.inbox_prefix, waiting.id());
         let sent = self
             .publish(PubMsg {
                 subject: subject.to_string(),
@@ -675,16 +680,14 @@ impl PubSub {
                 payload,
             })
             .await;
-        let result = match sent {
+        match sent {
             Err(e) => Err(e),
-            Ok(()) => match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(m)) => Ok(m),
-                Ok(Err(_)) => Err(PubSubError::Closed),
-                Err(_) => Err(PubSubError::Timeout),
+            Ok(()) => match waiting.wait(timeout).await {
+                Ok(m) => Ok(m),
+                Err(WaitError::Closed) => Err(PubSubError::Closed),
+                Err(WaitError::Timeout) => Err(PubSubError::Timeout),
             },
-        };
-        lock(&self.requests).remove(&token);
-        result
+        }
     }
 
     /// (pattern, queue, local count) of every local interest.
