@@ -90,6 +90,10 @@ struct LocalGroup {
 }
 
 impl PubSub {
+    /// The pub/sub service of `local`, reading other nodes' interest from
+    /// `remote` (which `registry` feeds) and announcing its own through
+    /// `registry`.
+    #[allow(clippy::too_many_arguments)] // construction wiring, called once
     pub(crate) fn new(
         local: NodeId,
         links: Links,
