@@ -9,6 +9,8 @@ use tokio::sync::broadcast;
 use weft_proto::registry::{EntryKey, Event, table};
 use weft_proto::{NodeId, Pid};
 
+use crate::registry::{RegistryObserver, Rejection};
+
 /// A change in a process group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GroupEvent {
@@ -55,21 +57,22 @@ pub(crate) fn group_key(group: &str, id: u64) -> EntryKey {
     EntryKey::new(table::GROUPS, format!("{group}\0{id}"))
 }
 
-/// Why a registry entry did not make sense.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum BadEntry {
-    /// The value does not decode as a pid.
-    Undecodable,
-    /// The pid belongs to a node other than the entry's owner.
-    ForeignPid,
-}
-
-fn decode_pid(origin: &NodeId, value: &Bytes) -> Result<Pid, BadEntry> {
-    let pid: Pid = postcard::from_bytes(value).map_err(|_| BadEntry::Undecodable)?;
+fn decode_pid(origin: &NodeId, value: &Bytes) -> Result<Pid, Rejection> {
+    let pid: Pid = postcard::from_bytes(value).map_err(|_| Rejection::UndecodableEntry)?;
     if pid.node != origin.name || pid.incarnation != origin.incarnation {
-        return Err(BadEntry::ForeignPid);
+        return Err(Rejection::ForeignPid);
     }
     Ok(pid)
+}
+
+impl RegistryObserver for Directory {
+    fn tables(&self) -> &'static [u16] {
+        &[table::GROUPS, table::NAMES]
+    }
+
+    fn on_change(&self, change: &Event) -> Result<(), Rejection> {
+        self.apply(change)
+    }
 }
 
 impl Directory {
@@ -83,7 +86,7 @@ impl Directory {
 
     /// Applies one registry event. Entries whose pid is not the owner's
     /// are refused (a node may only list its own mailboxes).
-    pub(crate) fn apply(&self, event: &Event) -> Result<(), BadEntry> {
+    fn apply(&self, event: &Event) -> Result<(), Rejection> {
         let (origin, key, value, added) = match event {
             Event::Put { origin, key, value } => (origin, key, value, true),
             Event::Removed { origin, key, value } => (origin, key, value, false),

@@ -365,6 +365,7 @@ pub mod pubsub;
 pub mod queue;
 mod registry;
 pub mod relay;
+mod replies;
 mod router;
 mod rpc;
 pub mod shards;

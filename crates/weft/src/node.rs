@@ -228,13 +228,17 @@ impl Node {
             shutdown: shutdown.clone(),
         });
         let member_table = Arc::new(std::sync::RwLock::new(crate::membership::MemberTable::default()));
+        // The registry's observers exist before it, so it is built with
+        // them: every view it feeds, then the services that write to it.
         let directory = Arc::new(Directory::new());
+        let interest = Arc::new(crate::pubsub::InterestTable::new(&id.name));
+        let origins = Arc::new(crate::relay::OriginTable::default());
         let registry = Arc::new(RegistryService::new(
             id.clone(),
             links.clone(),
             stats.clone(),
-            directory.clone(),
             member_table.clone(),
+            vec![directory.clone(), interest.clone(), origins.clone()],
         ));
         let dead_letters = Arc::new(DeadLetters::new(links.clone(), stats.clone()));
         tokio::spawn(dead_letters.clone().run(shutdown.clone()));
@@ -251,20 +255,20 @@ impl Node {
             links.clone(),
             stats.clone(),
             registry.clone(),
+            interest,
             dead_letters.clone(),
             config.messaging.subscription_bytes,
             &config.pubsub,
         ));
-        registry.set_pubsub(&pubsub);
         let relay = Relay::new(
             id.clone(),
             links.clone(),
             stats.clone(),
             registry.clone(),
+            origins,
             config.relay.clone(),
             shutdown.clone(),
         );
-        registry.set_relay(&relay);
         let rpc = Arc::new(Rpc::new(links.clone(), stats.clone()));
         // Services exist before any connection can deliver a frame.
         let _ = router.services.set(Services {

@@ -1,34 +1,92 @@
 //! The registry driver: runs the sans-IO [`weft_proto::registry::Registry`]
-//! behind a mutex, sends its messages over the links (control lane), and
-//! feeds its events to the [`Directory`], pub/sub and relay, and answers
+//! behind a mutex, sends its messages over the links (control lane), feeds
+//! its events to the [`RegistryObserver`]s registered at construction (the
+//! directory, pub/sub's remote interest, the relay's origins), and answers
 //! interest barriers from the peers' acknowledgements.
+//!
+//! Lock discipline: the registry's outputs are picked under its mutex and
+//! acted on after it is released, so observers and link queues are never
+//! entered with it held. A second mutex, `delivery`, is held from the pick
+//! to the end of the acting, so that outputs reach observers and peers in
+//! the order the registry produced them (an acknowledgement is sent only
+//! after the events before it were applied). Queries (`version`,
+//! `remote_value`, ...) take only the registry mutex.
 
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::watch;
 use tracing::debug;
 use weft_proto::frame::{Header, RegistryAck};
-use weft_proto::registry::{EntryKey, Msg, Output, Registry};
+use weft_proto::registry::{EntryKey, Event, Msg, Output, Registry};
 use weft_proto::{Frame, NodeId};
 
-use crate::directory::{BadEntry, Directory};
 use crate::link::Links;
 use crate::membership::{MemberState, MemberTable};
-use crate::pubsub::PubSub;
-use crate::pubsub::barrier::BarrierError;
-use crate::relay::Relay;
 use crate::stats::Stats;
+
+/// Why an observer refused a registry entry: the entry is kept by the
+/// registry (its owner may fix it) but not indexed, and counted in
+/// `registry_rejected` under [`Rejection::label`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Rejection {
+    /// A name or group entry whose value does not decode as a pid.
+    #[error("entry value does not decode")]
+    UndecodableEntry,
+    /// A name or group entry whose pid belongs to a node other than the
+    /// entry's owner (a node may only list its own mailboxes).
+    #[error("pid of another node")]
+    ForeignPid,
+    /// An interest entry whose key or member count is malformed.
+    #[error("invalid interest entry")]
+    InvalidInterest,
+    /// An origin entry whose key is not a valid stream key.
+    #[error("invalid stream key")]
+    InvalidStreamKey,
+    /// An origin entry whose announcement does not decode.
+    #[error("invalid origin announcement")]
+    InvalidOrigin,
+}
+
+impl Rejection {
+    /// The `reason` label of `registry_rejected`.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Rejection::UndecodableEntry => "undecodable_entry",
+            Rejection::ForeignPid => "foreign_pid",
+            Rejection::InvalidInterest => "invalid_interest",
+            Rejection::InvalidStreamKey => "invalid_stream_key",
+            Rejection::InvalidOrigin => "invalid_origin",
+        }
+    }
+}
+
+/// A view built from some registry tables.
+///
+/// Called with no registry lock held, in the order the registry produced
+/// the changes, one at a time (never concurrently). An observer must not
+/// call back into [`RegistryService`]'s mutating methods from
+/// `on_change` (they wait for the delivery in progress).
+pub(crate) trait RegistryObserver: Send + Sync {
+    /// The tables this observer indexes; it sees changes of these only.
+    fn tables(&self) -> &'static [u16];
+
+    /// Applies one change (local or remote entry) of one of
+    /// [`Self::tables`]. An entry that makes no sense is refused with its
+    /// [`Rejection`] and left out of the view.
+    fn on_change(&self, change: &Event) -> Result<(), Rejection>;
+}
 
 /// Owns this node's registry state.
 pub(crate) struct RegistryService {
     reg: Mutex<Registry>,
+    /// Held while picked outputs are acted on: keeps them in order across
+    /// callers. Taken before `reg`, never while holding it.
+    delivery: Mutex<()>,
     links: Links,
     stats: Arc<Stats>,
-    directory: Arc<Directory>,
-    pubsub: OnceLock<std::sync::Weak<PubSub>>,
-    relay: OnceLock<std::sync::Weak<Relay>>,
+    observers: Vec<Arc<dyn RegistryObserver>>,
     members: Arc<RwLock<MemberTable>>,
     /// Bumped whenever a barrier may have completed: a peer acknowledged
     /// more, or a peer's link or membership went down.
@@ -36,22 +94,13 @@ pub(crate) struct RegistryService {
 }
 
 impl RegistryService {
-    /// Feeds interest-table events to `pubsub` from now on.
-    pub(crate) fn set_pubsub(&self, pubsub: &Arc<PubSub>) {
-        let _ = self.pubsub.set(Arc::downgrade(pubsub));
-    }
-
-    /// Feeds origin-table events to `relay` from now on.
-    pub(crate) fn set_relay(&self, relay: &Arc<Relay>) {
-        let _ = self.relay.set(Arc::downgrade(relay));
-    }
-
+    /// A registry for node `local` whose changes go to `observers`.
     pub(crate) fn new(
         local: NodeId,
         links: Links,
         stats: Arc<Stats>,
-        directory: Arc<Directory>,
         members: Arc<RwLock<MemberTable>>,
+        observers: Vec<Arc<dyn RegistryObserver>>,
     ) -> Self {
         let mut reg = Registry::new(local);
         reg.announce_acks();
@@ -61,11 +110,10 @@ impl RegistryService {
         while reg.poll_output().is_some() {}
         Self {
             reg: Mutex::new(reg),
+            delivery: Mutex::new(()),
             links,
             stats,
-            directory,
-            pubsub: OnceLock::new(),
-            relay: OnceLock::new(),
+            observers,
             members,
             barriers: watch::Sender::new(0),
         }
@@ -75,10 +123,17 @@ impl RegistryService {
         self.barriers.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Runs `f` on the registry and acts on its outputs, picked under the
+    /// registry mutex and acted on after it is released.
     fn with<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
-        let mut reg = crate::sync::lock(&self.reg);
-        let r = f(&mut reg);
-        while let Some(out) = reg.poll_output() {
+        let _order = crate::sync::lock(&self.delivery);
+        let (r, outputs) = {
+            let mut reg = crate::sync::lock(&self.reg);
+            let r = f(&mut reg);
+            let outputs: Vec<Output> = std::iter::from_fn(|| reg.poll_output()).collect();
+            (r, outputs)
+        };
+        for out in outputs {
             self.output(out);
         }
         r
@@ -115,21 +170,17 @@ impl RegistryService {
                 }
             }
             Output::Event(ev) => {
-                if let Some(ps) = self.pubsub.get().and_then(std::sync::Weak::upgrade)
-                    && let Err(label) = ps.apply(&ev)
-                {
-                    self.stats.registry_rejected.inc(label);
-                }
-                if let Some(relay) = self.relay.get().and_then(std::sync::Weak::upgrade)
-                    && let Err(label) = relay.apply(&ev)
-                {
-                    self.stats.registry_rejected.inc(label);
-                }
-                if let Err(bad) = self.directory.apply(&ev) {
-                    self.stats.registry_rejected.inc(match bad {
-                        BadEntry::Undecodable => "undecodable_entry",
-                        BadEntry::ForeignPid => "foreign_pid",
-                    });
+                let table = match &ev {
+                    Event::Put { key, .. } | Event::Removed { key, .. } => key.table,
+                };
+                for observer in &self.observers {
+                    if !observer.tables().contains(&table) {
+                        continue;
+                    }
+                    if let Err(rejection) = observer.on_change(&ev) {
+                        debug!(?ev, error = %rejection, "registry entry refused");
+                        self.stats.registry_rejected.inc(rejection.label());
+                    }
                 }
             }
         }
@@ -218,8 +269,9 @@ impl RegistryService {
 
     /// Waits until every barrier peer acknowledged `target`, at most
     /// `timeout`. Membership declaring a peer down (or its link dropping)
-    /// wakes the wait: a peer down no longer counts.
-    pub(crate) async fn barrier(&self, target: u64, timeout: Duration) -> Result<(), BarrierError> {
+    /// wakes the wait: a peer down no longer counts. Fails with the names
+    /// of the peers that had not acknowledged, sorted.
+    pub(crate) async fn barrier(&self, target: u64, timeout: Duration) -> Result<(), Vec<String>> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut changed = self.barriers.subscribe();
         loop {
@@ -239,10 +291,7 @@ impl RegistryService {
                     if missing.is_empty() {
                         return Ok(());
                     }
-                    return Err(BarrierError::Timeout {
-                        timeout,
-                        nodes: missing,
-                    });
+                    return Err(missing);
                 }
             }
         }

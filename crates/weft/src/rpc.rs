@@ -7,22 +7,19 @@
 //! to a node that goes down fails at once; one that gets no reply fails
 //! after its timeout.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
 use tracing::debug;
 use weft_proto::frame::{Header, RpcReply, RpcRequest};
 use weft_proto::{Frame, NodeId};
 
 use crate::link::Links;
+use crate::replies::{Replies, WaitError};
 use crate::stats::Stats;
-use crate::sync::lock;
 
 /// Why a request got no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,17 +44,11 @@ pub(crate) trait RpcHandler: Send + Sync + 'static {
     fn handle(&self, from: NodeId, method: u8, payload: Bytes) -> RpcFuture;
 }
 
-struct Pending {
-    node: String,
-    tx: oneshot::Sender<Result<Bytes, RpcError>>,
-}
-
 /// The RPC endpoint of one node.
 pub(crate) struct Rpc {
     links: Links,
     stats: Arc<Stats>,
-    pending: Mutex<HashMap<u64, Pending>>,
-    next: AtomicU64,
+    pending: Replies<Result<Bytes, RpcError>>,
     handler: OnceLock<Arc<dyn RpcHandler>>,
 }
 
@@ -66,8 +57,7 @@ impl Rpc {
         Self {
             links,
             stats,
-            pending: Mutex::new(HashMap::new()),
-            next: AtomicU64::new(1),
+            pending: Replies::default(),
             handler: OnceLock::new(),
         }
     }
@@ -84,30 +74,22 @@ impl Rpc {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, RpcError> {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(
-            id,
-            Pending {
-                node: node.to_string(),
-                tx,
-            },
-        );
+        let mut waiting = self.pending.register(Some(node));
         let frame = Frame {
-            header: Header::RpcRequest(RpcRequest { id, method }),
+            header: Header::RpcRequest(RpcRequest {
+                id: waiting.id(),
+                method,
+            }),
             payload,
         };
         if let Err(e) = self.links.try_send(node, &frame) {
-            lock(&self.pending).remove(&id);
             return Err(RpcError::Unreachable(e.to_string()));
         }
-        let result = match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(RpcError::Unreachable(format!("{node} went away"))),
-            Err(_) => Err(RpcError::Timeout),
-        };
-        lock(&self.pending).remove(&id);
-        result
+        match waiting.wait(timeout).await {
+            Ok(r) => r,
+            Err(WaitError::Closed) => Err(RpcError::Unreachable(format!("{node} went away"))),
+            Err(WaitError::Timeout) => Err(RpcError::Timeout),
+        }
     }
 
     /// Handles an RPC frame from `from`.
@@ -135,11 +117,8 @@ impl Rpc {
                         String::from_utf8_lossy(&frame.payload).to_string(),
                     ))
                 };
-                match lock(&self.pending).remove(&rep.id) {
-                    Some(p) => {
-                        let _ = p.tx.send(result);
-                    }
-                    None => self.stats.frames_dropped.inc("late_rpc_reply"),
+                if self.pending.complete(rep.id, result).is_err() {
+                    self.stats.frames_dropped.inc("late_rpc_reply");
                 }
             }
             _ => self.stats.frames_dropped.inc("unhandled_kind"),
@@ -152,19 +131,9 @@ impl Rpc {
 
     /// Membership declared `node` down: its pending requests fail now.
     pub(crate) fn member_down(&self, node: &NodeId) {
-        let failed: Vec<Pending> = {
-            let mut p = lock(&self.pending);
-            let ids: Vec<u64> = p
-                .iter()
-                .filter(|(_, v)| v.node == node.name)
-                .map(|(k, _)| *k)
-                .collect();
-            ids.into_iter().filter_map(|id| p.remove(&id)).collect()
-        };
-        for p in failed {
-            let _ =
-                p.tx.send(Err(RpcError::Unreachable(format!("{} is down", node.name))));
-        }
+        self.pending.fail_node(&node.name, || {
+            Err(RpcError::Unreachable(format!("{} is down", node.name)))
+        });
     }
 }
 

@@ -35,9 +35,44 @@ pub struct PeerCounters {
     pub connections: AtomicU64,
 }
 
-/// A labelled family of counters (label → count).
+/// Reasons counted on hot paths (per message) by pub/sub: each has its
+/// own atomic in every [`Labelled`], so counting one takes no lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Hot {
+    /// A subscriber's queue or sink was full.
+    SlowConsumer,
+    /// A message did not fit in a frame.
+    TooLarge,
+    /// A queue group named in a publish had no local member left.
+    QueueMemberGone,
+    /// A reply came after its request gave up.
+    LateReply,
+    /// A peer's publish carried an invalid subject.
+    InvalidSubject,
+}
+
+/// The labels counted in atomics: each [`Hot`] reason's, in its order,
+/// then the [`crate::SendError`] labels (counted by name on every failed
+/// send to a peer).
+const HOT_LABELS: [&str; 9] = [
+    "slow_consumer",
+    "too_large",
+    "queue_member_gone",
+    "late_reply",
+    "invalid_subject",
+    "unknown_peer",
+    "node_down",
+    "queue_full",
+    "shutting_down",
+];
+
+/// A labelled family of counters (label → count). The [`Hot`] reasons are
+/// atomics; other labels share a mutex (they are rare).
 #[derive(Debug, Default)]
-pub struct Labelled(Mutex<BTreeMap<&'static str, u64>>);
+pub struct Labelled {
+    hot: [AtomicU64; HOT_LABELS.len()],
+    cold: Mutex<BTreeMap<&'static str, u64>>,
+}
 
 impl Labelled {
     /// Adds one to `label`.
@@ -46,23 +81,56 @@ impl Labelled {
     }
     /// Adds `n` to `label`.
     pub fn add(&self, label: &'static str, n: u64) {
-        if let Ok(mut m) = self.0.lock() {
+        // Zero goes to the map, which lists a label once it is touched.
+        if n > 0
+            && let Some(i) = HOT_LABELS.iter().position(|h| *h == label)
+        {
+            self.hot[i].fetch_add(n, Ordering::Relaxed);
+            return;
+        }
+        if let Ok(mut m) = self.cold.lock() {
             *m.entry(label).or_default() += n;
         }
     }
-    /// The current counts.
+    /// Adds one to the hot reason `reason` (no lock).
+    pub(crate) fn inc_hot(&self, reason: Hot) {
+        self.add_hot(reason, 1);
+    }
+    /// Adds `n` to the hot reason `reason` (no lock).
+    pub(crate) fn add_hot(&self, reason: Hot, n: u64) {
+        if n == 0 {
+            self.add(HOT_LABELS[reason as usize], 0);
+        } else {
+            self.hot[reason as usize].fetch_add(n, Ordering::Relaxed);
+        }
+    }
+    /// The current counts of every label touched so far.
     pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.0
+        let mut out: BTreeMap<String, u64> = self
+            .cold
             .lock()
             .map(|m| m.iter().map(|(k, v)| ((*k).to_string(), *v)).collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        for (label, n) in HOT_LABELS.iter().zip(&self.hot) {
+            let n = n.load(Ordering::Relaxed);
+            if n > 0 {
+                *out.entry((*label).to_string()).or_default() += n;
+            }
+        }
+        out
     }
     /// The count for one label.
     pub fn get(&self, label: &str) -> u64 {
-        self.0
+        let cold = self
+            .cold
             .lock()
             .map(|m| m.get(label).copied().unwrap_or(0))
-            .unwrap_or(0)
+            .unwrap_or(0);
+        let hot = HOT_LABELS
+            .iter()
+            .position(|h| *h == label)
+            .map_or(0, |i| self.hot[i].load(Ordering::Relaxed));
+        cold + hot
     }
 }
 
@@ -336,6 +404,58 @@ impl Stats {
             dead_letters_received: self.dead_letters_received.snapshot(),
             dead_letters_lost: self.dead_letters_lost.snapshot(),
             peers,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hot_and_cold_labels_snapshot_alike() {
+        let l = Labelled::default();
+        assert!(l.snapshot().is_empty());
+        l.inc("slow_consumer");
+        l.inc_hot(Hot::SlowConsumer);
+        l.add_hot(Hot::TooLarge, 3);
+        l.inc("registry_encode");
+        l.add("node_down", 0);
+        let snap = l.snapshot();
+        assert_eq!(snap.get("slow_consumer"), Some(&2));
+        assert_eq!(snap.get("too_large"), Some(&3));
+        assert_eq!(snap.get("registry_encode"), Some(&1));
+        // Touched with zero: listed, as before.
+        assert_eq!(snap.get("node_down"), Some(&0));
+        assert_eq!(snap.len(), 4);
+        assert_eq!(l.get("slow_consumer"), 2);
+        assert_eq!(l.get("queue_full"), 0);
+    }
+
+    #[test]
+    fn hot_labels_match_their_reasons() {
+        let all = [
+            (Hot::SlowConsumer, "slow_consumer"),
+            (Hot::TooLarge, "too_large"),
+            (Hot::QueueMemberGone, "queue_member_gone"),
+            (Hot::LateReply, "late_reply"),
+            (Hot::InvalidSubject, "invalid_subject"),
+        ];
+        for (reason, label) in all {
+            let l = Labelled::default();
+            l.inc_hot(reason);
+            assert_eq!(
+                l.snapshot().into_iter().collect::<Vec<_>>(),
+                vec![(label.to_string(), 1)]
+            );
+        }
+        for e in [
+            crate::SendError::ShuttingDown,
+            crate::SendError::UnknownPeer("x".into()),
+            crate::SendError::NodeDown("x".into()),
+            crate::SendError::Full("x".into()),
+        ] {
+            assert!(HOT_LABELS.contains(&e.label()));
         }
     }
 }

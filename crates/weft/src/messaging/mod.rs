@@ -32,7 +32,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
 use tracing::debug;
 use weft_proto::frame::{Addressee, GroupPublish, Header, Reply, ReplyStatus, Tell, TellNamed};
 use weft_proto::registry::{EntryKey, table};
@@ -42,7 +41,8 @@ use crate::directory::{Directory, group_key};
 use crate::link::Links;
 use crate::queue::{ByteQueue, ByteSized, Pushed};
 use crate::registry::RegistryService;
-use crate::stats::Stats;
+use crate::replies::Replies;
+use crate::stats::{Hot, Stats};
 
 use crate::sync::lock;
 use dead_letter::{DeadLetters, DeadReason, DropKind};
@@ -63,11 +63,6 @@ pub(crate) struct Slot {
     names: Mutex<BTreeSet<String>>,
 }
 
-struct Pending {
-    node: String,
-    tx: oneshot::Sender<Result<Message, CallError>>,
-}
-
 /// The messaging service of one node.
 pub(crate) struct Messaging {
     local: NodeId,
@@ -79,8 +74,7 @@ pub(crate) struct Messaging {
     mailboxes: RwLock<HashMap<u64, Arc<Slot>>>,
     names: Mutex<HashMap<String, u64>>,
     next_id: AtomicU64,
-    calls: Mutex<HashMap<u64, Pending>>,
-    next_call: AtomicU64,
+    calls: Replies<Result<Message, CallError>>,
 }
 
 impl Messaging {
@@ -102,8 +96,7 @@ impl Messaging {
             mailboxes: RwLock::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            calls: Mutex::new(HashMap::new()),
-            next_call: AtomicU64::new(1),
+            calls: Replies::default(),
         }
     }
 
@@ -273,16 +266,9 @@ impl Messaging {
         msg: Message,
         timeout: Duration,
     ) -> Result<Message, CallError> {
-        let call = self.next_call.fetch_add(1, Ordering::Relaxed);
+        let mut waiting = self.calls.register(Some(target.node()));
+        let call = waiting.id();
         self.stats.calls_sent.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        lock(&self.calls).insert(
-            call,
-            Pending {
-                node: target.node().to_string(),
-                tx,
-            },
-        );
         let sent = async {
             if target.node() == self.local.name {
                 let slot = self.resolve_local(target).map_err(|_| CallError::NoSuchMailbox)?;
@@ -310,18 +296,18 @@ impl Messaging {
                 other => CallError::Send(other.into()),
             })
         };
-        let result = match tokio::time::timeout(timeout, async {
+        match tokio::time::timeout(timeout, async {
             sent.await?;
-            rx.await
+            waiting
+                .recv()
+                .await
                 .unwrap_or(Err(CallError::NodeDown(target.node().to_string())))
         })
         .await
         {
             Ok(r) => r,
             Err(_) => Err(CallError::Timeout),
-        };
-        lock(&self.calls).remove(&call);
-        result
+        }
     }
 
     /// Answers a call received in `env`.
@@ -351,28 +337,15 @@ impl Messaging {
     }
 
     fn resolve_call(&self, call: u64, result: Result<Message, CallError>) {
-        match lock(&self.calls).remove(&call) {
-            Some(p) => {
-                let _ = p.tx.send(result);
-            }
-            None => self.stats.frames_dropped.inc("late_reply"),
+        if self.calls.complete(call, result).is_err() {
+            self.stats.frames_dropped.inc_hot(Hot::LateReply);
         }
     }
 
     /// Membership declared `node` down: its pending calls fail now.
     pub(crate) fn member_down(&self, node: &NodeId) {
-        let failed: Vec<Pending> = {
-            let mut calls = lock(&self.calls);
-            let ids: Vec<u64> = calls
-                .iter()
-                .filter(|(_, p)| p.node == node.name)
-                .map(|(id, _)| *id)
-                .collect();
-            ids.into_iter().filter_map(|id| calls.remove(&id)).collect()
-        };
-        for p in failed {
-            let _ = p.tx.send(Err(CallError::NodeDown(node.name.clone())));
-        }
+        self.calls
+            .fail_node(&node.name, || Err(CallError::NodeDown(node.name.clone())));
     }
 
     pub(crate) fn register(&self, name: &str, slot: &Slot) -> Result<(), NameError> {

@@ -59,7 +59,11 @@ impl InterestBarrier {
     /// waits stop counting. Fails with [`BarrierError::Timeout`] naming the
     /// nodes that did not confirm in time.
     pub async fn wait(self) -> Result<(), BarrierError> {
-        self.registry.barrier(self.target, self.timeout).await
+        let timeout = self.timeout;
+        self.registry
+            .barrier(self.target, timeout)
+            .await
+            .map_err(|nodes| BarrierError::Timeout { timeout, nodes })
     }
 }
 

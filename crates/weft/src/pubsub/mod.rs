@@ -12,6 +12,7 @@
 //! frame's `queues`, and that node hands it to one of its members.
 
 pub mod barrier;
+mod interest;
 mod outgoing;
 pub mod subscription;
 
@@ -22,12 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
 use tracing::debug;
 use weft_proto::NodeId;
 use weft_proto::codec::encode_publish;
 use weft_proto::frame::{Publish, PublishRef};
-use weft_proto::registry::{EntryKey, Event, table};
 use weft_proto::subject::{validate_pattern, validate_queue, validate_subject};
 use weft_proto::trie::SubjectTrie;
 
@@ -36,10 +35,13 @@ use crate::link::Links;
 use crate::messaging::dead_letter::{DeadLetters, DeadReason, DropKind};
 use crate::queue::{ByteQueue, Pushed};
 use crate::registry::RegistryService;
-use crate::stats::Stats;
+use crate::replies::{Replies, WaitError};
+use crate::stats::{Hot, Stats};
 
 use crate::sync::lock;
 use barrier::InterestBarrier;
+pub(crate) use interest::InterestTable;
+use interest::{RemoteInterest, interest_key};
 use outgoing::Outgoing;
 use subscription::{
     DeliverySink, DirectSubscription, PubMsg, PubSubError, Sink, SinkResult, Subscription, Target,
@@ -61,44 +63,18 @@ struct LocalSubs {
     next_id: u64,
 }
 
-/// A remote node's interest: (node name, queue group).
-type RemoteKey = (String, Option<String>);
-
-#[derive(Default)]
-struct RemoteInterest {
-    trie: SubjectTrie<RemoteKey>,
-    /// Per (node, queue): pattern → advertised member count.
-    counts: HashMap<RemoteKey, HashMap<String, u32>>,
-}
-
-fn interest_key(pattern: &str, queue: Option<&str>) -> EntryKey {
-    EntryKey::new(table::INTEREST, format!("{pattern}\0{}", queue.unwrap_or("")))
-}
-
-fn parse_interest_key(key: &str) -> Option<(String, Option<String>)> {
-    let (pattern, queue) = key.split_once('\0')?;
-    validate_pattern(pattern).ok()?;
-    let queue = if queue.is_empty() {
-        None
-    } else {
-        validate_queue(queue).ok()?;
-        Some(queue.to_string())
-    };
-    Some((pattern.to_string(), queue))
-}
-
 /// The pub/sub service of one node.
 pub(crate) struct PubSub {
-    local: NodeId,
     links: Links,
     stats: Arc<Stats>,
     registry: Arc<RegistryService>,
     dead_letters: Arc<DeadLetters>,
     subs: Mutex<LocalSubs>,
-    remote: Mutex<RemoteInterest>,
+    remote: Arc<InterestTable>,
     inbox_prefix: String,
-    requests: Mutex<HashMap<String, oneshot::Sender<PubMsg>>>,
-    next_token: AtomicU64,
+    /// This node's requests waiting for a reply: a reply to request `id`
+    /// is published to the inbox subject ending in `id`.
+    requests: Replies<PubMsg>,
     rr: AtomicU64,
     sub_capacity: usize,
     queue_locality: QueueLocality,
@@ -114,27 +90,30 @@ struct LocalGroup {
 }
 
 impl PubSub {
+    /// The pub/sub service of `local`, reading other nodes' interest from
+    /// `remote` (which `registry` feeds) and announcing its own through
+    /// `registry`.
+    #[allow(clippy::too_many_arguments)] // construction wiring, called once
     pub(crate) fn new(
         local: NodeId,
         links: Links,
         stats: Arc<Stats>,
         registry: Arc<RegistryService>,
+        remote: Arc<InterestTable>,
         dead_letters: Arc<DeadLetters>,
         sub_capacity: usize,
         config: &PubSubConfig,
     ) -> Self {
         let inbox_prefix = format!("_INBOX.{}.{}.", local.name, local.incarnation);
         let me = Self {
-            local,
             links,
             stats,
             registry,
             dead_letters,
             subs: Mutex::new(LocalSubs::default()),
-            remote: Mutex::new(RemoteInterest::default()),
+            remote,
             inbox_prefix,
-            requests: Mutex::new(HashMap::new()),
-            next_token: AtomicU64::new(1),
+            requests: Replies::default(),
             rr: AtomicU64::new(0),
             sub_capacity,
             queue_locality: config.queue_locality,
@@ -286,38 +265,6 @@ impl PubSub {
         }
     }
 
-    /// Applies a registry event of the interest table from `origin`.
-    pub(crate) fn apply(&self, event: &Event) -> Result<(), &'static str> {
-        let (origin, key, value, added) = match event {
-            Event::Put { origin, key, value } => (origin, key, value, true),
-            Event::Removed { origin, key, value } => (origin, key, value, false),
-        };
-        if key.table != table::INTEREST || origin.name == self.local.name {
-            return Ok(());
-        }
-        let (pattern, queue) = parse_interest_key(&key.key).ok_or("invalid_interest")?;
-        let count: u32 = postcard::from_bytes(value).map_err(|_| "invalid_interest")?;
-        let mut remote = lock(&self.remote);
-        let rkey: RemoteKey = (origin.name.clone(), queue);
-        if added {
-            remote
-                .counts
-                .entry(rkey.clone())
-                .or_default()
-                .insert(pattern.clone(), count.max(1));
-            remote.trie.insert(&pattern, rkey);
-        } else {
-            if let Some(patterns) = remote.counts.get_mut(&rkey) {
-                patterns.remove(&pattern);
-                if patterns.is_empty() {
-                    remote.counts.remove(&rkey);
-                }
-            }
-            remote.trie.remove(&pattern, &rkey);
-        }
-        Ok(())
-    }
-
     /// Delivers `msg` to `sink`; a queue gets a clone, a direct sink
     /// borrows it. Returns whether it was dropped as a slow consumer.
     fn deliver(&self, sink: &Sink, msg: &PubMsg) -> bool {
@@ -359,7 +306,7 @@ impl PubSub {
             }
             SinkResult::Full => {
                 sink.dropped.fetch_add(1, Ordering::Relaxed);
-                self.stats.frames_dropped.inc("slow_consumer");
+                self.stats.frames_dropped.inc_hot(Hot::SlowConsumer);
                 true
             }
             // Unsubscribing right now: nobody is waiting for it.
@@ -374,8 +321,8 @@ impl PubSub {
     /// Chooses, under the subscription lock, the local subscriptions
     /// `msg` goes to: every plain match and, for each queue group in
     /// `queues` (`None`: every group with a local member), one member.
-    /// Their sinks go to `sinks`, the groups served to `served`. A reply to
-    /// one of this node's requests is handed to its waiter here. Returns
+    /// Their sinks go to `sinks`, the groups served to `served` (replies to
+    /// this node's requests never come here: see [`Self::is_reply`]). Returns
     /// the number of queue groups in `queues` with no member left (each
     /// counted `queue_member_gone`).
     ///
@@ -394,16 +341,6 @@ impl PubSub {
         served: &mut Vec<String>,
         mut pending: Option<&mut Vec<LocalGroup>>,
     ) -> u64 {
-        if msg.subject.starts_with(&self.inbox_prefix) {
-            let token = &msg.subject[self.inbox_prefix.len()..];
-            match lock(&self.requests).remove(token) {
-                Some(tx) => {
-                    let _ = tx.send(msg.clone());
-                }
-                None => self.stats.frames_dropped.inc("late_reply"),
-            }
-            return 0;
-        }
         let ids = subs.trie.matches(&msg.subject);
         if !ids.is_empty() {
             let mut groups: Option<BTreeMap<&str, Vec<&Arc<Sink>>>> = None;
@@ -434,7 +371,7 @@ impl PubSub {
         for q in queues.unwrap_or_default() {
             if !served.contains(q) {
                 debug!(queue = %q, subject = %msg.subject, "queue group member gone before delivery");
-                self.stats.frames_dropped.inc("queue_member_gone");
+                self.stats.frames_dropped.inc_hot(Hot::QueueMemberGone);
                 gone += 1;
             }
         }
@@ -504,7 +441,9 @@ impl PubSub {
                 }
                 Err(e) => {
                     debug!(subject = %msg.subject, error = %e, "publish not encoded");
-                    self.stats.frames_dropped.add("too_large", matched.len() as u64);
+                    self.stats
+                        .frames_dropped
+                        .add_hot(Hot::TooLarge, matched.len() as u64);
                 }
             }
             return;
@@ -563,7 +502,7 @@ impl PubSub {
                 Ok(frame) => out.push(node, &frame),
                 Err(e) => {
                     debug!(subject = %msg.subject, error = %e, "publish not encoded");
-                    self.stats.frames_dropped.inc("too_large");
+                    self.stats.frames_dropped.inc_hot(Hot::TooLarge);
                 }
             }
         }
@@ -588,12 +527,18 @@ impl PubSub {
         let mut refused = Vec::new();
         let mut out = Outgoing::default();
         let max_frame = self.links.max_frame();
+        // Picked under the locks, delivered after them: a sink (a NATS
+        // client's outbound buffer, say) is never entered with a node-wide
+        // lock held. `sinks` holds every message's sinks in turn; each
+        // delivery names the end of its message's run.
+        let mut sinks: Vec<Arc<Sink>> = Vec::new();
+        let mut deliveries: Vec<(usize, PubMsg)> = Vec::new();
+        let mut replies: Vec<PubMsg> = Vec::new();
         {
             // Lock order: subscriptions, then remote interest (as
             // `has_interest`); no await while they are held.
             let mut subs = lock(&self.subs);
-            let mut remote = lock(&self.remote);
-            let mut sinks: Vec<Arc<Sink>> = Vec::new();
+            let mut remote = self.remote.lock();
             let mut served: Vec<String> = Vec::new();
             let mut pending: Vec<LocalGroup> = Vec::new();
             let cluster_wide = self.queue_locality == QueueLocality::Cluster;
@@ -605,11 +550,15 @@ impl PubSub {
                     continue;
                 }
                 self.stats.pubsub_published.fetch_add(1, Ordering::Relaxed);
-                sinks.clear();
+                let start = sinks.len();
                 served.clear();
                 pending.clear();
-                let defer = cluster_wide.then_some(&mut pending);
-                self.pick_local(&mut subs, &msg, None, &mut sinks, &mut served, defer);
+                if self.is_reply(&msg.subject) {
+                    replies.push(msg.clone());
+                } else {
+                    let defer = cluster_wide.then_some(&mut pending);
+                    self.pick_local(&mut subs, &msg, None, &mut sinks, &mut served, defer);
+                }
                 self.route(
                     &mut remote,
                     &msg,
@@ -619,8 +568,18 @@ impl PubSub {
                     max_frame,
                     &mut out,
                 );
-                self.deliver_all(&sinks, msg);
+                if sinks.len() > start {
+                    deliveries.push((sinks.len(), msg));
+                }
             }
+        }
+        let mut start = 0;
+        for (end, msg) in deliveries {
+            self.deliver_all(&sinks[start..end], msg);
+            start = end;
+        }
+        for reply in replies {
+            self.complete_reply(reply);
         }
         for (node, frames) in out.into_nodes() {
             if let Err((e, lost)) = self.links.send_many(&node, frames, |c| &c.publishes_sent).await {
@@ -642,7 +601,7 @@ impl PubSub {
             || p.reply.as_deref().is_some_and(|r| validate_subject(r).is_err())
         {
             debug!(peer = %from, subject = %p.subject, "publish with an invalid subject refused");
-            self.stats.frames_dropped.inc("invalid_subject");
+            self.stats.frames_dropped.inc_hot(Hot::InvalidSubject);
             return;
         }
         let msg = PubMsg {
@@ -651,6 +610,10 @@ impl PubSub {
             headers: p.headers,
             payload,
         };
+        if self.is_reply(&msg.subject) {
+            self.complete_reply(msg);
+            return;
+        }
         let mut sinks = Vec::new();
         let mut served = Vec::new();
         let gone = self.pick_local(
@@ -669,9 +632,34 @@ impl PubSub {
         d.count_dropped(from, DropKind::Publish, DeadReason::SlowConsumer, slow);
     }
 
+    /// Whether `subject` is a reply to one of this node's requests (its
+    /// wildcard inbox): handed to the waiting request, not to subscribers.
+    fn is_reply(&self, subject: &str) -> bool {
+        subject.starts_with(&self.inbox_prefix)
+    }
+
+    /// Hands the reply `msg` to its waiting request; one nobody waits for
+    /// any more is counted `late_reply`.
+    fn complete_reply(&self, msg: PubMsg) {
+        let token = &msg.subject[self.inbox_prefix.len()..];
+        // Only the form this node writes (decimal, no sign, no leading
+        // zero) names a request.
+        let id = match token.as_bytes() {
+            [b'1'..=b'9', rest @ ..] if rest.iter().all(u8::is_ascii_digit) => token.parse::<u64>().ok(),
+            _ => None,
+        };
+        let late = match id {
+            Some(id) => self.requests.complete(id, msg).is_err(),
+            None => true,
+        };
+        if late {
+            self.stats.frames_dropped.inc_hot(Hot::LateReply);
+        }
+    }
+
     /// Whether any subscription anywhere matches `subject`.
     pub(crate) fn has_interest(&self, subject: &str) -> bool {
-        lock(&self.subs).trie.has_match(subject) || lock(&self.remote).trie.has_match(subject)
+        lock(&self.subs).trie.has_match(subject) || self.remote.lock().trie.has_match(subject)
     }
 
     /// Publishes a request and waits for the first reply.
@@ -686,10 +674,8 @@ impl PubSub {
         if !self.has_interest(subject) {
             return Err(PubSubError::NoResponders(subject.to_string()));
         }
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed).to_string();
-        let (tx, rx) = oneshot::channel();
-        lock(&self.requests).insert(token.clone(), tx);
-        let reply = format!("{}{token}", self.inbox_prefix);
+        let mut waiting = self.requests.register(None);
+        let reply = format!("{}{}", self.inbox_prefix, waiting.id());
         let sent = self
             .publish(PubMsg {
                 subject: subject.to_string(),
@@ -698,16 +684,14 @@ impl PubSub {
                 payload,
             })
             .await;
-        let result = match sent {
+        match sent {
             Err(e) => Err(e),
-            Ok(()) => match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(m)) => Ok(m),
-                Ok(Err(_)) => Err(PubSubError::Closed),
-                Err(_) => Err(PubSubError::Timeout),
+            Ok(()) => match waiting.wait(timeout).await {
+                Ok(m) => Ok(m),
+                Err(WaitError::Closed) => Err(PubSubError::Closed),
+                Err(WaitError::Timeout) => Err(PubSubError::Timeout),
             },
-        };
-        lock(&self.requests).remove(&token);
-        result
+        }
     }
 
     /// (pattern, queue, local count) of every local interest.
@@ -724,7 +708,7 @@ impl PubSub {
 
     /// Nodes this node knows interest of, with their number of patterns.
     pub(crate) fn remote_interest(&self) -> BTreeMap<String, usize> {
-        let remote = lock(&self.remote);
+        let remote = self.remote.lock();
         let mut out = BTreeMap::new();
         for ((node, _), patterns) in &remote.counts {
             *out.entry(node.clone()).or_default() += patterns.len();

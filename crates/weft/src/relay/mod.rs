@@ -26,6 +26,7 @@
 //! switches to another origin of the same key (subscribers see a
 //! `Discontinuity`) or ends its subscribers with `OriginLost`/`Finished`.
 
+mod origins;
 pub mod stream;
 
 use std::collections::{BTreeMap, HashMap};
@@ -40,7 +41,7 @@ use tracing::{debug, info};
 use weft_proto::frame::{
     Header, StreamAttach, StreamAttached, StreamData, StreamEnd, StreamEndReason, StreamHeartbeat, StreamKey,
 };
-use weft_proto::registry::{EntryKey, Event, table};
+use weft_proto::registry::{EntryKey, table};
 use weft_proto::relay::{
     Admit, Attachment, Cursor, EdgeFeed, FeedOut, GopCache, Intake, OriginAnnounce, Refused, StreamFrame,
     choose_origin, validate_key,
@@ -53,6 +54,7 @@ use crate::queue::{ByteQueue, Pushed};
 use crate::registry::RegistryService;
 use crate::stats::Stats;
 use crate::sync::lock;
+pub(crate) use origins::OriginTable;
 
 use stream::{
     Item, StreamClosed, StreamError, StreamEvent, StreamPolicy, StreamPublisher, StreamSubscription, SubQueue,
@@ -139,11 +141,7 @@ pub(crate) struct Relay {
     registry: Arc<RegistryService>,
     config: RelayConfig,
     hubs: Mutex<HashMap<String, Arc<Hub>>>,
-    origins: Mutex<BTreeMap<String, BTreeMap<String, u32>>>,
-    origins_changed: Notify,
-    /// `(key, node)` of origins whose announcement lacks `attach_ack`
-    /// (older nodes): edges pull from them with `StreamSubscribe`.
-    legacy_origins: Mutex<std::collections::BTreeSet<(String, String)>>,
+    origins: Arc<OriginTable>,
     next_sub: AtomicU64,
     /// Attach ids, fresh for every attach this node starts.
     next_attach: AtomicU64,
@@ -171,6 +169,7 @@ impl Relay {
         links: Links,
         stats: Arc<Stats>,
         registry: Arc<RegistryService>,
+        origins: Arc<OriginTable>,
         config: RelayConfig,
         stop: CancellationToken,
     ) -> Arc<Self> {
@@ -182,9 +181,7 @@ impl Relay {
             registry,
             config,
             hubs: Mutex::new(HashMap::new()),
-            origins: Mutex::new(BTreeMap::new()),
-            origins_changed: Notify::new(),
-            legacy_origins: Mutex::new(std::collections::BTreeSet::new()),
+            origins,
             next_sub: AtomicU64::new(1),
             next_attach: AtomicU64::new(1),
             runtime: tokio::runtime::Handle::current(),
@@ -199,7 +196,7 @@ impl Relay {
 
     /// Origins of `key` other than this node, best first.
     fn candidates(&self, key: &str, exclude: Option<&str>) -> Option<String> {
-        let origins = lock(&self.origins);
+        let origins = self.origins.nodes();
         let nodes = origins.get(key)?;
         choose_origin(
             &self.local.name,
@@ -214,44 +211,6 @@ impl Relay {
     /// The origin an edge would pull `key` from (never this node).
     pub(crate) fn locate(&self, key: &str) -> Option<String> {
         self.candidates(key, None)
-    }
-
-    /// Applies an `ORIGINS` registry event.
-    pub(crate) fn apply(&self, event: &Event) -> Result<(), &'static str> {
-        let (origin, key, value, added) = match event {
-            Event::Put { origin, key, value } => (origin, key, value, true),
-            Event::Removed { origin, key, value } => (origin, key, value, false),
-        };
-        if key.table != table::ORIGINS {
-            return Ok(());
-        }
-        validate_key(&key.key).map_err(|_| "invalid_stream_key")?;
-        let announce = OriginAnnounce::decode(value).map_err(|_| "invalid_origin")?;
-        {
-            let mut legacy = lock(&self.legacy_origins);
-            let entry = (key.key.clone(), origin.name.clone());
-            if added && !announce.attach_ack {
-                legacy.insert(entry);
-            } else {
-                legacy.remove(&entry);
-            }
-        }
-        {
-            let mut origins = lock(&self.origins);
-            if added {
-                origins
-                    .entry(key.key.clone())
-                    .or_default()
-                    .insert(origin.name.clone(), announce.priority);
-            } else if let Some(nodes) = origins.get_mut(&key.key) {
-                nodes.remove(&origin.name);
-                if nodes.is_empty() {
-                    origins.remove(&key.key);
-                }
-            }
-        }
-        self.origins_changed.notify_waiters();
-        Ok(())
     }
 
     // ----- origin side -----
@@ -637,7 +596,7 @@ impl Relay {
     ) -> Result<StreamSubscription, StreamError> {
         let deadline = Instant::now() + timeout;
         loop {
-            let changed = self.origins_changed.notified();
+            let changed = self.origins.changed().notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
             match self.add_subscriber(key) {
@@ -708,7 +667,7 @@ impl Relay {
     /// it (pending until acknowledged), else the older way (attached at
     /// once). Returns the attachment and whether the request was queued.
     fn start_attach(&self, key: &str, origin: &str) -> (Attachment, bool) {
-        let legacy = lock(&self.legacy_origins).contains(&(key.to_string(), origin.to_string()));
+        let legacy = self.origins.is_legacy(key, origin);
         if legacy {
             let sent = self.send(
                 origin,
@@ -1025,7 +984,7 @@ impl Relay {
 
     /// Every stream known here (published, pulled or announced).
     pub(crate) fn streams(&self) -> Vec<StreamInfo> {
-        let origins = lock(&self.origins).clone();
+        let origins = self.origins.nodes().clone();
         let hubs: Vec<(String, Arc<Hub>)> = lock(&self.hubs)
             .iter()
             .map(|(k, h)| (k.clone(), h.clone()))
