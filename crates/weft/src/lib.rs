@@ -351,6 +351,7 @@
 //! error to the caller or a counted reason in [`Node::stats`]; every queue
 //! is bounded in bytes.
 
+pub mod api;
 pub mod channel;
 pub mod config;
 mod directory;
@@ -371,19 +372,23 @@ pub mod shards;
 pub mod stats;
 mod sync;
 
-pub use channel::{ChannelReceiver, Delivery};
+pub use api::{
+    Call, Channels, DEFAULT_REQUEST_TIMEOUT, Events, Groups, Lagged, Mailboxes, Membership, PubSub, Publish,
+    Request, Route, ShardMaps, Shards, Streams,
+};
+pub use channel::{ChannelCallback, ChannelError, ChannelReceiver, Delivery};
 pub use config::{
     LinkConfig, MembershipConfig, MessagingConfig, NodeConfig, PubSubConfig, QueueLocality, RelayConfig,
     Secret, ShardConfig, TlsConfig,
 };
 pub use directory::GroupEvent;
 pub use error::{ConfigError, SendError, StartError};
+pub use link::{LinkEvent, LinkInfo};
 pub use membership::{MemberInfo, MemberState, MembershipEvent};
 pub use messaging::GroupPublishReport;
 pub use messaging::dead_letter::{DeadLetter, DeadLetterReceiver, DeadReason};
 pub use messaging::mailbox::{GroupMonitor, Mailbox, MonitorError};
 pub use messaging::message::{CallError, Envelope, Message, MessageError, NameError, Target};
-pub use node::Groups;
 pub use node::Node;
 pub use pubsub::barrier::{BarrierError, InterestBarrier};
 pub use pubsub::subscription::{

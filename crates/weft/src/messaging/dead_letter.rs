@@ -171,6 +171,19 @@ impl DeadLetterReceiver {
     }
 }
 
+/// The same letters as [`DeadLetterReceiver::recv`]; ends once the node
+/// is gone.
+impl futures::Stream for DeadLetterReceiver {
+    type Item = DeadLetter;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<DeadLetter>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
 impl std::fmt::Debug for DeadLetterReceiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeadLetterReceiver")

@@ -573,6 +573,8 @@ impl Relay {
             id,
             queue,
             relay: me,
+            next: Default::default(),
+            ended: false,
         };
         Ok((sub, hub))
     }
