@@ -228,6 +228,7 @@ pub fn cluster_view(node: &Node) -> ClusterView {
     let id = node.id();
     let traffic = node.stats().peers;
     let local: Vec<InterestView> = node
+        .pubsub()
         .local_interest()
         .into_iter()
         .map(|(pattern, queue, count)| InterestView {
@@ -244,6 +245,7 @@ pub fn cluster_view(node: &Node) -> ClusterView {
             cluster: node.config().cluster.clone(),
         },
         members: node
+            .membership()
             .members()
             .into_iter()
             .map(|m| MemberView {
@@ -254,17 +256,18 @@ pub fn cluster_view(node: &Node) -> ClusterView {
             })
             .collect(),
         shards: {
-            let map = node.shard_map();
+            let map = node.shards().map();
             ShardsView {
                 epoch: map.epoch,
                 count: map.shard_count(),
                 owners: map.counts().into_iter().map(|(k, v)| (k, v as u32)).collect(),
-                leader: node.shard_leader(),
-                voters: node.shard_voters(),
+                leader: node.shards().leader(),
+                voters: node.shards().voters(),
             }
         },
         streams: node
             .streams()
+            .list()
             .into_iter()
             .map(|s| StreamView {
                 origin: s.origins.first().cloned(),
@@ -277,6 +280,7 @@ pub fn cluster_view(node: &Node) -> ClusterView {
             .collect(),
         groups: node.groups().list().into_iter().collect(),
         links: node
+            .membership()
             .links()
             .into_iter()
             .map(|l| {
@@ -297,7 +301,7 @@ pub fn cluster_view(node: &Node) -> ClusterView {
         subscriptions: SubscriptionsView {
             local_total: local.iter().map(|i| u64::from(i.count)).sum(),
             local,
-            remote: node.remote_interest(),
+            remote: node.pubsub().remote_interest(),
         },
     }
 }

@@ -34,6 +34,8 @@ pub const VERSION: &str = concat!("2.10.0-weft.", env!("CARGO_PKG_VERSION"));
 /// What every client task shares.
 pub(crate) struct Ctx {
     pub node: Node,
+    /// The node's pub/sub handle, kept to publish without a handle per message.
+    pub pubsub: weft::PubSub,
     pub config: NatsConfig,
     pub stats: Arc<NatsStats>,
     /// Unique in the cluster: node name and incarnation.
@@ -121,7 +123,7 @@ impl NatsServer {
                 local.to_string()
             }
         });
-        let url = node.spawn_mailbox_with_capacity(1);
+        let url = node.mailboxes().spawn_with_capacity(1);
         if let Err(e) = node
             .groups()
             .join(&format!("{URL_GROUP_PREFIX}{advertise}"), url.pid())
@@ -132,6 +134,7 @@ impl NatsServer {
         let ctx = Arc::new(Ctx {
             server_id: format!("{}-{}", id.name, id.incarnation),
             node: node.clone(),
+            pubsub: node.pubsub(),
             config,
             stats: Arc::new(NatsStats::default()),
             refuse_log: crate::client::RefuseLog::new(),

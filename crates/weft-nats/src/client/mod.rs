@@ -256,7 +256,7 @@ impl Client {
         if batch.is_empty() {
             return;
         }
-        let refused = self.ctx.node.publish_batch(batch.drain(..)).await;
+        let refused = self.ctx.pubsub.publish_batch(batch.drain(..)).await;
         for (_, e) in refused {
             self.publish_failed(&e);
         }
@@ -424,7 +424,7 @@ impl Client {
             && self.opts.no_responders
             && self.opts.headers
             && weft::weft_proto::subject::validate_subject(subject_str).is_ok()
-            && !self.ctx.node.has_interest(subject_str)
+            && !self.ctx.pubsub.has_interest(subject_str)
         {
             if let Some(state) = self.subs.first_matching(r) {
                 subs::deliver_no_responders(r.as_bytes(), &state, &self.out, &self.ctx.stats);
@@ -443,7 +443,7 @@ impl Client {
         let Some(msg) = self.prepare_publish(subject, reply, hdr, payload) else {
             return;
         };
-        if let Err(e) = self.ctx.node.publish_msg(msg).await {
+        if let Err(e) = self.ctx.pubsub.publish_msg(msg).await {
             self.publish_failed(&e);
         }
     }
@@ -477,7 +477,7 @@ impl Client {
             subs: Arc::downgrade(&self.subs),
         });
         let sub = match (pattern, queue) {
-            (Some(p), Ok(q)) => self.ctx.node.subscribe_direct(p, q, sink).ok(),
+            (Some(p), Ok(q)) => self.ctx.pubsub.subscribe_direct(p, q, sink).ok(),
             _ => None,
         };
         let Some(sub) = sub else {

@@ -115,7 +115,7 @@ impl Replies {
         if !std::mem::take(&mut self.dirty) {
             return self.send(encode::PONG);
         }
-        let barrier = node.interest_barrier().with_timeout(timeout);
+        let barrier = node.pubsub().interest_barrier().with_timeout(timeout);
         let id = {
             let mut q = locked(&self.queue);
             let id = q.next_id;

@@ -39,10 +39,10 @@ impl<T> PendingNext<T> {
         F: Future<Output = T> + Send + 'static,
     {
         let slot = self.wait.get_mut().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            if let Some(v) = ready_now() {
-                return Poll::Ready(v);
-            }
+        if slot.is_none()
+            && let Some(v) = ready_now()
+        {
+            return Poll::Ready(v);
         }
         let fut = slot.get_or_insert_with(|| Box::pin(make()));
         match fut.as_mut().poll(cx) {
