@@ -60,17 +60,20 @@ async fn pubsub_round_trip_through_the_handle_as_a_stream() {
     assert_eq!(second.headers, vec![("k".to_string(), "v".to_string())]);
     assert_eq!(second.reply.as_deref(), Some("answers.here"));
 
-    // Unsubscribing ends the stream.
-    let other = pubsub.subscribe("done.*").expect("subscribe");
-    let barrier = other.unsubscribe();
-    within("barrier", barrier.wait()).await.expect("barrier");
+    // A handle is a clone of the node: it may outlive the one it came from.
     let mut sub2 = pubsub.subscribe("x.y").expect("subscribe");
-    pubsub.publish("x.y", "last").await.expect("publish");
+    let later = node.pubsub();
     drop(pubsub);
+    later.publish("x.y", "last").await.expect("publish");
     assert_eq!(
         within("x.y", StreamExt::next(&mut sub2)).await.map(|m| m.payload),
         Some(Bytes::from_static(b"last"))
     );
+    // Unsubscribing waits until no node forwards the interest any more.
+    within("barrier", sub2.unsubscribe().wait())
+        .await
+        .expect("barrier");
+    assert!(!later.has_interest("x.y"));
     node.shutdown(Duration::from_millis(100)).await;
 }
 

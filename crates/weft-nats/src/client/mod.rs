@@ -185,7 +185,7 @@ impl Client {
     }
 
     /// Handles every complete operation in `buf`. The `PUB`s and `HPUB`s
-    /// among them are published together ([`weft::Node::publish_batch`]:
+    /// among them are published together ([`weft::PubSub::publish_batch`]:
     /// one lock of the subscription tables and one link queue push per
     /// node for all of them); any other operation first publishes those
     /// before it, so the client's order is kept. A client in `verbose` or

@@ -142,7 +142,7 @@ pub struct DeadLetter {
 }
 
 /// The dead letters of this node's tells, as reported by the nodes that
-/// dropped them (see [`crate::Node::dead_letters`]).
+/// dropped them (see [`crate::Mailboxes::dead_letters`]).
 ///
 /// The queue is bounded: when it is full, a new letter is dropped and
 /// counted here ([`Self::dropped`]) and in the node's
