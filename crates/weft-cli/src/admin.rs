@@ -1,8 +1,6 @@
 //! The admin HTTP server: the dashboard page, health, cluster view and
 //! metrics.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -14,8 +12,12 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::Serialize;
-use weft::{MemberState, Node};
+use weft::Node;
+
+use crate::view::{
+    ClusterView, InterestView, LinkView, MemberView, NodeView, ShardsView, StreamView, SubscriptionsView,
+    state_name,
+};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -89,140 +91,6 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         .into_response()
 }
 
-/// `GET /api/v1/cluster`: the shape documented in DESIGN.md, plus the
-/// node's address and cluster and its links.
-#[derive(Debug, Serialize)]
-pub struct ClusterView {
-    /// This node.
-    pub node: NodeView,
-    /// Every known member, this node first.
-    pub members: Vec<MemberView>,
-    /// The committed shard map (epoch 0 before the first commit).
-    pub shards: ShardsView,
-    /// Streams known to this node: origins, role, subscribers, edges.
-    pub streams: Vec<StreamView>,
-    /// Process groups and their member counts.
-    pub groups: BTreeMap<String, usize>,
-    /// Peer links.
-    pub links: Vec<LinkView>,
-    /// Pub/sub interest: this node's subscriptions and what it knows of
-    /// the other nodes'.
-    pub subscriptions: SubscriptionsView,
-}
-
-/// Pub/sub interest in [`ClusterView`].
-#[derive(Debug, Serialize)]
-pub struct SubscriptionsView {
-    /// This node's subscriptions, one entry per (pattern, queue group).
-    pub local: Vec<InterestView>,
-    /// Sum of `count` over `local`.
-    pub local_total: u64,
-    /// Other nodes' advertised interest: node name → number of patterns.
-    pub remote: BTreeMap<String, usize>,
-}
-
-/// One subscribed pattern of this node in [`SubscriptionsView`].
-#[derive(Debug, Serialize)]
-pub struct InterestView {
-    /// Subject pattern (may hold `*` and `>`).
-    pub pattern: String,
-    /// Queue group, if the subscriptions are queue subscriptions.
-    pub queue: Option<String>,
-    /// Local subscriptions on this pattern and queue group.
-    pub count: u32,
-}
-
-/// This node in [`ClusterView`].
-#[derive(Debug, Serialize)]
-pub struct NodeView {
-    /// Node name.
-    pub name: String,
-    /// Incarnation of this run.
-    pub incarnation: u64,
-    /// Cluster address peers use.
-    pub addr: SocketAddr,
-    /// Cluster name.
-    pub cluster: String,
-}
-
-/// One member in [`ClusterView`].
-#[derive(Debug, Serialize)]
-pub struct MemberView {
-    /// Node name.
-    pub name: String,
-    /// Incarnation.
-    pub incarnation: u64,
-    /// Cluster address.
-    pub addr: SocketAddr,
-    /// `up`, `suspect` or `down`.
-    pub state: &'static str,
-}
-
-/// Shard ownership in [`ClusterView`].
-#[derive(Debug, Serialize)]
-pub struct ShardsView {
-    /// Assignment epoch.
-    pub epoch: u64,
-    /// Number of shards.
-    pub count: u32,
-    /// Shards owned per node name.
-    pub owners: BTreeMap<String, u32>,
-    /// The node leading the shard map group, if known.
-    pub leader: Option<String>,
-    /// Voters of the shard map group.
-    pub voters: Vec<String>,
-}
-
-/// One stream in [`ClusterView`].
-#[derive(Debug, Serialize)]
-pub struct StreamView {
-    /// Stream key.
-    pub key: String,
-    /// The origin edges pull from (first of `origins`).
-    pub origin: Option<String>,
-    /// Every node announcing it, best first.
-    pub origins: Vec<String>,
-    /// This node's role: `origin`, `edge` or `none`.
-    pub role: &'static str,
-    /// Local subscribers.
-    pub subscribers: usize,
-    /// Edges pulling from this node.
-    pub edges: Vec<String>,
-}
-
-/// One peer link in [`ClusterView`].
-#[derive(Debug, Serialize)]
-pub struct LinkView {
-    /// Peer name.
-    pub peer: String,
-    /// Peer incarnation, if known.
-    pub incarnation: Option<u64>,
-    /// Whether a connection is established.
-    pub connected: bool,
-    /// Bytes waiting in the send queue.
-    pub queued_bytes: usize,
-    /// Last heartbeat round trip, microseconds.
-    pub rtt_micros: u64,
-    /// Frames written to the peer since this node started (all
-    /// connections); rates come from the difference of two views.
-    pub frames_sent: u64,
-    /// Bytes written to the peer (frame bytes on the wire).
-    pub bytes_sent: u64,
-    /// Frames read from the peer.
-    pub frames_received: u64,
-    /// Bytes read from the peer.
-    pub bytes_received: u64,
-}
-
-/// The lowercase name of a member state.
-pub fn state_name(s: MemberState) -> &'static str {
-    match s {
-        MemberState::Up => "up",
-        MemberState::Suspect => "suspect",
-        MemberState::Down => "down",
-    }
-}
-
 /// Builds the cluster view of `node`.
 pub fn cluster_view(node: &Node) -> ClusterView {
     let id = node.id();
@@ -241,8 +109,8 @@ pub fn cluster_view(node: &Node) -> ClusterView {
         node: NodeView {
             name: id.name.clone(),
             incarnation: id.incarnation,
-            addr: node.addr(),
-            cluster: node.config().cluster.clone(),
+            addr: Some(node.addr()),
+            cluster: Some(node.config().cluster.clone()),
         },
         members: node
             .membership()
@@ -252,10 +120,10 @@ pub fn cluster_view(node: &Node) -> ClusterView {
                 name: m.name,
                 incarnation: m.incarnation,
                 addr: m.addr,
-                state: state_name(m.state),
+                state: state_name(m.state).to_string(),
             })
             .collect(),
-        shards: {
+        shards: Some({
             let map = node.shards().map();
             ShardsView {
                 epoch: map.epoch,
@@ -264,7 +132,7 @@ pub fn cluster_view(node: &Node) -> ClusterView {
                 leader: node.shards().leader(),
                 voters: node.shards().voters(),
             }
-        },
+        }),
         streams: node
             .streams()
             .list()
@@ -273,7 +141,7 @@ pub fn cluster_view(node: &Node) -> ClusterView {
                 origin: s.origins.first().cloned(),
                 key: s.key,
                 origins: s.origins,
-                role: s.role,
+                role: Some(s.role.to_string()),
                 subscribers: s.subscribers,
                 edges: s.edges,
             })
@@ -291,18 +159,18 @@ pub fn cluster_view(node: &Node) -> ClusterView {
                     connected: l.connected,
                     queued_bytes: l.queued_bytes,
                     rtt_micros: l.rtt_micros,
-                    frames_sent: t.frames_sent,
-                    bytes_sent: t.bytes_sent,
-                    frames_received: t.frames_received,
-                    bytes_received: t.bytes_received,
+                    frames_sent: Some(t.frames_sent),
+                    bytes_sent: Some(t.bytes_sent),
+                    frames_received: Some(t.frames_received),
+                    bytes_received: Some(t.bytes_received),
                 }
             })
             .collect(),
-        subscriptions: SubscriptionsView {
+        subscriptions: Some(SubscriptionsView {
             local_total: local.iter().map(|i| u64::from(i.count)).sum(),
             local,
             remote: node.pubsub().remote_interest(),
-        },
+        }),
     }
 }
 

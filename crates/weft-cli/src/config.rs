@@ -9,7 +9,8 @@ use anyhow::{Context, anyhow};
 use serde::Deserialize;
 use weft::config::DEFAULT_PORT;
 use weft::{
-    LinkConfig, MembershipConfig, NodeConfig, PubSubConfig, QueueLocality, Secret, ShardConfig, TlsConfig,
+    LinkConfig, MembershipConfig, MessagingConfig, NodeConfig, PubSubConfig, RelayConfig, Secret,
+    ShardConfig, TlsConfig,
 };
 use weft_nats::{Auth, NatsConfig};
 
@@ -17,7 +18,10 @@ use crate::addr;
 use crate::cli::NodeArgs;
 use crate::secret;
 
-/// The configuration file. Keys mirror the flags; unknown keys are errors.
+/// The configuration file. Top-level keys mirror the flags; the tuning
+/// tables are the library's own configuration types, so every library
+/// setting has a key and the file cannot drift from the library. Unknown
+/// keys are errors.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -39,91 +43,28 @@ pub struct FileConfig {
     pub http: Option<String>,
     /// Data directory (relative to the configuration file).
     pub data_dir: Option<PathBuf>,
-    /// Mutual TLS for links.
-    pub tls: Option<TlsFile>,
-    /// Link tuning.
-    pub link: Option<LinkFile>,
-    /// Membership timing.
-    pub membership: Option<MembershipFile>,
-    /// NATS front end: authentication and limits.
+    /// Mutual TLS for links (paths relative to the configuration file).
+    pub tls: Option<TlsConfig>,
+    /// `[link]`: link tuning.
+    #[serde(default)]
+    pub link: LinkConfig,
+    /// `[membership]`: membership timing.
+    #[serde(default)]
+    pub membership: MembershipConfig,
+    /// `[messaging]`: mailbox and registry tuning.
+    #[serde(default)]
+    pub messaging: MessagingConfig,
+    /// `[pubsub]`: pub/sub tuning.
+    #[serde(default)]
+    pub pubsub: PubSubConfig,
+    /// `[relay]`: stream relay tuning.
+    #[serde(default)]
+    pub relay: RelayConfig,
+    /// `[shards]`: sharded routing and its consensus group.
+    #[serde(default)]
+    pub shards: ShardConfig,
+    /// `[nats]`: the NATS front end's authentication and limits.
     pub nats: Option<NatsFile>,
-    /// Sharded routing and its consensus group.
-    pub shards: Option<ShardsFile>,
-    /// Pub/sub.
-    pub pubsub: Option<PubSubFile>,
-}
-
-/// The `[pubsub]` table (durations in milliseconds).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PubSubFile {
-    /// [`PubSubConfig::queue_locality`]: `"cluster"` or `"local"`.
-    pub queue_locality: Option<QueueLocalityFile>,
-    /// [`PubSubConfig::interest_barrier_timeout`].
-    pub interest_barrier_timeout_ms: Option<u64>,
-}
-
-/// `queue_locality` values in the configuration file.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum QueueLocalityFile {
-    /// [`QueueLocality::Cluster`].
-    Cluster,
-    /// [`QueueLocality::Local`].
-    Local,
-}
-
-impl From<QueueLocalityFile> for QueueLocality {
-    fn from(f: QueueLocalityFile) -> Self {
-        match f {
-            QueueLocalityFile::Cluster => QueueLocality::Cluster,
-            QueueLocalityFile::Local => QueueLocality::Local,
-        }
-    }
-}
-
-/// The `[shards]` table (durations in milliseconds).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShardsFile {
-    /// [`ShardConfig::count`].
-    pub count: Option<u32>,
-    /// [`ShardConfig::voters`].
-    pub voters: Option<usize>,
-    /// [`ShardConfig::voter_replace_after`].
-    pub voter_replace_after_ms: Option<u64>,
-    /// [`ShardConfig::bootstrap_delay`].
-    pub bootstrap_delay_ms: Option<u64>,
-    /// [`ShardConfig::auto_rebalance`].
-    pub auto_rebalance: Option<bool>,
-    /// [`ShardConfig::route_timeout`].
-    pub route_timeout_ms: Option<u64>,
-    /// [`ShardConfig::first_map_wait`].
-    pub first_map_wait_ms: Option<u64>,
-    /// [`ShardConfig::route_retry_pause`].
-    pub route_retry_pause_ms: Option<u64>,
-    /// [`ShardConfig::route_unreachable_wait`].
-    pub route_unreachable_wait_ms: Option<u64>,
-    /// [`ShardConfig::owner_catch_up_wait`].
-    pub owner_catch_up_wait_ms: Option<u64>,
-    /// [`ShardConfig::handoff_retry`].
-    pub handoff_retry_ms: Option<u64>,
-    /// [`ShardConfig::query_timeout`].
-    pub query_timeout_ms: Option<u64>,
-    /// [`ShardConfig::catch_up_wait`].
-    pub catch_up_wait_ms: Option<u64>,
-    /// [`ShardConfig::raft_rpc_timeout`].
-    pub raft_rpc_timeout_ms: Option<u64>,
-    /// [`ShardConfig::propose_timeout`].
-    pub propose_timeout_ms: Option<u64>,
-    /// [`ShardConfig::lease`].
-    pub lease_ms: Option<u64>,
-    /// [`ShardConfig::lease_renew_every`].
-    pub lease_renew_ms: Option<u64>,
-    /// [`ShardConfig::clock_drift_ppm`].
-    pub clock_drift_ppm: Option<u32>,
-    /// [`ShardConfig::inbox_capacity`].
-    pub inbox_capacity: Option<usize>,
 }
 
 /// The `[nats]` table (durations in milliseconds, sizes in bytes). Used
@@ -159,64 +100,6 @@ pub struct NatsFile {
     pub max_connections: Option<usize>,
     /// [`NatsConfig::interest_barrier_timeout`].
     pub interest_barrier_timeout_ms: Option<u64>,
-}
-
-/// The `[tls]` table.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsFile {
-    /// PEM certificate chain of this node.
-    pub cert: PathBuf,
-    /// PEM private key.
-    pub key: PathBuf,
-    /// PEM CA certificate(s).
-    pub ca: PathBuf,
-    /// DNS name in every node certificate (default `weft`).
-    pub server_name: Option<String>,
-}
-
-/// The `[link]` table (durations in milliseconds, sizes in bytes).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LinkFile {
-    /// [`LinkConfig::max_frame`].
-    pub max_frame: Option<usize>,
-    /// [`LinkConfig::send_queue_bytes`].
-    pub send_queue_bytes: Option<usize>,
-    /// [`LinkConfig::control_queue_bytes`].
-    pub control_queue_bytes: Option<usize>,
-    /// [`LinkConfig::heartbeat_interval`].
-    pub heartbeat_interval_ms: Option<u64>,
-    /// [`LinkConfig::idle_timeout`].
-    pub idle_timeout_ms: Option<u64>,
-    /// [`LinkConfig::handshake_timeout`].
-    pub handshake_timeout_ms: Option<u64>,
-    /// [`LinkConfig::connect_timeout`].
-    pub connect_timeout_ms: Option<u64>,
-    /// [`LinkConfig::backoff_min`].
-    pub backoff_min_ms: Option<u64>,
-    /// [`LinkConfig::backoff_max`].
-    pub backoff_max_ms: Option<u64>,
-}
-
-/// The `[membership]` table (durations in milliseconds).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MembershipFile {
-    /// [`MembershipConfig::probe_period`].
-    pub probe_period_ms: Option<u64>,
-    /// [`MembershipConfig::probe_rtt`].
-    pub probe_rtt_ms: Option<u64>,
-    /// [`MembershipConfig::indirect_probes`].
-    pub indirect_probes: Option<usize>,
-    /// [`MembershipConfig::suspect_to_down_after`].
-    pub suspect_to_down_after_ms: Option<u64>,
-    /// [`MembershipConfig::gossip_interval`].
-    pub gossip_interval_ms: Option<u64>,
-    /// [`MembershipConfig::seed_announce_interval`].
-    pub seed_announce_interval_ms: Option<u64>,
-    /// [`MembershipConfig::remove_down_after`].
-    pub remove_down_after_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -333,24 +216,13 @@ impl Settings {
         if let Some(cluster) = args.cluster.clone().or(file.cluster) {
             node.cluster = cluster;
         }
-        node.tls = file.tls.map(|t| TlsConfig {
-            cert: t.cert,
-            key: t.key,
-            ca: t.ca,
-            server_name: t.server_name.unwrap_or_else(|| "weft".into()),
-        });
-        if let Some(l) = file.link {
-            apply_link(&mut node.link, l);
-        }
-        if let Some(m) = file.membership {
-            apply_membership(&mut node.membership, m);
-        }
-        if let Some(f) = file.shards {
-            apply_shards(&mut node.shards, f);
-        }
-        if let Some(f) = file.pubsub {
-            apply_pubsub(&mut node.pubsub, f);
-        }
+        node.tls = file.tls;
+        node.link = file.link;
+        node.membership = file.membership;
+        node.messaging = file.messaging;
+        node.pubsub = file.pubsub;
+        node.relay = file.relay;
+        node.shards = file.shards;
         set(&mut node.shards.voters, args.shard_voters.map(usize::from));
         node.validate()?;
         let nats = match client {
@@ -364,61 +236,6 @@ impl Settings {
             secret_generated,
         })
     }
-}
-
-fn apply_link(c: &mut LinkConfig, f: LinkFile) {
-    let ms = Duration::from_millis;
-    set(&mut c.max_frame, f.max_frame);
-    set(&mut c.send_queue_bytes, f.send_queue_bytes);
-    set(&mut c.control_queue_bytes, f.control_queue_bytes);
-    set(&mut c.heartbeat_interval, f.heartbeat_interval_ms.map(ms));
-    set(&mut c.idle_timeout, f.idle_timeout_ms.map(ms));
-    set(&mut c.handshake_timeout, f.handshake_timeout_ms.map(ms));
-    set(&mut c.connect_timeout, f.connect_timeout_ms.map(ms));
-    set(&mut c.backoff_min, f.backoff_min_ms.map(ms));
-    set(&mut c.backoff_max, f.backoff_max_ms.map(ms));
-}
-
-fn apply_pubsub(c: &mut PubSubConfig, f: PubSubFile) {
-    set(&mut c.queue_locality, f.queue_locality.map(QueueLocality::from));
-    set(
-        &mut c.interest_barrier_timeout,
-        f.interest_barrier_timeout_ms.map(Duration::from_millis),
-    );
-}
-
-fn apply_membership(c: &mut MembershipConfig, f: MembershipFile) {
-    let ms = Duration::from_millis;
-    set(&mut c.probe_period, f.probe_period_ms.map(ms));
-    set(&mut c.probe_rtt, f.probe_rtt_ms.map(ms));
-    set(&mut c.indirect_probes, f.indirect_probes);
-    set(&mut c.suspect_to_down_after, f.suspect_to_down_after_ms.map(ms));
-    set(&mut c.gossip_interval, f.gossip_interval_ms.map(ms));
-    set(&mut c.seed_announce_interval, f.seed_announce_interval_ms.map(ms));
-    set(&mut c.remove_down_after, f.remove_down_after_ms.map(ms));
-}
-
-fn apply_shards(c: &mut ShardConfig, f: ShardsFile) {
-    let ms = Duration::from_millis;
-    set(&mut c.count, f.count);
-    set(&mut c.voters, f.voters);
-    set(&mut c.voter_replace_after, f.voter_replace_after_ms.map(ms));
-    set(&mut c.bootstrap_delay, f.bootstrap_delay_ms.map(ms));
-    set(&mut c.auto_rebalance, f.auto_rebalance);
-    set(&mut c.route_timeout, f.route_timeout_ms.map(ms));
-    set(&mut c.first_map_wait, f.first_map_wait_ms.map(ms));
-    set(&mut c.route_retry_pause, f.route_retry_pause_ms.map(ms));
-    set(&mut c.route_unreachable_wait, f.route_unreachable_wait_ms.map(ms));
-    set(&mut c.owner_catch_up_wait, f.owner_catch_up_wait_ms.map(ms));
-    set(&mut c.handoff_retry, f.handoff_retry_ms.map(ms));
-    set(&mut c.query_timeout, f.query_timeout_ms.map(ms));
-    set(&mut c.catch_up_wait, f.catch_up_wait_ms.map(ms));
-    set(&mut c.raft_rpc_timeout, f.raft_rpc_timeout_ms.map(ms));
-    set(&mut c.propose_timeout, f.propose_timeout_ms.map(ms));
-    set(&mut c.lease, f.lease_ms.map(ms));
-    set(&mut c.lease_renew_every, f.lease_renew_ms.map(ms));
-    set(&mut c.clock_drift_ppm, f.clock_drift_ppm);
-    set(&mut c.inbox_capacity, f.inbox_capacity);
 }
 
 /// The NATS front end's configuration from the `[nats]` table.
@@ -489,6 +306,7 @@ fn default_name(port: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weft::QueueLocality;
 
     fn args() -> NodeArgs {
         NodeArgs::default()
@@ -637,6 +455,98 @@ query_timeout_ms = 0
         .unwrap();
         let err = format!("{:#}", Settings::from_args(&a).unwrap_err());
         assert!(err.contains("query_timeout"), "{err}");
+    }
+
+    #[test]
+    fn every_library_table_is_read_with_readable_durations() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("weft.toml");
+        std::fs::write(
+            &cfg,
+            r#"
+[tls]
+cert = "c.pem"
+key = "k.pem"
+ca = "ca.pem"
+[link]
+idle_timeout = "7s"
+[messaging]
+mailbox_bytes = 4096
+anti_entropy_interval_ms = 2000
+subscription_bytes = 8192
+[relay]
+linger = "1m 30s"
+stall_timeout_ms = 4000
+heartbeat_interval_ms = 600
+attach_timeout_ms = 11000
+subscriber_frames = 10
+subscriber_bytes = 20
+gop_max_frames = 30
+gop_max_bytes = 40
+[shards]
+duty_interval_ms = 300
+raft_heartbeat_ms = 100
+raft_election_min = "700ms"
+raft_election_max_ms = 1400
+lease_renew = "200ms"
+"#,
+        )
+        .unwrap();
+        let file = FileConfig::load(&cfg).unwrap();
+        let ms = Duration::from_millis;
+        let tls = file.tls.expect("tls");
+        assert_eq!(tls.cert, dir.path().join("c.pem"));
+        assert_eq!(tls.ca, dir.path().join("ca.pem"));
+        assert_eq!(tls.server_name, "weft");
+        assert_eq!(file.link.idle_timeout, ms(7000));
+        assert_eq!(file.link.max_frame, LinkConfig::default().max_frame);
+        let m = file.messaging;
+        assert_eq!(
+            (m.mailbox_bytes, m.anti_entropy_interval, m.subscription_bytes),
+            (4096, ms(2000), 8192)
+        );
+        let r = file.relay;
+        assert_eq!(r.linger, ms(90_000));
+        assert_eq!(
+            (r.stall_timeout, r.heartbeat_interval, r.attach_timeout),
+            (ms(4000), ms(600), ms(11000))
+        );
+        assert_eq!(
+            (
+                r.subscriber_frames,
+                r.subscriber_bytes,
+                r.gop_max_frames,
+                r.gop_max_bytes
+            ),
+            (10, 20, 30, 40)
+        );
+        let s = file.shards;
+        assert_eq!(s.duty_interval, ms(300));
+        assert_eq!(s.raft_heartbeat, ms(100));
+        assert_eq!((s.raft_election_min, s.raft_election_max), (ms(700), ms(1400)));
+        assert_eq!(s.lease_renew_every, ms(200));
+        assert_eq!(s.count, ShardConfig::default().count);
+        // Both spellings of one key, a bad duration and a bad validation
+        // are one-line errors naming the problem.
+        let mut a = args();
+        a.config = Some(cfg.clone());
+        for (text, needle) in [
+            (
+                "[link]\nidle_timeout = \"7s\"\nidle_timeout_ms = 7000\n",
+                "duplicate field",
+            ),
+            ("[relay]\nlinger = \"soon\"\n", "bad duration"),
+            ("[relay]\nlinger_ms = -1\n", "invalid value"),
+            ("[relay]\nstall_timeout_ms = 100\n", "stall_timeout"),
+            ("[messaging]\nmailbox_bytes = 0\n", "mailbox_bytes"),
+            ("[shards]\nraft_election_max_ms = 100\n", "raft_election_max"),
+            ("[tls]\ncert = \"c\"\n", "missing field"),
+        ] {
+            std::fs::write(&cfg, text).unwrap();
+            let err = format!("{:#}", Settings::from_args(&a).unwrap_err());
+            assert!(err.contains(needle), "{text:?}: {err}");
+            assert!(!err.contains('\n'), "{text:?}: {err}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod secret;
 mod signals;
 mod status;
 mod up;
+mod view;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

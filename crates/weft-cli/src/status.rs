@@ -2,29 +2,27 @@
 //! admin API and prints the cluster as that node sees it (or the raw JSON
 //! with `--json`).
 //!
-//! The HTTP client is hyper's HTTP/1.1 connection API (already in the tree
-//! through axum): it handles `Content-Length` and chunked bodies. One
-//! request, one connection, a bounded body and an overall timeout.
+//! The HTTP client is reqwest (plain HTTP only: the admin API has no TLS),
+//! which also parses the URL: one request, a bounded body and an overall
+//! timeout. The answer is read into [`ClusterView`], the type the admin
+//! API writes.
 //!
 //! Exit codes: 0 printed; 2 bad URL (a usage error, as clap's); 3 the node
 //! cannot be reached, does not answer in time, or does not answer with a
 //! weft cluster view ([`EXIT_UNAVAILABLE`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::Request;
-use hyper::header;
-use hyper_util::rt::TokioIo;
-use serde::Deserialize;
-use tokio::net::TcpStream;
+use bytes::{Bytes, BytesMut};
+use reqwest::Url;
+use reqwest::header;
 
 use crate::cli::StatusArgs;
 use crate::error::{EXIT_UNAVAILABLE, Failure, OrFail, Result};
+use crate::view::ClusterView;
 
 /// The largest cluster view accepted.
 const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -148,55 +146,34 @@ impl Target {
             reason: reason.to_string(),
         };
         let trimmed = url.trim();
-        let rest = if let Some(r) = trimmed.strip_prefix("http://") {
-            r
-        } else if trimmed.starts_with("https://") {
-            return Err(bad("https is not supported: the admin API serves plain HTTP"));
-        } else if trimmed.contains("://") {
-            return Err(bad("only http:// URLs are supported"));
+        // Without a scheme, `HOST:PORT` would parse as scheme `HOST`.
+        let full = if trimmed.contains("://") {
+            trimmed.to_string()
         } else {
-            trimmed
+            format!("http://{trimmed}")
         };
-        let (authority, prefix) = match rest.find(['/', '?', '#']) {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        if prefix.contains(['?', '#']) {
+        let parsed = Url::parse(&full).map_err(|e| bad(&e.to_string()))?;
+        match parsed.scheme() {
+            "http" => {}
+            "https" => return Err(bad("https is not supported: the admin API serves plain HTTP")),
+            _ => return Err(bad("only http:// URLs are supported")),
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
             return Err(bad("query strings and fragments are not supported"));
         }
-        if authority.contains('@') {
+        if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(bad("user information is not supported"));
         }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '[' in host"))?;
-            match after {
-                "" => (h, None),
-                p => (h, Some(p.strip_prefix(':').ok_or_else(|| bad("junk after ']'"))?)),
-            }
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
+        let host = match parsed.host_str() {
+            // The URL form of an IPv6 address is bracketed; `Target` is not.
+            Some(h) if !h.is_empty() => h.trim_start_matches('[').trim_end_matches(']'),
+            _ => return Err(bad("no host")),
         };
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        if !host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
-        {
-            return Err(bad("the host has characters a host name cannot have"));
-        }
-        let port = match port {
-            None => 80,
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| bad("the port is not a number between 1 and 65535"))?,
+        let port = match parsed.port_or_known_default() {
+            Some(p) if p != 0 => p,
+            _ => return Err(bad("the port is not a number between 1 and 65535")),
         };
-        let prefix = prefix.trim_end_matches('/');
+        let prefix = parsed.path().trim_end_matches('/');
         let path = if prefix.ends_with(API_PATH) {
             prefix.to_string()
         } else {
@@ -242,7 +219,7 @@ fn connect_reason(e: &std::io::Error) -> String {
 /// `GET` the cluster view: the body of a 200 answer.
 pub async fn fetch(target: &Target, timeout: Duration) -> std::result::Result<Bytes, StatusError> {
     let url = target.url();
-    match tokio::time::timeout(timeout, fetch_inner(target, &url)).await {
+    match tokio::time::timeout(timeout, fetch_inner(&url)).await {
         Ok(result) => result,
         Err(_) => Err(StatusError::Timeout {
             url,
@@ -251,91 +228,95 @@ pub async fn fetch(target: &Target, timeout: Duration) -> std::result::Result<By
     }
 }
 
-async fn fetch_inner(target: &Target, url: &str) -> std::result::Result<Bytes, StatusError> {
-    let unreachable = |reason: String| StatusError::Unreachable {
-        url: url.to_string(),
-        reason,
-    };
+async fn fetch_inner(url: &str) -> std::result::Result<Bytes, StatusError> {
     let protocol = |reason: String| StatusError::Protocol {
         url: url.to_string(),
         reason,
     };
-    let addrs: Vec<_> = tokio::net::lookup_host((target.host.as_str(), target.port))
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("weft-status/", env!("CARGO_PKG_VERSION")))
+        .no_proxy()
+        .tcp_nodelay(true)
+        .http1_only()
+        .build()
+        .map_err(|e| protocol(format!("cannot build the HTTP client: {e}")))?;
+    let mut response = client
+        .get(url)
+        .header(header::ACCEPT, "application/json")
+        .send()
         .await
-        .map_err(|e| unreachable(format!("cannot resolve host {:?}: {e}", target.host)))?
-        .collect();
-    let mut last = None;
-    let mut stream = None;
-    for addr in addrs {
-        match TcpStream::connect(addr).await {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last = Some(e),
+        .map_err(|e| request_error(url, &e))?;
+    let status = response.status();
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| {
+        use std::error::Error as _;
+        let cause = e.source().map_or_else(|| e.to_string(), reason_chain);
+        protocol(format!("while reading the body: {cause}"))
+    })? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(protocol(format!(
+                "while reading the body: longer than {MAX_BODY} bytes"
+            )));
         }
+        body.extend_from_slice(&chunk);
     }
-    let stream = match (stream, last) {
-        (Some(s), _) => s,
-        (None, Some(e)) => return Err(unreachable(connect_reason(&e))),
-        (None, None) => return Err(unreachable(format!("host {:?} has no address", target.host))),
-    };
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-        .await
-        .map_err(|e| protocol(e.to_string()))?;
-    // The connection future does the I/O; it ends when the answer is read
-    // or the connection breaks (its error then surfaces in `send_request`).
-    let driver = tokio::spawn(conn);
-    let result = async {
-        let request = Request::get(target.path.as_str())
-            .header(header::HOST, target.authority())
-            .header(header::ACCEPT, "application/json")
-            .header(
-                header::USER_AGENT,
-                concat!("weft-status/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| protocol(format!("cannot build the request: {e}")))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| protocol(hyper_reason(&e)))?;
-        let status = response.status();
-        let body = Limited::new(response.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| protocol(format!("while reading the body: {e}")))?
-            .to_bytes();
-        if status != hyper::StatusCode::OK {
-            let detail = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(|e| format!(": {e}")))
-                .unwrap_or_default();
-            return Err(StatusError::HttpStatus {
-                url: url.to_string(),
-                status: status.as_u16(),
-                detail,
-            });
-        }
-        Ok(body)
+    let body = body.freeze();
+    if status != reqwest::StatusCode::OK {
+        let detail = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(|e| format!(": {e}")))
+            .unwrap_or_default();
+        return Err(StatusError::HttpStatus {
+            url: url.to_string(),
+            status: status.as_u16(),
+            detail,
+        });
     }
-    .await;
-    driver.abort();
-    result
+    Ok(body)
 }
 
-/// hyper's error with its cause, e.g. "not an HTTP answer (invalid HTTP
-/// version parsed)".
+/// A failed request as [`StatusError::Unreachable`] (no connection) or
+/// [`StatusError::Protocol`] (connected, no valid answer).
+fn request_error(url: &str, e: &reqwest::Error) -> StatusError {
+    use std::error::Error as _;
+    let mut source = e.source();
+    let mut io = None;
+    let mut hyper_err = None;
+    while let Some(s) = source {
+        if io.is_none() {
+            io = s.downcast_ref::<std::io::Error>();
+        }
+        if hyper_err.is_none() {
+            hyper_err = s.downcast_ref::<hyper::Error>();
+        }
+        source = s.source();
+    }
+    if e.is_connect() {
+        let reason = match io {
+            Some(io) => connect_reason(io),
+            None => e.source().map_or_else(|| e.to_string(), reason_chain),
+        };
+        return StatusError::Unreachable {
+            url: url.to_string(),
+            reason,
+        };
+    }
+    // reqwest's own message repeats the URL; the cause says what happened.
+    let reason = match (hyper_err, e.source()) {
+        (Some(h), _) => hyper_reason(h),
+        (None, Some(cause)) => reason_chain(cause),
+        (None, None) => e.to_string(),
+    };
+    StatusError::Protocol {
+        url: url.to_string(),
+        reason,
+    }
+}
+
+/// hyper's error with its cause, e.g. "not an HTTP/1.x answer (invalid
+/// HTTP version parsed)".
 fn hyper_reason(e: &hyper::Error) -> String {
     use std::error::Error as _;
-    let head = if e.is_parse() {
-        "not an HTTP/1.x answer".to_string()
-    } else if e.is_incomplete_message() {
-        "the connection closed before a complete answer".to_string()
-    } else {
-        e.to_string()
-    };
     let mut cause = String::new();
     let mut source = e.source();
     while let Some(s) = source {
@@ -343,137 +324,27 @@ fn hyper_reason(e: &hyper::Error) -> String {
         source = s.source();
     }
     if e.is_parse() {
-        format!("{head} ({e}{cause})")
+        format!("not an HTTP/1.x answer ({e}{cause})")
+    } else if e.is_incomplete_message() {
+        format!("the connection closed before a complete answer{cause}")
     } else {
-        format!("{head}{cause}")
+        format!("{e}{cause}")
     }
 }
 
-/// The cluster view as `weft status` reads it: the fields it prints,
-/// lenient about fields added later or missing in older nodes.
-#[derive(Debug, Deserialize)]
-pub struct View {
-    /// The node that answered.
-    pub node: NodeV,
-    /// Every member it knows.
-    pub members: Vec<MemberV>,
-    /// The shard map.
-    #[serde(default)]
-    pub shards: Option<ShardsV>,
-    /// Streams.
-    #[serde(default)]
-    pub streams: Vec<StreamV>,
-    /// Group name → member count.
-    #[serde(default)]
-    pub groups: BTreeMap<String, u64>,
-    /// Peer links.
-    #[serde(default)]
-    pub links: Vec<LinkV>,
-    /// Pub/sub interest.
-    #[serde(default)]
-    pub subscriptions: Option<SubscriptionsV>,
-}
-
-/// `node` of [`View`].
-#[derive(Debug, Deserialize)]
-pub struct NodeV {
-    /// Name.
-    pub name: String,
-    /// Incarnation.
-    pub incarnation: u64,
-    /// Cluster address.
-    #[serde(default)]
-    pub addr: Option<String>,
-    /// Cluster name.
-    #[serde(default)]
-    pub cluster: Option<String>,
-}
-
-/// One of `members` of [`View`].
-#[derive(Debug, Deserialize)]
-pub struct MemberV {
-    /// Name.
-    pub name: String,
-    /// Incarnation.
-    pub incarnation: u64,
-    /// Cluster address.
-    pub addr: String,
-    /// `up`, `suspect` or `down`.
-    pub state: String,
-}
-
-/// `shards` of [`View`].
-#[derive(Debug, Deserialize)]
-pub struct ShardsV {
-    /// Assignment epoch (0: none committed yet).
-    pub epoch: u64,
-    /// Number of shards.
-    pub count: u32,
-    /// Shards per owner.
-    #[serde(default)]
-    pub owners: BTreeMap<String, u32>,
-    /// Leader of the shard map group.
-    #[serde(default)]
-    pub leader: Option<String>,
-    /// Voters of the shard map group.
-    #[serde(default)]
-    pub voters: Vec<String>,
-}
-
-/// One of `streams` of [`View`].
-#[derive(Debug, Deserialize)]
-pub struct StreamV {
-    /// Stream key.
-    pub key: String,
-    /// The origin edges pull from.
-    #[serde(default)]
-    pub origin: Option<String>,
-    /// The answering node's role for this stream.
-    #[serde(default)]
-    pub role: Option<String>,
-    /// Subscribers on the answering node.
-    #[serde(default)]
-    pub subscribers: u64,
-    /// Edges pulling from the answering node.
-    #[serde(default)]
-    pub edges: Vec<String>,
-}
-
-/// One of `links` of [`View`].
-#[derive(Debug, Deserialize)]
-pub struct LinkV {
-    /// Peer name.
-    pub peer: String,
-    /// Whether connected.
-    #[serde(default)]
-    pub connected: bool,
-    /// Last heartbeat round trip, microseconds.
-    #[serde(default)]
-    pub rtt_micros: u64,
-    /// Bytes waiting to be sent.
-    #[serde(default)]
-    pub queued_bytes: u64,
-    /// Bytes sent so far.
-    #[serde(default)]
-    pub bytes_sent: Option<u64>,
-    /// Bytes received so far.
-    #[serde(default)]
-    pub bytes_received: Option<u64>,
-}
-
-/// `subscriptions` of [`View`].
-#[derive(Debug, Deserialize)]
-pub struct SubscriptionsV {
-    /// Subscriptions on the answering node.
-    #[serde(default)]
-    pub local_total: u64,
-    /// Other nodes → number of patterns.
-    #[serde(default)]
-    pub remote: BTreeMap<String, u64>,
+/// An error with its causes, `: `-separated.
+fn reason_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let _ = write!(out, ": {s}");
+        source = s.source();
+    }
+    out
 }
 
 /// Decodes a cluster view; anything else is [`StatusError::NotWeft`].
-pub fn parse_view(url: &str, body: &[u8]) -> std::result::Result<View, StatusError> {
+pub fn parse_view(url: &str, body: &[u8]) -> std::result::Result<ClusterView, StatusError> {
     let not_weft = |reason: String| StatusError::NotWeft {
         url: url.to_string(),
         reason,
@@ -564,7 +435,7 @@ fn none_if_empty(list: &[String]) -> String {
 }
 
 /// The terminal rendering of a cluster view fetched from `url`.
-pub fn render(v: &View, url: &str) -> String {
+pub fn render(v: &ClusterView, url: &str) -> String {
     let mut out = String::new();
     let cluster = v.node.cluster.as_deref().unwrap_or("?");
     let _ = writeln!(
@@ -572,11 +443,7 @@ pub fn render(v: &View, url: &str) -> String {
         "cluster {cluster:?} as seen by {} (incarnation {}{}) via {url}",
         v.node.name,
         v.node.incarnation,
-        v.node
-            .addr
-            .as_deref()
-            .map(|a| format!(", {a}"))
-            .unwrap_or_default(),
+        v.node.addr.map(|a| format!(", {a}")).unwrap_or_default(),
     );
 
     let count = |s: &str| v.members.iter().filter(|m| m.state == s).count();
@@ -597,7 +464,12 @@ pub fn render(v: &View, url: &str) -> String {
             } else {
                 m.name.clone()
             };
-            vec![name, m.state.clone(), m.incarnation.to_string(), m.addr.clone()]
+            vec![
+                name,
+                m.state.clone(),
+                m.incarnation.to_string(),
+                m.addr.to_string(),
+            ]
         })
         .collect();
     table(
@@ -660,7 +532,7 @@ pub fn render(v: &View, url: &str) -> String {
                     } else {
                         format!("{:.1} ms", l.rtt_micros as f64 / 1000.0)
                     },
-                    human_bytes(l.queued_bytes),
+                    human_bytes(l.queued_bytes as u64),
                     l.bytes_sent.map(human_bytes).unwrap_or_else(|| "-".into()),
                     l.bytes_received.map(human_bytes).unwrap_or_else(|| "-".into()),
                 ]

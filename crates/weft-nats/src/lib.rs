@@ -24,9 +24,11 @@
 
 mod client;
 pub mod config;
+mod ctx;
 pub mod echo;
 pub mod error;
 pub mod proto;
+mod refuse;
 pub mod server;
 pub mod stats;
 

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
@@ -22,70 +21,10 @@ use weft::{Mailbox, Node};
 
 use crate::config::NatsConfig;
 use crate::error::NatsError;
-use crate::proto::json::ServerInfo;
 use crate::stats::{self, NatsStats, NatsStatsSnapshot};
 
-/// Prefix of the process groups that advertise client addresses.
-pub const URL_GROUP_PREFIX: &str = "weft-nats/url/";
-/// The version reported in `INFO`: the nats-server protocol level weft
-/// implements, tagged with weft's own version.
-pub const VERSION: &str = concat!("2.10.0-weft.", env!("CARGO_PKG_VERSION"));
-
-/// What every client task shares.
-pub(crate) struct Ctx {
-    pub node: Node,
-    /// The node's pub/sub handle, kept to publish without a handle per message.
-    pub pubsub: weft::PubSub,
-    pub config: NatsConfig,
-    pub stats: Arc<NatsStats>,
-    /// Unique in the cluster: node name and incarnation.
-    pub server_id: String,
-    /// This server's advertised `host:port`.
-    pub advertise: String,
-    pub local: SocketAddr,
-    /// Throttles the warn lines of refused publishes.
-    pub refuse_log: crate::client::RefuseLog,
-}
-
-impl Ctx {
-    /// The other nodes' advertised client addresses, sorted.
-    pub(crate) fn connect_urls(&self) -> Vec<String> {
-        let mut urls: Vec<String> = self
-            .node
-            .groups()
-            .list()
-            .into_iter()
-            .filter_map(|(name, n)| {
-                let url = name.strip_prefix(URL_GROUP_PREFIX)?;
-                (n > 0 && url != self.advertise).then(|| url.to_string())
-            })
-            .collect();
-        urls.sort();
-        urls
-    }
-
-    /// The `INFO` line for client `cid` at `peer`.
-    pub(crate) fn info_line(&self, cid: u64, peer: SocketAddr) -> BytesMut {
-        let mut out = BytesMut::with_capacity(512);
-        ServerInfo {
-            server_id: self.server_id.clone(),
-            server_name: self.node.id().name.clone(),
-            version: VERSION.to_string(),
-            go: "weft".to_string(),
-            host: self.local.ip().to_string(),
-            port: self.local.port(),
-            headers: true,
-            max_payload: self.config.max_payload,
-            proto: 1,
-            client_id: cid,
-            auth_required: self.config.auth.required(),
-            client_ip: peer.ip().to_string(),
-            connect_urls: self.connect_urls(),
-        }
-        .write(&mut out);
-        out
-    }
-}
+use crate::ctx::Ctx;
+pub use crate::ctx::{URL_GROUP_PREFIX, VERSION};
 
 /// A running NATS front end on one weft node. Stop it with
 /// [`NatsServer::shutdown`]; dropping it stops accepting and closes every
@@ -137,7 +76,7 @@ impl NatsServer {
             pubsub: node.pubsub(),
             config,
             stats: Arc::new(NatsStats::default()),
-            refuse_log: crate::client::RefuseLog::new(),
+            refuse_log: crate::refuse::RefuseLog::new(),
             advertise: advertise.clone(),
             local,
         });

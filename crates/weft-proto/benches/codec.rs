@@ -127,7 +127,7 @@ fn handshake_pair(dc: &HandshakeConfig, ac: &HandshakeConfig) {
     let mut to_d = BytesMut::new();
     let (mut d_done, mut a_done) = (false, false);
     for _ in 0..8 {
-        while let Some(b) = d.take_transmit() {
+        while let Some(b) = d.poll_transmit() {
             to_a.extend_from_slice(&b);
         }
         if !a_done {
@@ -140,7 +140,7 @@ fn handshake_pair(dc: &HandshakeConfig, ac: &HandshakeConfig) {
                 Progress::Pending => {}
             }
         }
-        while let Some(b) = a.take_transmit() {
+        while let Some(b) = a.poll_transmit() {
             to_d.extend_from_slice(&b);
         }
         if !d_done {

@@ -247,7 +247,7 @@ impl Handshake {
     }
 
     /// Bytes to write to the peer, if any.
-    pub fn take_transmit(&mut self) -> Option<Bytes> {
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
         if self.out.is_empty() {
             None
         } else {
@@ -255,8 +255,8 @@ impl Handshake {
         }
     }
 
-    /// When the handshake times out.
-    pub fn deadline(&self) -> Instant {
+    /// When the handshake times out (the driver calls [`Self::handle_timeout`] then).
+    pub fn poll_timeout(&self) -> Instant {
         self.deadline
     }
 
@@ -491,10 +491,10 @@ mod tests {
             }
         }
         fn pump(&mut self) {
-            while let Some(b) = self.d.take_transmit() {
+            while let Some(b) = self.d.poll_transmit() {
                 self.to_a.extend_from_slice(&b);
             }
-            while let Some(b) = self.a.take_transmit() {
+            while let Some(b) = self.a.poll_transmit() {
                 self.to_d.extend_from_slice(&b);
             }
         }
@@ -632,7 +632,7 @@ mod tests {
         let e = a.handle_input(&mut buf).expect_err("refused");
         assert_eq!(e, HandshakeError::Unexpected("data"));
         // A Reject is queued for the peer after the hello.
-        assert!(a.take_transmit().is_some_and(|b| b.len() > 40));
+        assert!(a.poll_transmit().is_some_and(|b| b.len() > 40));
     }
 
     #[test]
@@ -646,7 +646,7 @@ mod tests {
             Duration::from_secs(1),
         );
         assert_eq!(a.handle_timeout(now), Ok(()));
-        assert_eq!(a.handle_timeout(a.deadline()), Err(HandshakeError::Timeout));
+        assert_eq!(a.handle_timeout(a.poll_timeout()), Err(HandshakeError::Timeout));
     }
 
     #[test]
@@ -699,7 +699,7 @@ mod tests {
                 if a.handle_input(&mut buf).is_err() {
                     break;
                 }
-                let _ = a.take_transmit();
+                let _ = a.poll_transmit();
             }
         }
     }

@@ -1,14 +1,27 @@
 //! Node configuration: what a node needs to start, with working defaults.
+//!
+//! The tuning tables ([`LinkConfig`], [`MembershipConfig`],
+//! [`MessagingConfig`], [`PubSubConfig`], [`RelayConfig`], [`ShardConfig`])
+//! and [`TlsConfig`] are serde types, read by `weft node --config` straight
+//! from the TOML tables of the same name (docs/guide.md section 2): every
+//! key is optional and keeps its default, an unknown key is an error. A
+//! duration `foo` is keyed `foo_ms` and holds integer milliseconds or a
+//! string with a unit (`"250ms"`, `"5s"`); it may also be keyed `foo`
+//! (`lease_renew_ms`: `lease_renew`). Written back, durations are whole
+//! milliseconds under the `_ms` key.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use weft_proto::codec::{DEFAULT_MAX_FRAME, MIN_MAX_FRAME};
 use weft_proto::node_id::validate_name;
 
 use crate::error::ConfigError;
+
+mod millis;
 
 /// The default cluster port.
 pub const DEFAULT_PORT: u16 = 7420;
@@ -38,7 +51,8 @@ impl fmt::Debug for Secret {
 
 /// Mutual TLS for node links. Every node presents `cert` and accepts peers
 /// whose certificate chains to `ca` and is valid for `server_name`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain of this node.
     pub cert: PathBuf,
@@ -47,11 +61,17 @@ pub struct TlsConfig {
     /// PEM CA certificate(s) that sign every node's certificate.
     pub ca: PathBuf,
     /// DNS name every node certificate carries (default `weft`).
+    #[serde(default = "default_server_name")]
     pub server_name: String,
 }
 
+fn default_server_name() -> String {
+    "weft".into()
+}
+
 /// Link tuning. The defaults suit a LAN.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LinkConfig {
     /// Largest frame sent or accepted, bytes after the length prefix.
     pub max_frame: usize,
@@ -62,17 +82,27 @@ pub struct LinkConfig {
     /// Bytes of control frames queued per peer before they are refused.
     pub control_queue_bytes: usize,
     /// A ping is sent this often on every link.
+    #[serde(
+        rename = "heartbeat_interval_ms",
+        alias = "heartbeat_interval",
+        with = "millis"
+    )]
     pub heartbeat_interval: Duration,
     /// A link that received nothing for this long is closed and redialled.
+    #[serde(rename = "idle_timeout_ms", alias = "idle_timeout", with = "millis")]
     pub idle_timeout: Duration,
     /// A handshake not finished after this long is abandoned.
+    #[serde(rename = "handshake_timeout_ms", alias = "handshake_timeout", with = "millis")]
     pub handshake_timeout: Duration,
     /// A TCP connect not finished after this long is abandoned.
+    #[serde(rename = "connect_timeout_ms", alias = "connect_timeout", with = "millis")]
     pub connect_timeout: Duration,
     /// First reconnect delay; doubles per failure up to `backoff_max`,
     /// with ±50% jitter.
+    #[serde(rename = "backoff_min_ms", alias = "backoff_min", with = "millis")]
     pub backoff_min: Duration,
     /// Largest reconnect delay.
+    #[serde(rename = "backoff_max_ms", alias = "backoff_max", with = "millis")]
     pub backoff_max: Duration,
 }
 
@@ -94,23 +124,38 @@ impl Default for LinkConfig {
 
 /// SWIM membership timing (foca). The defaults detect a dead node in
 /// about 1.5–2 s on a LAN.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MembershipConfig {
     /// How often a member is probed.
+    #[serde(rename = "probe_period_ms", alias = "probe_period", with = "millis")]
     pub probe_period: Duration,
     /// How long a direct probe may take before indirect probes start.
+    #[serde(rename = "probe_rtt_ms", alias = "probe_rtt", with = "millis")]
     pub probe_rtt: Duration,
     /// Members asked to probe indirectly.
     pub indirect_probes: usize,
     /// How long a member stays suspect before it is declared down.
+    #[serde(
+        rename = "suspect_to_down_after_ms",
+        alias = "suspect_to_down_after",
+        with = "millis"
+    )]
     pub suspect_to_down_after: Duration,
     /// How often updates are gossiped.
+    #[serde(rename = "gossip_interval_ms", alias = "gossip_interval", with = "millis")]
     pub gossip_interval: Duration,
     /// How often seeds are contacted while no other member is known
     /// (ten times slower once the node has peers).
+    #[serde(
+        rename = "seed_announce_interval_ms",
+        alias = "seed_announce_interval",
+        with = "millis"
+    )]
     pub seed_announce_interval: Duration,
     /// How long down members are remembered (to refuse their stale
     /// messages and show them as `down`).
+    #[serde(rename = "remove_down_after_ms", alias = "remove_down_after", with = "millis")]
     pub remove_down_after: Duration,
 }
 
@@ -129,11 +174,17 @@ impl Default for MembershipConfig {
 }
 
 /// Messaging and registry tuning.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MessagingConfig {
     /// Receive queue of a mailbox, in bytes, unless given at spawn.
     pub mailbox_bytes: usize,
     /// How often registry digests are exchanged (anti-entropy).
+    #[serde(
+        rename = "anti_entropy_interval_ms",
+        alias = "anti_entropy_interval",
+        with = "millis"
+    )]
     pub anti_entropy_interval: Duration,
     /// Receive queue of a pub/sub subscription, in bytes, unless given at
     /// subscribe time.
@@ -152,7 +203,8 @@ impl Default for MessagingConfig {
 
 /// Where a queue group's messages go when its members are on several
 /// nodes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum QueueLocality {
     /// Each message goes to one member chosen across the whole cluster,
     /// each node weighted by its number of members in the group (as
@@ -166,7 +218,8 @@ pub enum QueueLocality {
 }
 
 /// Pub/sub tuning.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PubSubConfig {
     /// Where queue-group messages go; exactly one member gets each
     /// message either way while the cluster is stable.
@@ -176,6 +229,11 @@ pub struct PubSubConfig {
     /// it fails naming the nodes that did not. Longer than failure
     /// detection, so that a crashed node is declared down (and stops
     /// counting) before a barrier waiting for it gives up.
+    #[serde(
+        rename = "interest_barrier_timeout_ms",
+        alias = "interest_barrier_timeout",
+        with = "millis"
+    )]
     pub interest_barrier_timeout: Duration,
 }
 
@@ -189,16 +247,25 @@ impl Default for PubSubConfig {
 }
 
 /// Stream relay tuning.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RelayConfig {
     /// An edge keeps pulling this long after its last subscriber left.
+    #[serde(rename = "linger_ms", alias = "linger", with = "millis")]
     pub linger: Duration,
     /// An upstream silent (no frame, no heartbeat) this long is stalled.
+    #[serde(rename = "stall_timeout_ms", alias = "stall_timeout", with = "millis")]
     pub stall_timeout: Duration,
     /// An origin heartbeats idle streams to its edges this often.
+    #[serde(
+        rename = "heartbeat_interval_ms",
+        alias = "heartbeat_interval",
+        with = "millis"
+    )]
     pub heartbeat_interval: Duration,
     /// `subscribe_stream` on an edge waits this long for the origin to
     /// confirm the attach before failing with `AttachTimeout`.
+    #[serde(rename = "attach_timeout_ms", alias = "attach_timeout", with = "millis")]
     pub attach_timeout: Duration,
     /// A subscriber's queue bound, frames.
     pub subscriber_frames: usize,
@@ -226,7 +293,8 @@ impl Default for RelayConfig {
 }
 
 /// Sharded routing and its consensus group.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ShardConfig {
     /// Number of shards, fixed when the cluster's first map commits.
     pub count: u32,
@@ -237,58 +305,88 @@ pub struct ShardConfig {
     /// single node).
     pub voters: usize,
     /// A voter down this long is replaced by an up learner.
+    #[serde(
+        rename = "voter_replace_after_ms",
+        alias = "voter_replace_after",
+        with = "millis"
+    )]
     pub voter_replace_after: Duration,
     /// Wait this long after start before bootstrapping a new group.
+    #[serde(rename = "bootstrap_delay_ms", alias = "bootstrap_delay", with = "millis")]
     pub bootstrap_delay: Duration,
     /// How often the leader checks voters and balance.
+    #[serde(rename = "duty_interval_ms", alias = "duty_interval", with = "millis")]
     pub duty_interval: Duration,
     /// Whether the leader rebalances on membership changes by itself; when
     /// false only the first assignment is automatic and later rebalances
     /// happen through [`crate::Node::rebalance_shards`].
     pub auto_rebalance: bool,
     /// Total time a `route` may take, retries included.
+    #[serde(rename = "route_timeout_ms", alias = "route_timeout", with = "millis")]
     pub route_timeout: Duration,
     /// How long a `route` waits for a committed map that assigns the key's
     /// shard (the first map after start, or an owner for an unassigned
     /// shard) before it fails with [`crate::RouteError::Unassigned`].
     /// Short on purpose: with no map there is nobody to retry against.
+    #[serde(rename = "first_map_wait_ms", alias = "first_map_wait", with = "millis")]
     pub first_map_wait: Duration,
     /// Pause before routing again when the owner has not acquired its
     /// shard yet or answered with the same epoch as ours.
+    #[serde(rename = "route_retry_pause_ms", alias = "route_retry_pause", with = "millis")]
     pub route_retry_pause: Duration,
     /// How long a `route` waits for a newer map after the owner was
     /// unreachable, timed out or failed, before it tries again.
+    #[serde(
+        rename = "route_unreachable_wait_ms",
+        alias = "route_unreachable_wait",
+        with = "millis"
+    )]
     pub route_unreachable_wait: Duration,
     /// How long an owner waits for its map to reach a sender's newer
     /// epoch before it answers the sender with its own (older) epoch.
+    #[serde(
+        rename = "owner_catch_up_wait_ms",
+        alias = "owner_catch_up_wait",
+        with = "millis"
+    )]
     pub owner_catch_up_wait: Duration,
     /// How often a node waiting to take shards over asks the other nodes
     /// again (it also asks at once on a release notice or a member down).
+    #[serde(rename = "handoff_retry_ms", alias = "handoff_retry", with = "millis")]
     pub handoff_retry: Duration,
     /// Bound on one `STATUS` or read-index query to another node.
+    #[serde(rename = "query_timeout_ms", alias = "query_timeout", with = "millis")]
     pub query_timeout: Duration,
     /// Bound on applying up to the leader's read index in one catch-up try
     /// after start.
+    #[serde(rename = "catch_up_wait_ms", alias = "catch_up_wait", with = "millis")]
     pub catch_up_wait: Duration,
     /// Bound on one Raft RPC (append entries, vote); snapshots get at
     /// least this.
+    #[serde(rename = "raft_rpc_timeout_ms", alias = "raft_rpc_timeout", with = "millis")]
     pub raft_rpc_timeout: Duration,
     /// Bound on a proposal forwarded to the leader, and on a release
     /// notice to the new owner.
+    #[serde(rename = "propose_timeout_ms", alias = "propose_timeout", with = "millis")]
     pub propose_timeout: Duration,
     /// Raft heartbeat interval.
+    #[serde(rename = "raft_heartbeat_ms", alias = "raft_heartbeat", with = "millis")]
     pub raft_heartbeat: Duration,
     /// Raft election timeout, lower bound.
+    #[serde(rename = "raft_election_min_ms", alias = "raft_election_min", with = "millis")]
     pub raft_election_min: Duration,
     /// Raft election timeout, upper bound.
+    #[serde(rename = "raft_election_max_ms", alias = "raft_election_max", with = "millis")]
     pub raft_election_max: Duration,
     /// How long an owner's lease lasts from the moment it asked the leader
     /// to confirm its map epoch. An owner accepts events only while it
     /// holds a lease; a node cut off from the leader stops accepting at
     /// most this long after its last successful renewal request.
+    #[serde(rename = "lease_ms", alias = "lease", with = "millis")]
     pub lease: Duration,
     /// How often an owner renews its lease (at most a third of `lease`
     /// leaves two tries before it runs out).
+    #[serde(rename = "lease_renew_ms", alias = "lease_renew", with = "millis")]
     pub lease_renew_every: Duration,
     /// Bound on how far any node's clock *rate* may be off real time, in
     /// parts per million (10000: 1 %). Clocks need not be synchronised.

@@ -167,7 +167,7 @@ async fn raw_handshake(
     let mut buf = BytesMut::with_capacity(4096);
     let result = tokio::time::timeout(LIMIT, async {
         loop {
-            while let Some(out) = hs.take_transmit() {
+            while let Some(out) = hs.poll_transmit() {
                 if stream.write_all(&out).await.is_err() {
                     return Err(HandshakeError::Closed);
                 }
@@ -178,13 +178,13 @@ async fn raw_handshake(
                 Ok(Progress::Authenticated(_)) => unreachable!("a dialer is never asked to decide"),
                 Err(e) => {
                     // As the contract says: send what is queued (a Reject).
-                    if let Some(out) = hs.take_transmit() {
+                    if let Some(out) = hs.poll_transmit() {
                         let _ = stream.write_all(&out).await;
                     }
                     return Err(e);
                 }
             }
-            while let Some(out) = hs.take_transmit() {
+            while let Some(out) = hs.poll_transmit() {
                 if stream.write_all(&out).await.is_err() {
                     return Err(HandshakeError::Closed);
                 }
@@ -497,7 +497,7 @@ async fn truncated_handshake_is_counted_as_closed() {
     let mut p = Pair::start(|_| {}).await;
     let before = handshake_failures(&p.n1, "closed");
     let mut hs = dialer("test", "half", common::SECRET);
-    let hello = hs.take_transmit().expect("preamble and hello");
+    let hello = hs.poll_transmit().expect("preamble and hello");
     assert!(hello.len() / 2 > 5, "half the hello is past the preamble");
     let mut s = send_raw(p.n1.addr(), &hello[..hello.len() / 2]).await;
     s.shutdown().await.expect("close our side");

@@ -9,7 +9,6 @@
 //! by everyone and written by the writer task only.
 
 mod outbound;
-mod refuse;
 mod replies;
 mod subs;
 
@@ -27,13 +26,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 use weft::{PubMsg, PubSubError};
 
+use crate::ctx::Ctx;
 use crate::echo;
 use crate::proto::json::ConnectOptions;
 use crate::proto::{ClientOp, Parser, encode, headers};
-use crate::server::Ctx;
 use crate::stats::{self, RefuseReason};
 use outbound::Outbound;
-pub(crate) use refuse::RefuseLog;
 use replies::Replies;
 use subs::{ClientView, SubHandle, SubSink, SubState, Subs};
 

@@ -880,7 +880,7 @@ async fn write_out(
     hs: &mut Handshake,
     deadline: Instant,
 ) -> Result<(), HandshakeError> {
-    while let Some(out) = hs.take_transmit() {
+    while let Some(out) = hs.poll_transmit() {
         match tokio::time::timeout_at(deadline, stream.write_all(&out)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(HandshakeError::Closed),
@@ -899,7 +899,7 @@ async fn drive<T>(
     buf: &mut BytesMut,
     mut decide: impl FnMut(&PeerInfo) -> Result<T, (RejectCode, String)>,
 ) -> (Option<T>, Result<PeerInfo, HandshakeError>) {
-    let deadline = Instant::from_std(hs.deadline());
+    let deadline = Instant::from_std(hs.poll_timeout());
     let mut decided = None;
     let result = loop {
         if let Err(e) = write_out(stream, hs, deadline).await {
@@ -945,7 +945,7 @@ async fn drive<T>(
     };
     if result.is_err() {
         // Best effort: tell the peer why (a queued Reject), briefly.
-        if let Some(out) = hs.take_transmit() {
+        if let Some(out) = hs.poll_transmit() {
             let _ = tokio::time::timeout(Duration::from_millis(100), stream.write_all(&out)).await;
         }
     }

@@ -47,7 +47,7 @@ pub async fn dial(
     );
     let mut buf = BytesMut::with_capacity(4096);
     loop {
-        while let Some(out) = hs.take_transmit() {
+        while let Some(out) = hs.poll_transmit() {
             stream.write_all(&out).await.map_err(|_| HandshakeError::Closed)?;
         }
         match hs.handle_input(&mut buf)? {
@@ -55,7 +55,7 @@ pub async fn dial(
             Progress::Pending => {}
             Progress::Authenticated(_) => return Err(HandshakeError::Unexpected("decision")),
         }
-        while let Some(out) = hs.take_transmit() {
+        while let Some(out) = hs.poll_transmit() {
             stream.write_all(&out).await.map_err(|_| HandshakeError::Closed)?;
         }
         buf.reserve(4096);
