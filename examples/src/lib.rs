@@ -68,7 +68,11 @@ pub async fn cluster(
         wait_until("every member up and linked", || {
             names.iter().all(|peer| {
                 *peer == node.id().name
-                    || (node.is_linked(peer) && node.member(peer).is_some_and(|m| m.state == MemberState::Up))
+                    || (node.membership().is_linked(peer)
+                        && node
+                            .membership()
+                            .member(peer)
+                            .is_some_and(|m| m.state == MemberState::Up))
             })
         })
         .await?;

@@ -96,6 +96,7 @@ pub fn cluster_view(node: &Node) -> ClusterView {
     let id = node.id();
     let traffic = node.stats().peers;
     let local: Vec<InterestView> = node
+        .pubsub()
         .local_interest()
         .into_iter()
         .map(|(pattern, queue, count)| InterestView {
@@ -112,6 +113,7 @@ pub fn cluster_view(node: &Node) -> ClusterView {
             cluster: Some(node.config().cluster.clone()),
         },
         members: node
+            .membership()
             .members()
             .into_iter()
             .map(|m| MemberView {
@@ -122,17 +124,18 @@ pub fn cluster_view(node: &Node) -> ClusterView {
             })
             .collect(),
         shards: Some({
-            let map = node.shard_map();
+            let map = node.shards().map();
             ShardsView {
                 epoch: map.epoch,
                 count: map.shard_count(),
                 owners: map.counts().into_iter().map(|(k, v)| (k, v as u32)).collect(),
-                leader: node.shard_leader(),
-                voters: node.shard_voters(),
+                leader: node.shards().leader(),
+                voters: node.shards().voters(),
             }
         }),
         streams: node
             .streams()
+            .list()
             .into_iter()
             .map(|s| StreamView {
                 origin: s.origins.first().cloned(),
@@ -145,6 +148,7 @@ pub fn cluster_view(node: &Node) -> ClusterView {
             .collect(),
         groups: node.groups().list().into_iter().collect(),
         links: node
+            .membership()
             .links()
             .into_iter()
             .map(|l| {
@@ -165,7 +169,7 @@ pub fn cluster_view(node: &Node) -> ClusterView {
         subscriptions: Some(SubscriptionsView {
             local_total: local.iter().map(|i| u64::from(i.count)).sum(),
             local,
-            remote: node.remote_interest(),
+            remote: node.pubsub().remote_interest(),
         }),
     }
 }

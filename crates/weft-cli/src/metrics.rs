@@ -355,7 +355,7 @@ pub fn record(node: &Node) {
         counter!("weft_stream_frames_sent_total", "peer" => p()).absolute(t.stream_frames_sent);
         counter!("weft_stream_frames_received_total", "peer" => p()).absolute(t.stream_frames_received);
     }
-    for l in node.links() {
+    for l in node.membership().links() {
         gauge!("weft_link_queue_bytes", "peer" => l.peer.clone()).set(l.queued_bytes as f64);
         gauge!("weft_link_connected", "peer" => l.peer.clone()).set(u8::from(l.connected));
         gauge!("weft_link_rtt_seconds", "peer" => l.peer.clone()).set(l.rtt_micros as f64 / 1e6);
@@ -363,7 +363,7 @@ pub fn record(node: &Node) {
 
     // Membership.
     let (mut up, mut suspect, mut down) = (0u32, 0u32, 0u32);
-    for m in node.members() {
+    for m in node.membership().members() {
         match m.state {
             MemberState::Up => up += 1,
             MemberState::Suspect => suspect += 1,
@@ -386,7 +386,7 @@ pub fn record(node: &Node) {
     by_reason("weft_registry_rejected_total", &s.registry_rejected);
 
     // Messaging.
-    gauge!("weft_mailboxes").set(node.mailbox_count() as f64);
+    gauge!("weft_mailboxes").set(node.mailboxes().count() as f64);
     gauge!("weft_groups").set(node.groups().list().len() as f64);
     counter!("weft_messages_sent_total", "kind" => "tell").absolute(s.tells_sent);
     counter!("weft_messages_sent_total", "kind" => "call").absolute(s.calls_sent);
@@ -397,9 +397,14 @@ pub fn record(node: &Node) {
     by_reason("weft_dead_letters_lost_total", &s.dead_letters_lost);
 
     // Pub/sub.
-    let subscriptions: u64 = node.local_interest().iter().map(|(_, _, n)| u64::from(*n)).sum();
+    let subscriptions: u64 = node
+        .pubsub()
+        .local_interest()
+        .iter()
+        .map(|(_, _, n)| u64::from(*n))
+        .sum();
     gauge!("weft_pubsub_subscriptions").set(subscriptions as f64);
-    let remote: usize = node.remote_interest().values().sum();
+    let remote: usize = node.pubsub().remote_interest().values().sum();
     gauge!("weft_pubsub_remote_patterns").set(remote as f64);
     counter!("weft_pubsub_published_total").absolute(s.pubsub_published);
     counter!("weft_pubsub_delivered_total").absolute(s.pubsub_delivered);
@@ -408,7 +413,7 @@ pub fn record(node: &Node) {
     let mut roles: std::collections::BTreeMap<&'static str, f64> =
         ["origin", "edge", "none"].into_iter().map(|r| (r, 0.0)).collect();
     let (mut viewers, mut edges) = (0usize, 0usize);
-    for st in node.streams() {
+    for st in node.streams().list() {
         *roles.entry(st.role).or_default() += 1.0;
         viewers += st.subscribers;
         edges += st.edges.len();
@@ -427,13 +432,13 @@ pub fn record(node: &Node) {
     counter!("weft_stream_stalls_total").absolute(s.stream_stalls);
 
     // Shards.
-    let map = node.shard_map();
+    let map = node.shards().map();
     gauge!("weft_shard_epoch").set(map.epoch as f64);
     gauge!("weft_shard_count").set(f64::from(map.shard_count()));
     for (owner, n) in map.counts() {
         gauge!("weft_shards_owned", "node" => owner).set(n as f64);
     }
-    let leads = node.shard_leader().is_some_and(|l| l == node.id().name);
+    let leads = node.shards().leader().is_some_and(|l| l == node.id().name);
     gauge!("weft_shard_leader").set(u8::from(leads));
     counter!("weft_shard_proposals_committed_total").absolute(s.shard_proposals_committed);
     by_reason("weft_shard_proposals_failed_total", &s.shard_proposals_failed);

@@ -23,6 +23,8 @@ pub const VERSION: &str = concat!("2.10.0-weft.", env!("CARGO_PKG_VERSION"));
 /// What every client task shares.
 pub(crate) struct Ctx {
     pub node: Node,
+    /// The node's pub/sub handle, kept to publish without a handle per message.
+    pub pubsub: weft::PubSub,
     pub config: NatsConfig,
     pub stats: Arc<NatsStats>,
     /// Unique in the cluster: node name and incarnation.

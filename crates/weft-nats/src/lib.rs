@@ -17,7 +17,7 @@
 //! parser, encoders, header blocks, INFO/CONNECT JSON); [`NatsServer`]
 //! accepts clients and runs one reader task and one writer task for each.
 //! Each NATS `SUB` is one direct weft subscription
-//! ([`weft::Node::subscribe_direct`]) whose sink encodes its messages into
+//! ([`weft::PubSub::subscribe_direct`]) whose sink encodes its messages into
 //! the client's outbound buffer on the delivering task; each `PUB`/`HPUB`
 //! is one weft publish. See `docs/nats.md`
 //! for what is supported, the limits and the decisions.

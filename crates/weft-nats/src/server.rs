@@ -62,7 +62,7 @@ impl NatsServer {
                 local.to_string()
             }
         });
-        let url = node.spawn_mailbox_with_capacity(1);
+        let url = node.mailboxes().spawn_with_capacity(1);
         if let Err(e) = node
             .groups()
             .join(&format!("{URL_GROUP_PREFIX}{advertise}"), url.pid())
@@ -73,6 +73,7 @@ impl NatsServer {
         let ctx = Arc::new(Ctx {
             server_id: format!("{}-{}", id.name, id.incarnation),
             node: node.clone(),
+            pubsub: node.pubsub(),
             config,
             stats: Arc::new(NatsStats::default()),
             refuse_log: crate::refuse::RefuseLog::new(),

@@ -186,7 +186,7 @@ async fn unsubscribe_auto_unsubscribe_and_request_reply() {
     s.unsubscribe().await.unwrap();
     c1.flush().await.unwrap();
     wait_for("u.a interest gone", || {
-        c.nodes.iter().all(|n| !n.has_interest("u.a"))
+        c.nodes.iter().all(|n| !n.pubsub().has_interest("u.a"))
     })
     .await;
 
@@ -208,7 +208,11 @@ async fn unsubscribe_auto_unsubscribe_and_request_reply() {
             .is_none()
     );
     wait_for("u.b retired by the server", || {
-        c.nodes[0].local_interest().iter().all(|(p, _, _)| p != "u.b")
+        c.nodes[0]
+            .pubsub()
+            .local_interest()
+            .iter()
+            .all(|(p, _, _)| p != "u.b")
     })
     .await;
 
@@ -348,7 +352,7 @@ async fn token_and_user_password_authentication() {
     // Both servers share the node's pub/sub.
     let mut s = right.subscribe("auth.x").await.unwrap();
     // async-nats' flush only writes its buffer: wait for the node instead.
-    wait_for("auth.x subscribed", || c.nodes[0].has_interest("auth.x")).await;
+    wait_for("auth.x subscribed", || c.nodes[0].pubsub().has_interest("auth.x")).await;
     good.publish("auth.x", Bytes::from("ok")).await.unwrap();
     good.flush().await.unwrap();
     assert_eq!(next_text(&mut s).await, "ok");

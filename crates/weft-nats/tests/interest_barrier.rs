@@ -27,7 +27,12 @@ async fn raw(c: &Cluster, i: usize, connect: &str) -> Raw {
 }
 
 fn interest_of(c: &Cluster, i: usize, peer: &str) -> usize {
-    c.nodes[i].remote_interest().get(peer).copied().unwrap_or(0)
+    c.nodes[i]
+        .pubsub()
+        .remote_interest()
+        .get(peer)
+        .copied()
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,8 +69,8 @@ async fn sub_flush_then_publish_elsewhere_never_misses_and_unsub_flush_stops_for
             base,
             "iteration {i}: interest left after UNSUB + PONG"
         );
-        assert!(!c.nodes[0].has_interest(&subject), "iteration {i}");
-        assert!(!c.nodes[2].has_interest(&subject), "iteration {i}");
+        assert!(!c.nodes[0].pubsub().has_interest(&subject), "iteration {i}");
+        assert!(!c.nodes[2].pubsub().has_interest(&subject), "iteration {i}");
     }
     assert_eq!(c.servers[1].stats().interest_barrier_timeouts, 0);
     c.stop().await;
@@ -89,7 +94,7 @@ async fn answers_keep_command_order_behind_a_held_pong() {
         got.push_str(&r.until("\r\n").await);
     }
     assert_eq!(got, want);
-    assert!(c.nodes[1].has_interest("order.b") && c.nodes[2].has_interest("order.b"));
+    assert!(c.nodes[1].pubsub().has_interest("order.b") && c.nodes[2].pubsub().has_interest("order.b"));
     c.stop().await;
 }
 
@@ -108,7 +113,10 @@ async fn a_pong_held_past_the_timeout_is_sent_anyway_and_counted() {
     r.send(b"SUB late.x 1\r\nPING\r\n").await;
     assert_eq!(r.until("\r\n").await, "PONG\r\n");
     assert_eq!(c.servers[0].stats().interest_barrier_timeouts, 1);
-    assert!(c.nodes[1].has_interest("late.x"), "the live node confirmed");
+    assert!(
+        c.nodes[1].pubsub().has_interest("late.x"),
+        "the live node confirmed"
+    );
     // The client still works, and a PING with nothing pending is answered.
     r.send(b"PING\r\n").await;
     assert_eq!(r.until("\r\n").await, "PONG\r\n");

@@ -105,7 +105,11 @@ async fn exact_records_verbose_case_auto_unsub_and_no_responders() {
     // Deliveries are asynchronous to the reader: wait for the retirement
     // (after the last delivery), then a PONG follows everything.
     wait_for("foo retired", || {
-        c.nodes[0].local_interest().iter().all(|(p, _, _)| p != "foo")
+        c.nodes[0]
+            .pubsub()
+            .local_interest()
+            .iter()
+            .all(|(p, _, _)| p != "foo")
     })
     .await;
     r.send(b"PING\r\n").await;
@@ -185,6 +189,7 @@ async fn a_slow_consumer_is_closed_and_others_are_not() {
     let mut sub = healthy.subscribe("fire").await.unwrap();
     wait_for("both subscribed", || {
         c.nodes[0]
+            .pubsub()
             .local_interest()
             .iter()
             .any(|(p, _, n)| p == "fire" && *n == 2)
@@ -232,7 +237,7 @@ async fn a_slow_consumer_is_closed_and_others_are_not() {
     );
     // The others are still connected and served.
     let mut check = healthy.subscribe("after").await.unwrap();
-    wait_for("after subscribed", || c.nodes[0].has_interest("after")).await;
+    wait_for("after subscribed", || c.nodes[0].pubsub().has_interest("after")).await;
     publisher.publish("after", Bytes::from("ok")).await.unwrap();
     publisher.flush().await.unwrap();
     let m = tokio::time::timeout(LIMIT, check.next()).await.unwrap().unwrap();

@@ -39,9 +39,11 @@ async fn cluster(n: usize) -> Vec<Node> {
     let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let ok = nodes
-            .iter()
-            .all(|a| names.iter().all(|b| *b == a.id().name || a.is_linked(b)));
+        let ok = nodes.iter().all(|a| {
+            names
+                .iter()
+                .all(|b| *b == a.id().name || a.membership().is_linked(b))
+        });
         if ok {
             break;
         }
@@ -75,7 +77,7 @@ fn push(rows: &mut Vec<Row>, name: String, value: f64, unit: &'static str) {
 
 async fn remote_tell(rows: &mut Vec<Row>, nodes: &[Node], size: usize) {
     let (a, b) = (&nodes[0], &nodes[1]);
-    let inbox = b.spawn_mailbox_with_capacity(1 << 30);
+    let inbox = b.mailboxes().spawn_with_capacity(1 << 30);
     let pid = inbox.pid().clone();
     let payload = Bytes::from(vec![7u8; size]);
     // The receiver counts while the sender runs, and the sender stays
@@ -96,7 +98,8 @@ async fn remote_tell(rows: &mut Vec<Row>, nodes: &[Node], size: usize) {
     let mut sent = 0u64;
     while start.elapsed() < BUDGET && sent < 5_000_000 {
         for _ in 0..256 {
-            a.send(&pid, Message::new("b", payload.clone()))
+            a.mailboxes()
+                .send(&pid, Message::new("b", payload.clone()))
                 .await
                 .expect("send");
         }
@@ -128,7 +131,7 @@ async fn remote_tell(rows: &mut Vec<Row>, nodes: &[Node], size: usize) {
 
 async fn call_latency(rows: &mut Vec<Row>, nodes: &[Node]) {
     let (a, b) = (nodes[0].clone(), &nodes[1]);
-    let echo = b.spawn_mailbox();
+    let echo = b.mailboxes().spawn();
     let pid = echo.pid().clone();
     let server = tokio::spawn(async move {
         while let Some(env) = echo.recv().await {
@@ -141,13 +144,11 @@ async fn call_latency(rows: &mut Vec<Row>, nodes: &[Node]) {
     let mut n = 0;
     while start.elapsed() < BUDGET && n < 20_000 {
         let t = Instant::now();
-        a.call(
-            &pid,
-            Message::new("q", Bytes::from_static(b"ping")),
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("reply");
+        a.mailboxes()
+            .call(&pid, Message::new("q", Bytes::from_static(b"ping")))
+            .timeout(Duration::from_secs(5))
+            .await
+            .expect("reply");
         h.record(t.elapsed().as_micros() as u64).expect("record");
         n += 1;
     }
@@ -170,7 +171,7 @@ async fn group_publish(rows: &mut Vec<Row>, nodes: &[Node]) {
     let mut boxes = Vec::new();
     for n in nodes {
         for _ in 0..100 {
-            let m = n.spawn_mailbox_with_capacity(64 << 20);
+            let m = n.mailboxes().spawn_with_capacity(64 << 20);
             n.groups().join("bench", m.pid()).expect("join");
             boxes.push(m);
         }
@@ -212,7 +213,7 @@ async fn group_publish(rows: &mut Vec<Row>, nodes: &[Node]) {
     // Memory per membership entry: 20,000 memberships on n2, seen on n1.
     let before = rss_bytes();
     let extra: Vec<_> = (0..20_000)
-        .map(|_| nodes[1].spawn_mailbox_with_capacity(1024))
+        .map(|_| nodes[1].mailboxes().spawn_with_capacity(1024))
         .collect();
     for (i, m) in extra.iter().enumerate() {
         nodes[1]
@@ -237,9 +238,9 @@ async fn group_publish(rows: &mut Vec<Row>, nodes: &[Node]) {
 async fn pubsub_throughput(rows: &mut Vec<Row>, nodes: &[Node], size: usize, fanout: bool) {
     let a = &nodes[0];
     let subj = format!("bench.{size}.{fanout}");
-    let mut subs = vec![nodes[1].subscribe(&subj).expect("sub")];
+    let mut subs = vec![nodes[1].pubsub().subscribe(&subj).expect("sub")];
     if fanout {
-        subs.push(nodes[2].subscribe(&subj).expect("sub"));
+        subs.push(nodes[2].pubsub().subscribe(&subj).expect("sub"));
     }
     let payload = Bytes::from(vec![1u8; size]);
     let window = ((2u64 << 20) / (size as u64 + 64)).min(20_000);
@@ -293,14 +294,14 @@ async fn pubsub_throughput(rows: &mut Vec<Row>, nodes: &[Node], size: usize, fan
         .any(|w| w.load(std::sync::atomic::Ordering::Relaxed) == 0)
     {
         assert!(Instant::now() < deadline, "interest did not propagate");
-        a.publish(&subj, vec![], Bytes::new()).await.expect("publish");
+        a.pubsub().publish(&subj, Bytes::new()).await.expect("publish");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let start = Instant::now();
     let mut sent = 0u64;
     while start.elapsed() < BUDGET && sent < 3_000_000 {
         for _ in 0..256 {
-            a.publish(&subj, vec![], payload.clone()).await.expect("publish");
+            a.pubsub().publish(&subj, payload.clone()).await.expect("publish");
         }
         sent += 256;
         // Stay within a window of the slowest subscriber: nothing dropped.
@@ -354,12 +355,20 @@ async fn subscription_memory(rows: &mut Vec<Row>, nodes: &[Node]) {
     let subs: Vec<_> = (0..100_000)
         .map(|i| {
             nodes[1]
+                .pubsub()
                 .subscribe_with_capacity(&format!("m.{}.{i}", i % 100), None, 1024)
                 .expect("sub")
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while nodes[0].remote_interest().get("n2").copied().unwrap_or(0) < 100_000 {
+    while nodes[0]
+        .pubsub()
+        .remote_interest()
+        .get("n2")
+        .copied()
+        .unwrap_or(0)
+        < 100_000
+    {
         assert!(Instant::now() < deadline, "interest did not propagate");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

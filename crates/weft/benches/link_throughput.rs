@@ -186,7 +186,7 @@ async fn weft_run(n1: &Node, counter: &Counter, payload: &Bytes, budget: Duratio
     let start = Instant::now();
     let mut sent = 0u64;
     while sent < max {
-        if let Err(e) = n1.send_data("n2", CHANNEL, payload.clone()).await {
+        if let Err(e) = n1.channels().send("n2", CHANNEL, payload.clone()).await {
             panic!("send_data failed after {sent} messages: {e}");
         }
         sent += 1;
@@ -377,14 +377,15 @@ async fn bench(o: &Options) {
     c2.join = vec![n1.addr()];
     let n2 = Node::start(c2).await.expect("start n2");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !n1.is_linked("n2") {
+    while !n1.membership().is_linked("n2") {
         assert!(Instant::now() < deadline, "n1 never linked to n2");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let weft_counter = Counter::new();
     {
         let c = weft_counter.clone();
-        n2.on_channel(CHANNEL, Arc::new(move |_, _| c.add(1)))
+        n2.channels()
+            .on(CHANNEL, Arc::new(move |_, _| c.add(1)))
             .expect("open channel");
     }
     let mut raw = raw_pair(o.raw_buffer).await.expect("raw TCP pair");

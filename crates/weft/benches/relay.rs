@@ -116,9 +116,11 @@ async fn cluster(names: &[&str], o: &Options) -> Vec<Node> {
         nodes.push(Node::start(config(name, &seed, o)).await.expect("start node"));
     }
     wait_until("every pair of nodes linked", || {
-        nodes
-            .iter()
-            .all(|a| names.iter().all(|b| *b == a.id().name || a.is_linked(b)))
+        nodes.iter().all(|a| {
+            names
+                .iter()
+                .all(|b| *b == a.id().name || a.membership().is_linked(b))
+        })
     })
     .await;
     nodes
@@ -378,12 +380,13 @@ struct FanoutRow {
 async fn local_fanout(o: &Options, node: &Node, subscribers: usize) -> FanoutRow {
     let key = format!("bench/fanout/{subscribers}");
     let publisher = node
-        .publish_stream(&key, StreamPolicy::default())
+        .streams()
+        .publish(&key, StreamPolicy::default())
         .expect("publish stream");
     let progress = Progress::new(subscribers);
     let mut viewers = Vec::with_capacity(subscribers);
     for i in 0..subscribers {
-        let sub = node.subscribe_stream(&key).await.expect("subscribe");
+        let sub = node.streams().subscribe(&key).await.expect("subscribe");
         viewers.push(spawn_viewer(sub, i, 0, o.fanout_bytes, progress.clone(), 64));
     }
     let payload = Bytes::from(vec![0xC3u8; o.fanout_bytes]);
@@ -442,10 +445,11 @@ struct RelayRow {
 async fn origin_to_edge(o: &Options, origin: &Node, edge: &Node, size: usize) -> RelayRow {
     let key = format!("bench/relay/{size}");
     let publisher = origin
-        .publish_stream(&key, StreamPolicy::default())
+        .streams()
+        .publish(&key, StreamPolicy::default())
         .expect("publish stream");
     wait_until("the edge to locate the origin", || {
-        edge.locate_stream(&key).as_deref() == Some(origin.id().name.as_str())
+        edge.streams().locate(&key).as_deref() == Some(origin.id().name.as_str())
     })
     .await;
     let edge_name = edge.id().name.clone();
@@ -457,7 +461,11 @@ async fn origin_to_edge(o: &Options, origin: &Node, edge: &Node, size: usize) ->
             .map_or(0, |p| p.stream_frames_sent)
     };
     let copies_before = sent_to_edge();
-    let sub = edge.subscribe_stream(&key).await.expect("subscribe on the edge");
+    let sub = edge
+        .streams()
+        .subscribe(&key)
+        .await
+        .expect("subscribe on the edge");
     // A first keyframe, published until the edge's pull is live (the first
     // one the subscriber gets, directly or from the edge's replay buffer,
     // sets where its count starts).

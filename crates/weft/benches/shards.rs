@@ -143,7 +143,7 @@ static LEASE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
 async fn start(name: &str, seeds: &[SocketAddr]) -> (Node, Arc<Counter>) {
     let node = Node::start(config(name, seeds)).await.expect("start node");
     let counter = Arc::new(Counter::default());
-    node.set_shard_handler(counter.clone());
+    node.shards().set_handler(counter.clone());
     (node, counter)
 }
 
@@ -159,17 +159,17 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 /// ⌊S/N⌋ or ⌈S/N⌉ shards each, and the voter set is the live nodes.
 fn settled(nodes: &[Node]) -> bool {
     let names: BTreeSet<String> = nodes.iter().map(|n| n.id().name.clone()).collect();
-    let map = nodes[0].shard_map();
+    let map = nodes[0].shards().map();
     let counts = map.counts();
     let n = nodes.len();
     let (lo, hi) = (SHARDS as usize / n, (SHARDS as usize).div_ceil(n));
     map.epoch > 0
         && counts.keys().cloned().collect::<BTreeSet<_>>() == names
         && counts.values().all(|c| *c == lo || *c == hi)
-        && nodes.iter().all(|x| x.shard_map() == map)
+        && nodes.iter().all(|x| x.shards().map() == map)
         && nodes.iter().all(|x| {
-            let voters: BTreeSet<String> = x.shard_voters().into_iter().collect();
-            voters == names && x.shard_leader().is_some_and(|l| names.contains(&l))
+            let voters: BTreeSet<String> = x.shards().voters().into_iter().collect();
+            voters == names && x.shards().leader().is_some_and(|l| names.contains(&l))
         })
 }
 
@@ -228,7 +228,7 @@ fn histogram() -> Histogram<u64> {
 
 /// C tasks route until the budget is spent; latencies in microseconds.
 async fn routing(nodes: &[Node], inflight: usize, budget: Duration) -> Routing {
-    let map = nodes[0].shard_map();
+    let map = nodes[0].shards().map();
     // Owner of every key, fixed during the measurement (nothing moves).
     let owners: Arc<Vec<String>> = Arc::new(
         (0..KEYS)
@@ -252,7 +252,8 @@ async fn routing(nodes: &[Node], inflight: usize, budget: Duration) -> Routing {
             while Instant::now() < deadline {
                 let k = next(&mut rng) % KEYS;
                 let t0 = Instant::now();
-                node.route(&key(k), payload.clone())
+                node.shards()
+                    .route(&key(k), payload.clone())
                     .await
                     .unwrap_or_else(|e| panic!("bench: route not acknowledged: {e}"));
                 hist.saturating_record(t0.elapsed().as_micros() as u64);
@@ -287,7 +288,7 @@ async fn routing(nodes: &[Node], inflight: usize, budget: Duration) -> Routing {
 /// One task per node calls `route_many` with `batch` events until the
 /// budget is spent; latencies per call in microseconds.
 async fn routing_many(nodes: &[Node], batch: usize, budget: Duration) -> Routing {
-    let map = nodes[0].shard_map();
+    let map = nodes[0].shards().map();
     let owners: Arc<Vec<String>> = Arc::new(
         (0..KEYS)
             .map(|i| map.owner_of_key(&key(i)).1.unwrap_or_default().to_string())
@@ -314,7 +315,7 @@ async fn routing_many(nodes: &[Node], batch: usize, budget: Duration) -> Routing
                     .map(|k| (Bytes::from(key(*k)), payload.clone()))
                     .collect();
                 let t0 = Instant::now();
-                for r in node.route_many(evs).await {
+                for r in node.shards().route_many(evs).await {
                     r.unwrap_or_else(|e| panic!("bench: route_many not acknowledged: {e}"));
                 }
                 hist.saturating_record(t0.elapsed().as_micros() as u64);
@@ -366,14 +367,14 @@ fn key_of_shard(shard: u32) -> Vec<u8> {
 /// Aborts one node (`leader`: the Raft leader, else a follower) and times
 /// the committed rebalance on the survivors; returns the survivors.
 async fn failover(mut nodes: Vec<Node>, leader: bool) -> (Vec<Node>, Failover) {
-    let leader_name = nodes[0].shard_leader().expect("a leader");
+    let leader_name = nodes[0].shards().leader().expect("a leader");
     let idx = nodes
         .iter()
         .position(|n| (n.id().name == leader_name) == leader)
         .expect("victim");
     let victim = nodes.remove(idx);
     let name = victim.id().name.clone();
-    let before = nodes[0].shard_map();
+    let before = nodes[0].shards().map();
     let epoch = before.epoch;
     let orphaned: Vec<u32> = (0..before.shard_count())
         .filter(|s| before.owner(*s) == Some(name.as_str()))
@@ -388,7 +389,7 @@ async fn failover(mut nodes: Vec<Node>, leader: bool) -> (Vec<Node>, Failover) {
             let node = nodes[i % nodes.len()].clone();
             let k = key_of_shard(*s);
             tokio::spawn(async move {
-                let r = node.route(&k, Bytes::from_static(b"failover")).await;
+                let r = node.shards().route(&k, Bytes::from_static(b"failover")).await;
                 (r, t0.elapsed().as_secs_f64() * 1e3)
             })
         })
@@ -397,14 +398,16 @@ async fn failover(mut nodes: Vec<Node>, leader: bool) -> (Vec<Node>, Failover) {
     let deadline = t0 + LIMIT;
     let commit_ms = loop {
         if down_ms.is_none()
-            && nodes
-                .iter()
-                .any(|n| n.member(&name).is_some_and(|m| m.state == MemberState::Down))
+            && nodes.iter().any(|n| {
+                n.membership()
+                    .member(&name)
+                    .is_some_and(|m| m.state == MemberState::Down)
+            })
         {
             down_ms = Some(t0.elapsed().as_secs_f64() * 1e3);
         }
         if nodes.iter().all(|n| {
-            let m = n.shard_map();
+            let m = n.shards().map();
             m.epoch > epoch && !m.counts().contains_key(&name)
         }) {
             break t0.elapsed().as_secs_f64() * 1e3;

@@ -79,7 +79,7 @@ async fn run() -> Result<(), String> {
     let node = Node::start(config).await.map_err(|e| e.to_string())?;
 
     for _ in 0..args.members {
-        let m = node.spawn_mailbox();
+        let m = node.mailboxes().spawn();
         node.groups()
             .join(&args.group, m.pid())
             .map_err(|e| e.to_string())?;
@@ -94,8 +94,10 @@ async fn run() -> Result<(), String> {
             }
         });
     }
-    let echo = node.spawn_mailbox();
-    node.register("echo", &echo).map_err(|e| e.to_string())?;
+    let echo = node.mailboxes().spawn();
+    node.mailboxes()
+        .register("echo", &echo)
+        .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         while let Some(env) = echo.recv().await {
             let _ = echo.reply(&env, env.message.clone()).await;
@@ -144,7 +146,12 @@ async fn run() -> Result<(), String> {
                     name: "echo".into(),
                 };
                 let msg = Message::new("text", Bytes::from(text.to_string()));
-                match node.call(to, msg, Duration::from_secs(30)).await {
+                match node
+                    .mailboxes()
+                    .call(to, msg)
+                    .timeout(Duration::from_secs(30))
+                    .await
+                {
                     Ok(reply) => println!(
                         "{{\"reply\":{}}}",
                         json_str(&String::from_utf8_lossy(&reply.payload))

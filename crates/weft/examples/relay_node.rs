@@ -218,7 +218,7 @@ async fn run() -> Result<(), String> {
             priority: *priority,
             ..StreamPolicy::default()
         };
-        let publisher = node.publish_stream(key, policy).map_err(|e| e.to_string())?;
+        let publisher = node.streams().publish(key, policy).map_err(|e| e.to_string())?;
         *publishing.lock().unwrap_or_else(|p| p.into_inner()) = Some(publisher);
         spawn_generator(publishing.clone(), args.base, args.interval, args.gop);
     }
@@ -235,7 +235,7 @@ async fn run() -> Result<(), String> {
     while let Ok(Some(line)) = lines.next_line().await {
         let mut parts = line.split_whitespace();
         match (parts.next(), parts.next()) {
-            (Some("subscribe"), Some(key)) => match node.subscribe_stream(key).await {
+            (Some("subscribe"), Some(key)) => match node.streams().subscribe(key).await {
                 Ok(sub) => {
                     let viewer = next_viewer;
                     next_viewer += 1;
@@ -259,12 +259,12 @@ async fn run() -> Result<(), String> {
                 }
                 println!("{{\"unsubscribed\":{},\"viewers\":{count}}}", json_str(key));
             }
-            (Some("locate"), Some(key)) => match node.locate_stream(key) {
+            (Some("locate"), Some(key)) => match node.streams().locate(key) {
                 Some(origin) => println!("{{\"locate\":{}}}", json_str(&origin)),
                 None => println!("{{\"locate\":null}}"),
             },
             (Some("streams"), None) => {
-                let streams = serde_json::to_string(&node.streams()).unwrap_or_else(|_| "[]".into());
+                let streams = serde_json::to_string(&node.streams().list()).unwrap_or_else(|_| "[]".into());
                 println!("{{\"streams\":{streams}}}");
             }
             (Some("stats"), None) => println!("{}", stats_json(&node)),

@@ -280,7 +280,7 @@ impl ShardHandler for Processor {
 }
 
 fn map_json(node: &Node) -> String {
-    let m = node.shard_map();
+    let m = node.shards().map();
     serde_json::json!({
         "epoch": m.epoch,
         "shards": m.shard_count(),
@@ -348,7 +348,7 @@ fn spawn_load(node: Node, load: Load) {
         for i in 0..count {
             let key = format!("{key_prefix}{}", i % keys);
             let payload = Bytes::from(format!("{prefix}-{i}"));
-            match node.route(key.as_bytes(), payload).await {
+            match node.shards().route(key.as_bytes(), payload).await {
                 Ok(ack) => {
                     acked += 1;
                     println!(
@@ -403,9 +403,9 @@ async fn run() -> Result<(), String> {
     // Refuses a data dir of another cluster or node, or a corrupt log,
     // with an error naming the file.
     let node = Node::start(config).await.map_err(|e| e.to_string())?;
-    node.set_shard_handler(Arc::new(Processor {
+    node.shards().set_handler(Arc::new(Processor {
         log,
-        map: node.watch_shard_map(),
+        map: node.shards().watch_map(),
         since: Mutex::new(Default::default()),
     }));
     println!(
@@ -422,13 +422,13 @@ async fn run() -> Result<(), String> {
         let rest = rest.trim_start();
         match cmd {
             "map" => println!("{}", map_json(&node)),
-            "leader" => match node.shard_leader() {
+            "leader" => match node.shards().leader() {
                 Some(l) => println!("{{\"leader\":{}}}", json_str(&l)),
                 None => println!("{{\"leader\":null}}"),
             },
-            "voters" => println!("{}", serde_json::json!({ "voters": node.shard_voters() })),
+            "voters" => println!("{}", serde_json::json!({ "voters": node.shards().voters() })),
             "owner" if !rest.is_empty() => {
-                let m = node.shard_map();
+                let m = node.shards().map();
                 let (shard, owner) = m.owner_of_key(rest.as_bytes());
                 println!(
                     "{}",
@@ -438,6 +438,7 @@ async fn run() -> Result<(), String> {
             "route" if !rest.is_empty() => {
                 let (key, text) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
                 match node
+                    .shards()
                     .route(key.as_bytes(), Bytes::from(text.trim_start().to_string()))
                     .await
                 {
@@ -451,7 +452,7 @@ async fn run() -> Result<(), String> {
                     Err(e) => println!("{{\"error\":{}}}", json_str(&e.to_string())),
                 }
             }
-            "rebalance" => println!("{{\"rebalanced\":{}}}", node.rebalance_shards().await),
+            "rebalance" => println!("{{\"rebalanced\":{}}}", node.shards().rebalance().await),
             "stats" => println!("{}", stats_json(&node)),
             "load" => match parse_load(rest) {
                 Some(load) => {

@@ -9,12 +9,17 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+
+use futures::Stream;
 
 use bytes::Bytes;
 use weft_proto::frame::Header;
 use weft_proto::{Frame, NodeId};
 
+use crate::api::poll::PendingNext;
 use crate::link::FrameHandler;
 use crate::queue::{ByteQueue, ByteSized, Pushed};
 use crate::stats::Stats;
@@ -82,7 +87,11 @@ impl Dispatcher {
     pub(crate) fn open(&self, channel: u32, capacity_bytes: usize) -> Result<ChannelReceiver, ChannelError> {
         let queue = Arc::new(ByteQueue::new(capacity_bytes, 0));
         self.insert(channel, Sink::Queue(queue.clone()))?;
-        Ok(ChannelReceiver { channel, queue })
+        Ok(ChannelReceiver {
+            channel,
+            queue,
+            next: PendingNext::default(),
+        })
     }
 
     pub(crate) fn on(&self, channel: u32, callback: ChannelCallback) -> Result<(), ChannelError> {
@@ -131,9 +140,14 @@ impl FrameHandler for Dispatcher {
 
 /// The receiving end of a channel, bounded by bytes. Dropping it closes
 /// the channel; later frames for it are counted as `channel_closed`.
+///
+/// Also a `Stream` of [`Delivery`]s (ending once the node shut down or the
+/// channel was closed), the same messages [`ChannelReceiver::recv`]
+/// returns; use one or the other.
 pub struct ChannelReceiver {
     channel: u32,
     queue: Arc<ByteQueue<Delivery>>,
+    next: PendingNext<Option<Delivery>>,
 }
 
 impl ChannelReceiver {
@@ -152,6 +166,20 @@ impl ChannelReceiver {
         let before = out.len();
         self.queue.drain_into(out, usize::MAX);
         out.len() - before
+    }
+}
+
+impl Stream for ChannelReceiver {
+    type Item = Delivery;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        let this = self.get_mut();
+        let queue = this.queue.clone();
+        this.next.poll(
+            cx,
+            || this.queue.try_pop().map(Some),
+            || async move { queue.pop().await },
+        )
     }
 }
 

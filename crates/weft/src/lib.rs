@@ -1,25 +1,34 @@
 //! weft: a cluster fabric for real-time streams and messages.
 //!
 //! A [`Node`] joins a cluster from a seed list and gives the server that
-//! embeds it:
+//! embeds it one capability handle per family of verbs (see [`api`]):
+//! cheap `Clone` values carrying the node, whose receivers are all
+//! `futures::Stream`s and whose optional arguments (headers, timeouts) are
+//! set on builders that are awaited directly:
 //!
 //! - **membership**: SWIM failure detection over sealed UDP, with
 //!   incarnations that tell a restarted node from its previous run
-//!   ([`Node::members`], [`Node::membership_events`]);
+//!   ([`Node::membership`]: [`Membership::members`], [`Membership::events`]);
 //! - **authenticated links**: one ordered TCP connection per node pair
 //!   (HMAC handshake, optional mutual TLS), bounded queues, reconnect
-//!   ([`Node::send_data`], [`Node::open_channel`]);
+//!   ([`Node::channels`]: [`Channels::send`], [`Channels::open`]);
 //! - **mailboxes and process groups**: cluster-wide pids, names, tells,
-//!   calls with typed errors, Erlang-`pg` groups ([`Node::spawn_mailbox`],
-//!   [`Node::call`], [`Node::groups`]);
+//!   calls with typed errors, Erlang-`pg` groups ([`Node::mailboxes`]:
+//!   [`Mailboxes::spawn`], [`Mailboxes::call`]; [`Node::groups`]);
 //! - **pub/sub** over NATS subjects with `*`/`>` wildcards, queue groups,
 //!   request/reply, and interest propagated so a message crosses only to
-//!   nodes that want it ([`Node::subscribe`], [`Node::publish`]);
+//!   nodes that want it ([`Node::pubsub`]: [`PubSub::subscribe`],
+//!   [`PubSub::publish`], [`PubSub::request`]);
 //! - **live stream relay**: an origin publishes, any node plays, an edge
 //!   pulls once and fans out, a replay buffer starts late viewers at the
-//!   last keyframe ([`Node::publish_stream`], [`Node::subscribe_stream`]);
+//!   last keyframe ([`Node::streams`]: [`Streams::publish`],
+//!   [`Streams::subscribe`]);
 //! - **sharded keyed routing** over a Raft-committed shard map
-//!   ([`Node::set_shard_handler`], [`Node::route`]).
+//!   ([`Node::shards`]: [`Shards::set_handler`], [`Shards::route`]).
+//!
+//! The flat `Node` methods of earlier releases (`node.publish(..)`,
+//! `node.route(..)`, ...) remain as deprecated delegations for one
+//! release; `CHANGELOG.md` maps each to its new form.
 //!
 //! Each section below is a complete program (they run as doc tests on
 //! loopback). The operator's guide is `docs/guide.md`, the wire protocol
@@ -35,7 +44,7 @@
 //! ```
 //! use std::net::SocketAddr;
 //! use std::time::Duration;
-//! use tokio::sync::broadcast::error::RecvError;
+//! use futures::StreamExt;
 //! use weft::{MemberState, MembershipEvent, Node, NodeConfig, Secret};
 //!
 //! fn config(name: &str, seeds: Vec<SocketAddr>) -> NodeConfig {
@@ -50,32 +59,35 @@
 //! #[tokio::main(flavor = "current_thread")]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let n1 = Node::start(config("n1", vec![])).await?;
-//!     let mut events = n1.membership_events();
+//!     // Membership changes are a Stream (a lagging consumer gets Err(Lagged)).
+//!     let mut events = n1.membership().events();
 //!     let n2 = Node::start(config("n2", vec![n1.addr()])).await?;
 //!
 //!     // n1 learns of n2 through SWIM (bounded wait: a test must not hang).
 //!     let joined = tokio::time::timeout(Duration::from_secs(10), async {
-//!         loop {
-//!             if let MembershipEvent::MemberUp(m) = events.recv().await? {
-//!                 return Ok::<_, RecvError>(m);
+//!         while let Some(event) = events.next().await {
+//!             if let Ok(MembershipEvent::MemberUp(m)) = event {
+//!                 return Some(m);
 //!             }
 //!         }
+//!         None
 //!     });
-//!     let up = joined.await??;
+//!     let up = joined.await?.ok_or("node stopped")?;
 //!     println!("{} joined from {} (incarnation {})", up.name, up.addr, up.incarnation);
-//!     assert_eq!(n1.member("n2").map(|m| m.state), Some(MemberState::Up));
+//!     assert_eq!(n1.membership().member("n2").map(|m| m.state), Some(MemberState::Up));
 //!
 //!     // A graceful shutdown announces the departure: no failure detection
 //!     // delay. A crash is detected in about 1-2 s with default settings.
 //!     n2.shutdown(Duration::from_millis(100)).await;
 //!     let left = tokio::time::timeout(Duration::from_secs(10), async {
-//!         loop {
-//!             if let MembershipEvent::MemberDown(m) = events.recv().await? {
-//!                 return Ok::<_, RecvError>(m);
+//!         while let Some(event) = events.next().await {
+//!             if let Ok(MembershipEvent::MemberDown(m)) = event {
+//!                 return Some(m);
 //!             }
 //!         }
+//!         None
 //!     });
-//!     assert_eq!(left.await??.name, "n2");
+//!     assert_eq!(left.await?.map(|m| m.name).as_deref(), Some("n2"));
 //!     n1.shutdown(Duration::from_millis(100)).await;
 //!     Ok(())
 //! }
@@ -92,7 +104,7 @@
 //! A remote tell returns once it is queued on the link. If the receiving
 //! node then drops it (the mailbox is gone or full), the drop comes back to
 //! the sending node as a [`DeadLetter`] (target, [`DeadReason`], sender,
-//! manifest, size) on [`Node::dead_letters`], and is counted on both nodes
+//! manifest, size) on [`Mailboxes::dead_letters`], and is counted on both nodes
 //! (`dead_letters_sent` / `dead_letters_received` in [`Node::stats`]); tells
 //! still queued for a node declared down come back the same way with
 //! [`DeadReason::NodeDown`]. A tell by name to a name this node's directory
@@ -112,8 +124,9 @@
 //!     let node = Node::start(config).await?;
 //!
 //!     // An echo actor, registered under a name other nodes can use.
-//!     let echo = node.spawn_mailbox();
-//!     node.register("echo", &echo)?;
+//!     let mailboxes = node.mailboxes();
+//!     let echo = mailboxes.spawn();
+//!     mailboxes.register("echo", &echo)?;
 //!     tokio::spawn(async move {
 //!         while let Some(env) = echo.recv().await {
 //!             if env.is_call() {
@@ -123,20 +136,24 @@
 //!         }
 //!     });
 //!     let target = Target::Named { node: "n1".into(), name: "echo".into() };
-//!     let reply = node.call(target, Message::new("ping", "hello"), Duration::from_secs(5)).await?;
+//!     // The timeout is optional (weft::DEFAULT_REQUEST_TIMEOUT otherwise).
+//!     let reply = mailboxes
+//!         .call(target, Message::new("ping", "hello"))
+//!         .timeout(Duration::from_secs(5))
+//!         .await?;
 //!     assert_eq!(reply.payload.as_ref(), b"hello");
 //!
 //!     // A dropped mailbox: the call fails at once with a typed error.
-//!     let gone = node.spawn_mailbox().pid().clone();
-//!     let err = node.call(&gone, Message::new("ping", ""), Duration::from_secs(5)).await;
+//!     let gone = mailboxes.spawn().pid().clone();
+//!     let err = mailboxes.call(&gone, Message::new("ping", "")).await;
 //!     assert_eq!(err, Err(weft::CallError::NoSuchMailbox));
 //!     // A name nobody registered: a tell fails at once too.
-//!     let err = node.send_named("n1", "nobody", Message::new("ping", "")).await;
+//!     let err = mailboxes.send_named("n1", "nobody", Message::new("ping", "")).await;
 //!     assert!(matches!(err, Err(weft::MessageError::NoSuchMailbox(_))));
 //!
 //!     // Process groups: members anywhere; a publish sends one frame per
 //!     // node that has members, which delivers to each of its members.
-//!     let worker = node.spawn_mailbox();
+//!     let worker = mailboxes.spawn();
 //!     node.groups().join("workers", worker.pid())?;
 //!     let report = node.groups().publish("workers", Message::new("job", "42")).await?;
 //!     assert_eq!(report.local_delivered, 1);
@@ -155,7 +172,7 @@
 //! publisher's node first, [`QueueLocality::Local`]). Each
 //! subscription has a bounded queue: a subscriber that falls behind loses
 //! messages (counted, see [`Subscription::dropped`]), the publisher never
-//! waits for it. [`Node::subscribe_direct`] hands each message to a
+//! waits for it. [`PubSub::subscribe_direct`] hands each message to a
 //! [`DeliverySink`] on the delivering task instead (no queue, no task).
 //!
 //! Interest reaches the other nodes asynchronously. The interest barrier
@@ -169,6 +186,7 @@
 //! ```
 //! use std::time::Duration;
 //! use bytes::Bytes;
+//! use futures::StreamExt;
 //! use weft::{Node, NodeConfig, Secret};
 //!
 //! #[tokio::main(flavor = "current_thread")]
@@ -177,30 +195,37 @@
 //!     config.listen = ([127, 0, 0, 1], 0).into();
 //!     let node = Node::start(config).await?;
 //!
-//!     let everything = node.subscribe("orders.>")?;
-//!     let billing = node.queue_subscribe("orders.*", "billing")?;
+//!     let pubsub = node.pubsub();
+//!     let mut everything = pubsub.subscribe("orders.>")?;
+//!     let billing = pubsub.queue_subscribe("orders.*", "billing")?;
 //!     // Every node that is up now forwards matching messages here.
 //!     everything.ready().await?;
 //!     billing.ready().await?;
-//!     node.publish("orders.new", vec![], Bytes::from_static(b"#1")).await?;
+//!     pubsub.publish("orders.new", "#1").await?;
+//!     // Headers and a reply subject are options of `publish_with`.
+//!     pubsub.publish_with("orders.new", "#2").header("Nats-Msg-Id", "2").await?;
 //!     let m = everything.next().await.ok_or("closed")?;
 //!     assert_eq!((m.subject.as_str(), m.payload.as_ref()), ("orders.new", &b"#1"[..]));
+//!     // Every subscription is also a Stream.
+//!     let m = StreamExt::next(&mut everything).await.ok_or("closed")?;
+//!     assert_eq!(m.headers, [("Nats-Msg-Id".to_string(), "2".to_string())]);
 //!     assert_eq!(billing.next().await.ok_or("closed")?.subject, "orders.new");
+//!     assert_eq!(billing.next().await.ok_or("closed")?.payload.as_ref(), b"#2");
 //!
 //!     // Request/reply: the responder answers on the request's reply subject.
-//!     let service = node.subscribe("time.now")?;
-//!     let responder = node.clone();
+//!     let service = pubsub.subscribe("time.now")?;
+//!     let responder = pubsub.clone();
 //!     tokio::spawn(async move {
 //!         while let Some(request) = service.next().await {
 //!             if let Some(reply) = request.reply {
-//!                 let _ = responder.publish(&reply, vec![], Bytes::from_static(b"noon")).await;
+//!                 let _ = responder.publish(&reply, Bytes::from_static(b"noon")).await;
 //!             }
 //!         }
 //!     });
-//!     let answer = node.request("time.now", Bytes::new(), Duration::from_secs(5)).await?;
+//!     let answer = pubsub.request("time.now", Bytes::new()).timeout(Duration::from_secs(5)).await?;
 //!     assert_eq!(answer.payload.as_ref(), b"noon");
 //!     // Nobody listens: an error at once, not a timeout.
-//!     let none = node.request("nobody.home", Bytes::new(), Duration::from_secs(5)).await;
+//!     let none = pubsub.request("nobody.home", Bytes::new()).await;
 //!     assert!(matches!(none, Err(weft::PubSubError::NoResponders(_))));
 //!     node.shutdown(Duration::from_millis(100)).await;
 //!     Ok(())
@@ -234,12 +259,12 @@
 //!     config.listen = ([127, 0, 0, 1], 0).into();
 //!     let node = Node::start(config).await?;
 //!
-//!     let publisher = node.publish_stream("live/cam1", StreamPolicy::default())?;
+//!     let publisher = node.streams().publish("live/cam1", StreamPolicy::default())?;
 //!     for seq in 1..=5 {
 //!         publisher.send(frame(seq, seq == 1 || seq == 4))?;
 //!     }
 //!     // A late viewer starts at keyframe 4, then plays live frames.
-//!     let viewer = node.subscribe_stream("live/cam1").await?;
+//!     let viewer = node.streams().subscribe("live/cam1").await?;
 //!     publisher.send(frame(6, false))?;
 //!     let mut played = Vec::new();
 //!     while played.len() < 3 {
@@ -259,7 +284,7 @@
 //! # Sharded keyed routing
 //!
 //! A fixed number of shards is assigned to nodes by a map committed through
-//! Raft; [`Node::route`] sends an event to the owner of its key's shard and
+//! Raft; [`Shards::route`] sends an event to the owner of its key's shard and
 //! returns once the owner's [`ShardHandler`] took it; the [`RouteAck`]
 //! names the accepting node and the map epoch it owned the shard at.
 //! Keys hash to shards with FNV-1a, so every node agrees where a key goes.
@@ -295,28 +320,40 @@
 //!     config.shards.bootstrap_delay = Duration::from_millis(100);
 //!     let node = Node::start(config).await?;
 //!     let clicks = Arc::new(Clicks(AtomicU64::new(0)));
-//!     node.set_shard_handler(clicks.clone());
+//!     let shards = node.shards();
+//!     shards.set_handler(clicks.clone());
 //!
 //!     // Events are routed only by a committed map: wait for the first.
-//!     let mut maps = node.watch_shard_map();
-//!     tokio::time::timeout(Duration::from_secs(30), maps.wait_for(|m| m.epoch >= 1)).await??;
-//!     let ack = node.route(b"user-42", Bytes::from_static(b"click")).await?;
+//!     // Committed maps are a Stream: the current one, then each newer one.
+//!     let mut maps = shards.maps();
+//!     let first = async {
+//!         while let Some(m) = maps.next().await {
+//!             if m.epoch >= 1 {
+//!                 return Some(m);
+//!             }
+//!         }
+//!         None
+//!     };
+//!     tokio::time::timeout(Duration::from_secs(30), first).await?.ok_or("node stopped")?;
+//!     let ack = shards.route(b"user-42", Bytes::from_static(b"click")).await?;
 //!     println!("user-42 is shard {} (epoch {})", ack.shard, ack.epoch);
 //!     assert_eq!(ack.node, "n1");
-//!     assert_eq!(node.shard_map().owner(ack.shard), Some("n1"));
-//!     assert_eq!(clicks.0.load(Ordering::Relaxed), 1);
+//!     assert_eq!(shards.map().owner(ack.shard), Some("n1"));
+//!     // The retry budget is optional (`shards.route_timeout` otherwise).
+//!     shards.route(b"user-7", "click").timeout(Duration::from_secs(10)).await?;
+//!     assert_eq!(clicks.0.load(Ordering::Relaxed), 2);
 //!     node.shutdown(Duration::from_millis(100)).await;
 //!     Ok(())
 //! }
 //! ```
 //!
 //! A handler that must do real work before the sender is acknowledged
-//! (persist, call out) consumes [`Node::shard_inbox`] instead: a `Stream`
+//! (persist, call out) consumes [`Shards::inbox`] instead: a `Stream`
 //! of [`ShardDelivery`] (acquired, event, released) whose events are
 //! acknowledged with [`ShardEvent::ack`] after processing; the inbox is
 //! bounded per shard (`shards.inbox_capacity`: `route` waits,
-//! [`Node::try_route`] fails with [`RouteError::Full`]). Many events at
-//! once: [`Node::route_many`].
+//! [`Shards::try_route`] fails with [`RouteError::Full`]). Many events at
+//! once: [`Shards::route_many`].
 //!
 //! ```no_run
 //! use bytes::Bytes;
@@ -324,7 +361,7 @@
 //! use weft::{Node, ShardDelivery};
 //!
 //! async fn consume(node: Node) {
-//!     let mut inbox = node.shard_inbox();
+//!     let mut inbox = node.shards().inbox();
 //!     while let Some(d) = inbox.next().await {
 //!         if let ShardDelivery::Event(e) = d {
 //!             // persist(e.key(), e.event()).await;
@@ -335,6 +372,7 @@
 //!
 //! async fn send(node: &Node) {
 //!     let results = node
+//!         .shards()
 //!         .route_many(vec![(Bytes::from_static(b"k1"), Bytes::from_static(b"e1"))])
 //!         .await;
 //!     assert_eq!(results.len(), 1);
@@ -351,18 +389,19 @@
 //! error to the caller or a counted reason in [`Node::stats`]; every queue
 //! is bounded in bytes.
 
+pub mod api;
 pub mod channel;
 pub mod config;
 mod directory;
 pub mod error;
 mod hash;
-pub mod link;
+pub(crate) mod link;
 pub mod membership;
 pub mod messaging;
 pub mod net;
 pub mod node;
 pub mod pubsub;
-pub mod queue;
+pub(crate) mod queue;
 mod registry;
 pub mod relay;
 mod replies;
@@ -372,19 +411,23 @@ pub mod shards;
 pub mod stats;
 mod sync;
 
-pub use channel::{ChannelReceiver, Delivery};
+pub use api::{
+    Call, Channels, DEFAULT_REQUEST_TIMEOUT, Events, Groups, Lagged, Mailboxes, Membership, PubSub, Publish,
+    Request, Route, ShardMaps, Shards, Streams,
+};
+pub use channel::{ChannelCallback, ChannelError, ChannelReceiver, Delivery};
 pub use config::{
     LinkConfig, MembershipConfig, MessagingConfig, NodeConfig, PubSubConfig, QueueLocality, RelayConfig,
     Secret, ShardConfig, TlsConfig,
 };
 pub use directory::GroupEvent;
 pub use error::{ConfigError, SendError, StartError};
+pub use link::{LinkEvent, LinkInfo};
 pub use membership::{MemberInfo, MemberState, MembershipEvent};
 pub use messaging::GroupPublishReport;
 pub use messaging::dead_letter::{DeadLetter, DeadLetterReceiver, DeadReason};
 pub use messaging::mailbox::{GroupMonitor, Mailbox, MonitorError};
 pub use messaging::message::{CallError, Envelope, Message, MessageError, NameError, Target};
-pub use node::Groups;
 pub use node::Node;
 pub use pubsub::barrier::{BarrierError, InterestBarrier};
 pub use pubsub::subscription::{

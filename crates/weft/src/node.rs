@@ -11,25 +11,26 @@ use rand::RngExt;
 use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-use weft_proto::{Frame, NodeId, Pid};
+use weft_proto::{NodeId, Pid};
 
+use crate::api;
 use crate::channel::{ChannelCallback, ChannelError, ChannelReceiver, Dispatcher};
 use crate::config::NodeConfig;
 use crate::directory::Directory;
 use crate::error::{SendError, StartError};
 use crate::link::manager::LinksParams;
 use crate::link::{LinkEvent, LinkInfo, Links, TlsContext};
-use crate::membership::{self, Command, MemberInfo, MemberState, Membership, MembershipEvent, SwimId};
-use crate::messaging::dead_letter::{DEFAULT_RECEIVER_CAPACITY, DeadLetterReceiver, DeadLetters};
-use crate::messaging::mailbox::{GroupMonitor, Mailbox};
+use crate::membership::{self, Command, MemberInfo, Membership, MembershipEvent, SwimId};
+use crate::messaging::Messaging;
+use crate::messaging::dead_letter::{DeadLetterReceiver, DeadLetters};
+use crate::messaging::mailbox::Mailbox;
 use crate::messaging::message::{CallError, Message, MessageError, NameError, Target};
-use crate::messaging::{GroupPublishReport, Messaging};
 use crate::net::{Net, TokioNet};
 use crate::pubsub::PubSub;
 use crate::pubsub::subscription::{DeliverySink, DirectSubscription, PubMsg, PubSubError, Subscription};
 use crate::registry::RegistryService;
+use crate::relay::Relay;
 use crate::relay::stream::{StreamError, StreamPolicy, StreamPublisher, StreamSubscription};
-use crate::relay::{Relay, StreamInfo};
 use crate::router::{Router, Services};
 use crate::rpc::Rpc;
 use crate::shards::service::{Shards, ShardsParams};
@@ -41,25 +42,25 @@ use weft_proto::shard::ShardMap;
 /// [`Node::shutdown`] is called or the last handle is dropped.
 #[derive(Clone)]
 pub struct Node {
-    inner: Arc<NodeInner>,
+    pub(crate) inner: Arc<NodeInner>,
 }
 
-struct NodeInner {
-    id: NodeId,
-    addr: SocketAddr,
-    config: Arc<NodeConfig>,
-    links: Links,
-    membership: Membership,
-    stats: Arc<Stats>,
-    dispatcher: Arc<Dispatcher>,
-    messaging: Arc<Messaging>,
-    dead_letters: Arc<DeadLetters>,
-    directory: Arc<Directory>,
-    registry: Arc<RegistryService>,
-    pubsub: Arc<PubSub>,
-    relay: Arc<Relay>,
-    shards: Arc<Shards>,
-    shutdown: CancellationToken,
+pub(crate) struct NodeInner {
+    pub(crate) id: NodeId,
+    pub(crate) addr: SocketAddr,
+    pub(crate) config: Arc<NodeConfig>,
+    pub(crate) links: Links,
+    pub(crate) membership: Membership,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) dispatcher: Arc<Dispatcher>,
+    pub(crate) messaging: Arc<Messaging>,
+    pub(crate) dead_letters: Arc<DeadLetters>,
+    pub(crate) directory: Arc<Directory>,
+    pub(crate) registry: Arc<RegistryService>,
+    pub(crate) pubsub: Arc<PubSub>,
+    pub(crate) relay: Arc<Relay>,
+    pub(crate) shards: Arc<Shards>,
+    pub(crate) shutdown: CancellationToken,
 }
 
 impl Drop for NodeInner {
@@ -79,57 +80,6 @@ async fn anti_entropy(registry: std::sync::Weak<RegistryService>, every: Duratio
                 None => return,
             },
         }
-    }
-}
-
-/// Process groups of a node: join and leave local mailboxes, read the
-/// cluster-wide membership, monitor it, publish to it.
-pub struct Groups<'a> {
-    node: &'a Node,
-}
-
-impl Groups<'_> {
-    /// Adds the local mailbox `pid` to `group` (idempotent).
-    pub fn join(&self, group: &str, pid: &Pid) -> Result<(), MessageError> {
-        self.node.inner.messaging.join(group, pid)
-    }
-
-    /// Removes the local mailbox `pid` from `group` (idempotent).
-    pub fn leave(&self, group: &str, pid: &Pid) -> Result<(), MessageError> {
-        self.node.inner.messaging.leave(group, pid)
-    }
-
-    /// Every member of `group` on every live node, sorted.
-    pub fn members(&self, group: &str) -> Vec<Pid> {
-        self.node.inner.directory.members(group)
-    }
-
-    /// The members of `group` on this node.
-    pub fn local_members(&self, group: &str) -> Vec<Pid> {
-        self.node.inner.messaging.local_members(group)
-    }
-
-    /// Every group with its member count.
-    pub fn list(&self) -> Vec<(String, usize)> {
-        self.node.inner.directory.group_names()
-    }
-
-    /// The current members of `group` and a stream of its later joins and
-    /// leaves (no change is missed between the two).
-    pub fn monitor(&self, group: &str) -> GroupMonitor {
-        let (initial, rx) = self.node.inner.directory.monitor(group);
-        GroupMonitor {
-            group: group.to_string(),
-            initial,
-            rx,
-        }
-    }
-
-    /// Delivers `msg` to every member of `group`: local members directly,
-    /// and one frame to each other node that has members, which fans out
-    /// locally.
-    pub async fn publish(&self, group: &str, msg: Message) -> Result<GroupPublishReport, MessageError> {
-        self.node.inner.messaging.publish_group(None, group, msg).await
     }
 }
 
@@ -363,81 +313,55 @@ impl Node {
         &self.inner.config
     }
 
-    /// Every known member, this node first (always `up`), then the others
-    /// sorted by name. Down members stay listed until foca forgets them
-    /// (`remove_down_after`).
-    pub fn members(&self) -> Vec<MemberInfo> {
-        let mut out = vec![MemberInfo {
-            name: self.inner.id.name.clone(),
-            incarnation: self.inner.id.incarnation,
-            addr: self.inner.addr,
-            state: MemberState::Up,
-        }];
-        let table = crate::sync::read(&self.inner.membership.table);
-        out.extend(table.list());
-        out
-    }
-
-    /// One member by name (this node included).
-    pub fn member(&self, name: &str) -> Option<MemberInfo> {
-        self.members().into_iter().find(|m| m.name == name)
-    }
-
-    /// Subscribes to membership changes from now on. The channel is
-    /// bounded (4096); a receiver that falls behind gets `Lagged` and
-    /// should re-read [`Node::members`].
-    pub fn membership_events(&self) -> broadcast::Receiver<MembershipEvent> {
-        self.inner.membership.events.subscribe()
-    }
-
-    /// Subscribes to link up/down events (bounded like membership events).
-    pub fn link_events(&self) -> broadcast::Receiver<LinkEvent> {
-        self.inner.links.events()
-    }
-
-    /// The state of every peer link.
-    pub fn links(&self) -> Vec<LinkInfo> {
-        self.inner.links.infos()
-    }
-
     /// A copy of every counter.
     pub fn stats(&self) -> StatsSnapshot {
         self.inner.stats.snapshot()
     }
 
-    /// Sends `payload` on `channel` to the member named `peer`, waiting
-    /// for room in that peer's send queue. Returns once queued: delivery
-    /// is at most once across a link failure, FIFO per peer.
-    pub async fn send_data(&self, peer: &str, channel: u32, payload: Bytes) -> Result<(), SendError> {
-        self.inner.links.send(peer, &Frame::data(channel, payload)).await
+    /// Membership and links: members, their changes, link states.
+    pub fn membership(&self) -> api::Membership {
+        api::Membership { node: self.clone() }
     }
 
-    /// Like [`Node::send_data`] but returns [`SendError::Full`] instead of
-    /// waiting.
-    pub fn try_send_data(&self, peer: &str, channel: u32, payload: Bytes) -> Result<(), SendError> {
-        self.inner.links.try_send(peer, &Frame::data(channel, payload))
+    /// Raw numbered data channels between nodes.
+    pub fn channels(&self) -> api::Channels {
+        api::Channels { node: self.clone() }
     }
 
-    /// Opens `channel` for receiving into a queue of `capacity_bytes`.
-    pub fn open_channel(&self, channel: u32, capacity_bytes: usize) -> Result<ChannelReceiver, ChannelError> {
-        self.inner.dispatcher.open(channel, capacity_bytes)
+    /// Mailboxes: spawn, name, tell, call, dead letters.
+    pub fn mailboxes(&self) -> api::Mailboxes {
+        api::Mailboxes { node: self.clone() }
     }
 
-    /// Delivers `channel` to a callback instead of a queue. The callback
-    /// runs on the link reader and must not block.
-    pub fn on_channel(&self, channel: u32, callback: ChannelCallback) -> Result<(), ChannelError> {
-        self.inner.dispatcher.on(channel, callback)
+    /// Process groups (Erlang `pg` semantics).
+    pub fn groups(&self) -> api::Groups {
+        api::Groups { node: self.clone() }
     }
 
-    /// Closes a channel opened with [`Node::open_channel`] or
-    /// [`Node::on_channel`].
-    pub fn close_channel(&self, channel: u32) {
-        self.inner.dispatcher.close(channel);
+    /// NATS-style pub/sub: subscribe, publish, request.
+    pub fn pubsub(&self) -> api::PubSub {
+        api::PubSub { node: self.clone() }
     }
 
-    /// Whether a link to `peer` is established.
-    pub fn is_linked(&self, peer: &str) -> bool {
-        self.inner.links.is_connected(peer)
+    /// Live stream relay: publish a stream, play one.
+    pub fn streams(&self) -> api::Streams {
+        api::Streams { node: self.clone() }
+    }
+
+    /// Sharded keyed routing over the Raft-committed shard map.
+    pub fn shards(&self) -> api::Shards {
+        api::Shards { node: self.clone() }
+    }
+
+    /// Number of remote registry entries this node holds (sizing reports).
+    pub fn registry_remote_entries(&self) -> usize {
+        self.inner.registry.remote_len()
+    }
+
+    /// Number of this node's own registry entries (names, group members,
+    /// interest, stream origins, ...), which every peer replicates.
+    pub fn registry_local_entries(&self) -> usize {
+        self.inner.registry.local_len()
     }
 
     /// Graceful shutdown: announces the departure (peers mark this node
@@ -467,377 +391,351 @@ impl Node {
         self.inner.shutdown.cancel();
     }
 
-    /// Creates a local mailbox with the configured queue size.
+    /// Resolves when the node has stopped.
+    pub async fn stopped(&self) {
+        self.inner.shutdown.cancelled().await;
+    }
+}
+
+/// The flat API of weft 0.x, kept as one-line delegations to the
+/// capability handles for one release (see CHANGELOG.md).
+impl Node {
+    /// Every known member (see [`api::Membership::members`]).
+    #[deprecated(note = "use node.membership().members()")]
+    pub fn members(&self) -> Vec<MemberInfo> {
+        self.membership().members()
+    }
+
+    /// One member by name (see [`api::Membership::member`]).
+    #[deprecated(note = "use node.membership().member(name)")]
+    pub fn member(&self, name: &str) -> Option<MemberInfo> {
+        self.membership().member(name)
+    }
+
+    /// Membership changes as a raw broadcast receiver (bounded, 4096).
+    #[deprecated(note = "use node.membership().events() (a Stream)")]
+    pub fn membership_events(&self) -> broadcast::Receiver<MembershipEvent> {
+        self.inner.membership.events.subscribe()
+    }
+
+    /// Link up/down events as a raw broadcast receiver.
+    #[deprecated(note = "use node.membership().link_events() (a Stream)")]
+    pub fn link_events(&self) -> broadcast::Receiver<LinkEvent> {
+        self.inner.links.events()
+    }
+
+    /// The state of every peer link.
+    #[deprecated(note = "use node.membership().links()")]
+    pub fn links(&self) -> Vec<LinkInfo> {
+        self.membership().links()
+    }
+
+    /// Whether a link to `peer` is established.
+    #[deprecated(note = "use node.membership().is_linked(peer)")]
+    pub fn is_linked(&self, peer: &str) -> bool {
+        self.membership().is_linked(peer)
+    }
+
+    /// Sends on a raw channel (see [`api::Channels::send`]).
+    #[deprecated(note = "use node.channels().send(peer, channel, payload)")]
+    pub async fn send_data(&self, peer: &str, channel: u32, payload: Bytes) -> Result<(), SendError> {
+        self.channels().send(peer, channel, payload).await
+    }
+
+    /// Sends on a raw channel without waiting (see [`api::Channels::try_send`]).
+    #[deprecated(note = "use node.channels().try_send(peer, channel, payload)")]
+    pub fn try_send_data(&self, peer: &str, channel: u32, payload: Bytes) -> Result<(), SendError> {
+        self.channels().try_send(peer, channel, payload)
+    }
+
+    /// Opens a raw channel (see [`api::Channels::open`]).
+    #[deprecated(note = "use node.channels().open(channel, capacity_bytes)")]
+    pub fn open_channel(&self, channel: u32, capacity_bytes: usize) -> Result<ChannelReceiver, ChannelError> {
+        self.channels().open(channel, capacity_bytes)
+    }
+
+    /// Delivers a raw channel to a callback (see [`api::Channels::on`]).
+    #[deprecated(note = "use node.channels().on(channel, callback)")]
+    pub fn on_channel(&self, channel: u32, callback: ChannelCallback) -> Result<(), ChannelError> {
+        self.channels().on(channel, callback)
+    }
+
+    /// Closes a raw channel (see [`api::Channels::close`]).
+    #[deprecated(note = "use node.channels().close(channel)")]
+    pub fn close_channel(&self, channel: u32) {
+        self.channels().close(channel);
+    }
+
+    /// Creates a local mailbox (see [`api::Mailboxes::spawn`]).
+    #[deprecated(note = "use node.mailboxes().spawn()")]
     pub fn spawn_mailbox(&self) -> Mailbox {
-        self.spawn_mailbox_with_capacity(self.inner.config.messaging.mailbox_bytes)
+        self.mailboxes().spawn()
     }
 
-    /// Creates a local mailbox whose queue holds `capacity_bytes`.
+    /// Creates a local mailbox (see [`api::Mailboxes::spawn_with_capacity`]).
+    #[deprecated(note = "use node.mailboxes().spawn_with_capacity(bytes)")]
     pub fn spawn_mailbox_with_capacity(&self, capacity_bytes: usize) -> Mailbox {
-        Mailbox {
-            slot: self.inner.messaging.spawn(capacity_bytes.max(1)),
-            messaging: self.inner.messaging.clone(),
-        }
+        self.mailboxes().spawn_with_capacity(capacity_bytes)
     }
 
-    /// Sends `msg` to a mailbox (by pid, or by name on a node), waiting
-    /// for room in the target's queue (local) or the link's (remote).
-    /// FIFO per sender→receiver; at most once across a link failure. A
-    /// remote tell that the receiving node drops (mailbox gone or full)
-    /// comes back as a dead letter ([`Node::dead_letters`]).
+    /// Sends to a mailbox (see [`api::Mailboxes::send`]).
+    #[deprecated(note = "use node.mailboxes().send(to, msg)")]
     pub async fn send(&self, to: impl Into<Target>, msg: Message) -> Result<(), MessageError> {
-        self.inner.messaging.send(None, &to.into(), msg, true).await
+        self.mailboxes().send(to, msg).await
     }
 
-    /// Like [`Node::send`] but returns [`MessageError::Full`] instead of
-    /// waiting.
+    /// Sends to a mailbox without waiting (see [`api::Mailboxes::try_send`]).
+    #[deprecated(note = "use node.mailboxes().try_send(to, msg)")]
     pub async fn try_send(&self, to: impl Into<Target>, msg: Message) -> Result<(), MessageError> {
-        self.inner.messaging.send(None, &to.into(), msg, false).await
+        self.mailboxes().try_send(to, msg).await
     }
 
-    /// The dead letters of this node's tells: each tell another node
-    /// received but dropped (mailbox gone or full) comes back as a
-    /// [`DeadLetter`](crate::DeadLetter), within about
-    /// [`BATCH_DELAY`](crate::messaging::dead_letter::BATCH_DELAY) of the
-    /// drop. Every call returns a new receiver that sees the letters
-    /// arriving from then on; it holds up to 1024 letters, later ones are
-    /// dropped and counted (see [`DeadLetterReceiver`]).
+    /// The dead letters of this node's tells (see [`api::Mailboxes::dead_letters`]).
+    #[deprecated(note = "use node.mailboxes().dead_letters()")]
     pub fn dead_letters(&self) -> DeadLetterReceiver {
-        self.dead_letters_with_capacity(DEFAULT_RECEIVER_CAPACITY)
+        self.mailboxes().dead_letters()
     }
 
-    /// Like [`Node::dead_letters`], holding up to `capacity` letters (at
-    /// least 1).
+    /// Dead letters with a given capacity.
+    #[deprecated(note = "use node.mailboxes().dead_letters_with_capacity(capacity)")]
     pub fn dead_letters_with_capacity(&self, capacity: usize) -> DeadLetterReceiver {
-        self.inner.dead_letters.subscribe(capacity)
+        self.mailboxes().dead_letters_with_capacity(capacity)
     }
 
-    /// Sends to the mailbox registered as `name` on `node` (the remote
-    /// tell to an actor path). Fails at once with
-    /// [`MessageError::NoSuchMailbox`] when this node's replicated
-    /// directory holds no such name on `node` (a name registered there
-    /// moments ago may not have arrived yet: see [`Node::whereis`]).
+    /// Sends to a named mailbox (see [`api::Mailboxes::send_named`]).
+    #[deprecated(note = "use node.mailboxes().send_named(node, name, msg)")]
     pub async fn send_named(&self, node: &str, name: &str, msg: Message) -> Result<(), MessageError> {
-        let target = Target::Named {
-            node: node.to_string(),
-            name: name.to_string(),
-        };
-        self.inner.messaging.send(None, &target, msg, true).await
+        self.mailboxes().send_named(node, name, msg).await
     }
 
-    /// Sends a request and waits up to `timeout` for the reply. Fails with
-    /// [`CallError::NodeDown`] as soon as membership declares the target
-    /// node down, [`CallError::NoSuchMailbox`] if the target does not
-    /// exist, [`CallError::Timeout`] otherwise.
+    /// Calls a mailbox (see [`api::Mailboxes::call`]).
+    #[deprecated(note = "use node.mailboxes().call(to, msg).timeout(timeout)")]
     pub async fn call(
         &self,
         to: impl Into<Target>,
         msg: Message,
         timeout: Duration,
     ) -> Result<Message, CallError> {
-        self.inner.messaging.call(None, &to.into(), msg, timeout).await
+        self.mailboxes().call(to, msg).timeout(timeout).await
     }
 
-    /// Registers `mailbox` under `name` on this node (cluster-visible).
+    /// Registers a name (see [`api::Mailboxes::register`]).
+    #[deprecated(note = "use node.mailboxes().register(name, &mailbox)")]
     pub fn register(&self, name: &str, mailbox: &Mailbox) -> Result<(), NameError> {
-        self.inner.messaging.register(name, &mailbox.slot)
+        self.mailboxes().register(name, mailbox)
     }
 
-    /// Removes a local name; returns whether it existed.
+    /// Removes a name (see [`api::Mailboxes::unregister`]).
+    #[deprecated(note = "use node.mailboxes().unregister(name)")]
     pub fn unregister(&self, name: &str) -> bool {
-        self.inner.messaging.unregister(name)
+        self.mailboxes().unregister(name)
     }
 
-    /// Every mailbox registered as `name`, on any node.
+    /// Looks a name up (see [`api::Mailboxes::whereis`]).
+    #[deprecated(note = "use node.mailboxes().whereis(name)")]
     pub fn whereis(&self, name: &str) -> Vec<Pid> {
-        self.inner.messaging.whereis(name)
-    }
-
-    /// Process groups (Erlang `pg` semantics).
-    pub fn groups(&self) -> Groups<'_> {
-        Groups { node: self }
-    }
-
-    /// Number of remote registry entries this node holds (sizing reports).
-    pub fn registry_remote_entries(&self) -> usize {
-        self.inner.registry.remote_len()
-    }
-
-    /// Number of this node's own registry entries (names, group members,
-    /// interest, stream origins, ...), which every peer replicates.
-    pub fn registry_local_entries(&self) -> usize {
-        self.inner.registry.local_len()
+        self.mailboxes().whereis(name)
     }
 
     /// Number of local mailboxes.
+    #[deprecated(note = "use node.mailboxes().count()")]
     pub fn mailbox_count(&self) -> usize {
-        self.inner.messaging.mailbox_count()
+        self.mailboxes().count()
     }
 
-    /// Subscribes to `pattern` (NATS grammar: `*` one token, `>` one or
-    /// more trailing tokens). See [`Subscription`] for the slow-consumer
-    /// policy.
+    /// Subscribes (see [`api::PubSub::subscribe`]).
+    #[deprecated(note = "use node.pubsub().subscribe(pattern)")]
     pub fn subscribe(&self, pattern: &str) -> Result<Subscription, PubSubError> {
-        self.inner.pubsub.subscribe(pattern, None, None)
+        self.pubsub().subscribe(pattern)
     }
 
-    /// Subscribes to `pattern` in queue group `queue`: each message goes
-    /// to exactly one member of the group cluster-wide while the cluster
-    /// is stable. Which one follows the publisher's node's
-    /// [`crate::PubSubConfig::queue_locality`]: by default a member
-    /// anywhere, each node weighted by its member count; with
-    /// [`crate::QueueLocality::Local`] a member on the publisher's node
-    /// when it has one.
+    /// Subscribes in a queue group (see [`api::PubSub::queue_subscribe`]).
+    #[deprecated(note = "use node.pubsub().queue_subscribe(pattern, queue)")]
     pub fn queue_subscribe(&self, pattern: &str, queue: &str) -> Result<Subscription, PubSubError> {
-        self.inner.pubsub.subscribe(pattern, Some(queue), None)
+        self.pubsub().queue_subscribe(pattern, queue)
     }
 
-    /// Subscribes with an explicit queue size in bytes.
+    /// Subscribes with a queue size (see [`api::PubSub::subscribe_with_capacity`]).
+    #[deprecated(note = "use node.pubsub().subscribe_with_capacity(pattern, queue, bytes)")]
     pub fn subscribe_with_capacity(
         &self,
         pattern: &str,
         queue: Option<&str>,
         capacity_bytes: usize,
     ) -> Result<Subscription, PubSubError> {
-        self.inner.pubsub.subscribe(pattern, queue, Some(capacity_bytes))
+        self.pubsub()
+            .subscribe_with_capacity(pattern, queue, capacity_bytes)
     }
 
-    /// Subscribes `sink` to `pattern`, optionally in queue group `queue`:
-    /// each matching message is handed to [`DeliverySink::deliver`] on the
-    /// task delivering it (a link reader, or a local publisher) instead of
-    /// being queued for a consumer task. The sink must be short and never
-    /// block; a sink answering [`crate::SinkResult::Full`] has the message
-    /// dropped and counted as a slow-consumer drop, like a full
-    /// [`Subscription`] queue. See [`DeliverySink`] for the full contract.
+    /// Subscribes a sink (see [`api::PubSub::subscribe_direct`]).
+    #[deprecated(note = "use node.pubsub().subscribe_direct(pattern, queue, sink)")]
     pub fn subscribe_direct(
         &self,
         pattern: &str,
         queue: Option<&str>,
         sink: Arc<dyn DeliverySink>,
     ) -> Result<DirectSubscription, PubSubError> {
-        self.inner.pubsub.subscribe_direct(pattern, queue, sink)
+        self.pubsub().subscribe_direct(pattern, queue, sink)
     }
 
-    /// Publishes `payload` on `subject`. Local subscribers get it at once;
-    /// each other node with matching interest gets one frame (waiting for
-    /// room in that link's queue). At most once across a link failure.
+    /// Publishes with headers (see [`api::PubSub::publish`] and
+    /// [`api::PubSub::publish_with`]).
+    #[deprecated(
+        note = "use node.pubsub().publish(subject, payload), or publish_with(..).header(..) for headers"
+    )]
     pub async fn publish(
         &self,
         subject: &str,
         headers: Vec<(String, String)>,
         payload: Bytes,
     ) -> Result<(), PubSubError> {
-        self.publish_msg(PubMsg {
+        let msg = PubMsg {
             subject: subject.to_string(),
             reply: None,
             headers,
             payload,
-        })
-        .await
+        };
+        self.pubsub().publish_msg(msg).await
     }
 
-    /// Publishes a fully formed message (with a reply subject, say).
+    /// Publishes a fully formed message (see [`api::PubSub::publish_msg`]).
+    #[deprecated(note = "use node.pubsub().publish_msg(msg)")]
     pub async fn publish_msg(&self, msg: PubMsg) -> Result<(), PubSubError> {
-        self.inner.pubsub.publish(msg).await
+        self.pubsub().publish_msg(msg).await
     }
 
-    /// Publishes `msgs` in order, each exactly as [`Self::publish_msg`]
-    /// would (same validation, local delivery, interest routing and
-    /// per-publisher order), but with one lock of the subscription tables
-    /// for the whole batch and one queue push per node: the way to publish
-    /// everything a front end parsed out of one socket read. Waits for room
-    /// in a link's queue as `publish_msg` does.
-    ///
-    /// Returns the messages refused, as (index in `msgs`, error); every
-    /// other message was published. Nothing is allocated for the answer
-    /// when all were published.
+    /// Publishes a batch (see [`api::PubSub::publish_batch`]).
+    #[deprecated(note = "use node.pubsub().publish_batch(msgs)")]
     pub async fn publish_batch(&self, msgs: impl IntoIterator<Item = PubMsg>) -> Vec<(usize, PubSubError)> {
-        self.inner.pubsub.publish_batch(msgs).await
+        self.pubsub().publish_batch(msgs).await
     }
 
-    /// Publishes a request on `subject` and waits up to `timeout` for the
-    /// first reply. Fails at once with [`PubSubError::NoResponders`] when
-    /// no subscription anywhere in the cluster matches.
+    /// Requests (see [`api::PubSub::request`]).
+    #[deprecated(note = "use node.pubsub().request(subject, payload).timeout(timeout)")]
     pub async fn request(
         &self,
         subject: &str,
         payload: Bytes,
         timeout: Duration,
     ) -> Result<PubMsg, PubSubError> {
-        self.inner
-            .pubsub
-            .request(subject, Vec::new(), payload, timeout)
-            .await
+        self.pubsub().request(subject, payload).timeout(timeout).await
     }
 
-    /// A barrier covering every interest change (subscribe, unsubscribe,
-    /// queue group membership) made on this node so far: once
-    /// [`crate::InterestBarrier::wait`] resolves, every node that is up has
-    /// applied them. The NATS front end answers a client's `PING` that
-    /// follows `SUB`/`UNSUB` this way.
+    /// An interest barrier (see [`api::PubSub::interest_barrier`]).
+    #[deprecated(note = "use node.pubsub().interest_barrier()")]
     pub fn interest_barrier(&self) -> crate::InterestBarrier {
-        self.inner.pubsub.barrier()
+        self.pubsub().interest_barrier()
     }
 
-    /// Whether any subscription anywhere in the cluster matches `subject`.
+    /// Whether any subscription matches (see [`api::PubSub::has_interest`]).
+    #[deprecated(note = "use node.pubsub().has_interest(subject)")]
     pub fn has_interest(&self, subject: &str) -> bool {
-        self.inner.pubsub.has_interest(subject)
+        self.pubsub().has_interest(subject)
     }
 
-    /// This node's interest: (pattern, queue group, local subscriptions).
+    /// This node's interest (see [`api::PubSub::local_interest`]).
+    #[deprecated(note = "use node.pubsub().local_interest()")]
     pub fn local_interest(&self) -> Vec<(String, Option<String>, u32)> {
-        self.inner.pubsub.local_interest()
+        self.pubsub().local_interest()
     }
 
-    /// Other nodes' advertised interest: node → number of patterns.
+    /// Other nodes' interest (see [`api::PubSub::remote_interest`]).
+    #[deprecated(note = "use node.pubsub().remote_interest()")]
     pub fn remote_interest(&self) -> std::collections::BTreeMap<String, usize> {
-        self.inner.pubsub.remote_interest()
+        self.pubsub().remote_interest()
     }
 
-    /// Publishes a live stream from this node (its origin). The key is
-    /// announced cluster-wide; dropping the publisher withdraws it.
+    /// Publishes a stream (see [`api::Streams::publish`]).
+    #[deprecated(note = "use node.streams().publish(key, policy)")]
     pub fn publish_stream(&self, key: &str, policy: StreamPolicy) -> Result<StreamPublisher, StreamError> {
-        self.inner.relay.publish_stream(key, policy)
+        self.streams().publish(key, policy)
     }
 
-    /// Plays a stream: the replay buffer, then live frames. On a node that
-    /// is not the origin the first subscriber makes the node pull the
-    /// stream once.
-    ///
-    /// Returns once the origin confirmed the attach (at once on the origin
-    /// itself and on an edge already pulling): from then on every frame the
-    /// origin publishes reaches the subscription in order, unless a
-    /// [`StreamEvent::Skipped`](crate::StreamEvent::Skipped) (the viewer or
-    /// the edge fell behind) or
-    /// [`StreamEvent::Discontinuity`](crate::StreamEvent::Discontinuity)
-    /// (failover) event comes first and names the gap.
-    ///
-    /// Fails at once with [`StreamError::NotFound`] if no node publishes
-    /// `key` (see [`Node::subscribe_stream_wait`]); with
-    /// [`StreamError::AttachTimeout`] if the origin does not confirm within
-    /// `relay.attach_timeout`; with [`StreamError::Closed`] if the stream
-    /// ends meanwhile.
+    /// Plays a stream (see [`api::Streams::subscribe`]).
+    #[deprecated(note = "use node.streams().subscribe(key)")]
     pub async fn subscribe_stream(&self, key: &str) -> Result<StreamSubscription, StreamError> {
-        let timeout = self.inner.config.relay.attach_timeout;
-        self.inner.relay.subscribe(key, timeout).await
+        self.streams().subscribe(key).await
     }
 
-    /// Like [`Node::subscribe_stream`], but waits up to `timeout` (in all:
-    /// for an origin of `key` to appear and for its confirmation).
+    /// Plays a stream, waiting for it (see [`api::Streams::subscribe_wait`]).
+    #[deprecated(note = "use node.streams().subscribe_wait(key, timeout)")]
     pub async fn subscribe_stream_wait(
         &self,
         key: &str,
         timeout: Duration,
     ) -> Result<StreamSubscription, StreamError> {
-        self.inner.relay.subscribe_wait(key, timeout).await
+        self.streams().subscribe_wait(key, timeout).await
     }
 
-    /// The origin this node would pull `key` from: never this node,
-    /// highest priority, then smallest name.
+    /// Where a stream would be pulled from (see [`api::Streams::locate`]).
+    #[deprecated(note = "use node.streams().locate(key)")]
     pub fn locate_stream(&self, key: &str) -> Option<String> {
-        self.inner.relay.locate(key)
+        self.streams().locate(key)
     }
 
-    /// Every stream known here, with origins and this node's role.
-    pub fn streams(&self) -> Vec<StreamInfo> {
-        self.inner.relay.streams()
-    }
-
-    /// Registers the handler of this node's shards (see [`ShardHandler`]).
-    /// Until one is registered, events for this node's shards are refused
-    /// as not ready and their senders retry. Replaces an inbox opened by
-    /// [`Node::shard_inbox`]; register one consumer, before routing starts.
+    /// Registers the shard handler (see [`api::Shards::set_handler`]).
+    #[deprecated(note = "use node.shards().set_handler(handler)")]
     pub fn set_shard_handler(&self, handler: Arc<dyn ShardHandler>) {
-        self.inner.shards.set_sync_handler(handler);
+        self.shards().set_handler(handler);
     }
 
-    /// Consumes this node's shards asynchronously: returns a `Stream` of
-    /// [`crate::ShardDelivery`] (acquired, event, released, in the order
-    /// this node saw them), replacing a handler set by
-    /// [`Node::set_shard_handler`]. Each event's sender is acknowledged
-    /// only when the consumer calls [`crate::ShardEvent::ack`] (after
-    /// processing it, e.g. persisting); dropping the event unacknowledged
-    /// fails the sender's route with [`RouteError::NotProcessed`].
-    /// At most `shards.inbox_capacity` events per shard are queued or
-    /// handed out unacknowledged; beyond that `route` waits for room
-    /// (within its timeout) and [`Node::try_route`] fails with
-    /// [`RouteError::Full`]. `Released` comes after the shard's last
-    /// handed-out event was settled. Dropping the stream refuses the
-    /// queued events (their senders retry elsewhere or time out).
+    /// Opens the shard inbox (see [`api::Shards::inbox`]).
+    #[deprecated(note = "use node.shards().inbox()")]
     pub fn shard_inbox(&self) -> ShardInbox {
-        self.inner.shards.open_inbox()
+        self.shards().inbox()
     }
 
-    /// The committed shard map (epoch 0 before the first commit).
+    /// The committed shard map (see [`api::Shards::map`]).
+    #[deprecated(note = "use node.shards().map()")]
     pub fn shard_map(&self) -> ShardMap {
-        self.inner.shards.map()
+        self.shards().map()
     }
 
-    /// Watches committed shard maps.
+    /// Watches shard maps (see [`api::Shards::watch_map`]).
+    #[deprecated(note = "use node.shards().watch_map(), or node.shards().maps() for a Stream")]
     pub fn watch_shard_map(&self) -> tokio::sync::watch::Receiver<ShardMap> {
-        self.inner.shards.watch()
+        self.shards().watch_map()
     }
 
-    /// Plans a rebalance to the live members and proposes it at once
-    /// (forwarded to the leader from a follower). `true` when a new map
-    /// committed; a failed proposal changes no node's map and is counted
-    /// in `shard_proposals_failed`.
+    /// Rebalances shards (see [`api::Shards::rebalance`]).
+    #[deprecated(note = "use node.shards().rebalance()")]
     pub async fn rebalance_shards(&self) -> bool {
-        self.inner.shards.rebalance_now().await
+        self.shards().rebalance().await
     }
 
-    /// The node currently leading the shard map group, if known.
+    /// The shard group's leader (see [`api::Shards::leader`]).
+    #[deprecated(note = "use node.shards().leader()")]
     pub fn shard_leader(&self) -> Option<String> {
-        self.inner.shards.leader()
+        self.shards().leader()
     }
 
-    /// The voters of the shard map group.
+    /// The shard group's voters (see [`api::Shards::voters`]).
+    #[deprecated(note = "use node.shards().voters()")]
     pub fn shard_voters(&self) -> Vec<String> {
-        self.inner.shards.voters()
+        self.shards().voters()
     }
 
-    /// The non-voting members (learners) of the shard map group: up nodes
-    /// beyond the voters. A learner down longer than
-    /// `shards.voter_replace_after` is removed from the group.
+    /// The shard group's learners (see [`api::Shards::learners`]).
+    #[deprecated(note = "use node.shards().learners()")]
     pub fn shard_learners(&self) -> Vec<String> {
-        self.inner.shards.learners()
+        self.shards().learners()
     }
 
-    /// Routes `event` to the owner of `key`'s shard (FNV-1a of the key,
-    /// modulo the shard count) and returns once the owner acknowledged it;
-    /// the [`RouteAck`] names the accepting node and its map epoch.
-    /// Retries across map changes within `shards.route_timeout`, then
-    /// fails with [`RouteError::Timeout`] naming the last attempt's
-    /// [`crate::RouteFailure`]. With no committed map (or no owner for the
-    /// shard) it waits at most `shards.first_map_wait` and fails with
-    /// [`RouteError::Unassigned`]; a handler that panics on the event
-    /// fails it at once with [`RouteError::HandlerFailed`].
-    /// Events of one shard from this node are delivered in the order they
-    /// were submitted (sequential calls, calls polled in order, and
-    /// [`Node::route_many`]), retries after a failover included. With an
-    /// inbox ([`Node::shard_inbox`]) the acknowledgement means processed,
-    /// and a full inbox makes the route wait for room.
+    /// Routes an event (see [`api::Shards::route`]).
+    #[deprecated(note = "use node.shards().route(key, event)")]
     pub async fn route(&self, key: &[u8], event: Bytes) -> Result<RouteAck, RouteError> {
-        self.inner.shards.route_one(key, event, false).await
+        self.shards().route(key, event).await
     }
 
-    /// Like [`Node::route`], but when the owner's inbox for the shard is
-    /// full it fails at once with [`RouteError::Full`] (nothing delivered,
-    /// not retried) instead of waiting. Other failures retry as `route`.
+    /// Routes an event without waiting for inbox room (see [`api::Shards::try_route`]).
+    #[deprecated(note = "use node.shards().try_route(key, event)")]
     pub async fn try_route(&self, key: &[u8], event: Bytes) -> Result<RouteAck, RouteError> {
-        self.inner.shards.route_one(key, event, true).await
+        self.shards().try_route(key, event).await
     }
 
-    /// Routes many `(key, event)` pairs at once and returns their results
-    /// in the same order. Events travel in per-owner batches; events of one
-    /// shard are delivered in the order given. Each result is what
-    /// [`Node::route`] would have returned for that event.
+    /// Routes many events (see [`api::Shards::route_many`]).
+    #[deprecated(note = "use node.shards().route_many(events)")]
     pub async fn route_many(&self, events: Vec<(Bytes, Bytes)>) -> Vec<Result<RouteAck, RouteError>> {
-        self.inner.shards.route_many(events).await
-    }
-
-    /// Resolves when the node has stopped.
-    pub async fn stopped(&self) {
-        self.inner.shutdown.cancelled().await;
+        self.shards().route_many(events).await
     }
 }

@@ -20,7 +20,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use common::{config, sees_up, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use weft::link::LinkEvent;
+use weft::LinkEvent;
 use weft::weft_proto::codec::encode_preamble;
 use weft::weft_proto::handshake::{Handshake, HandshakeConfig, HandshakeError, PeerInfo, Progress, Role};
 use weft::weft_proto::{Frame, NodeId};
@@ -52,10 +52,10 @@ impl Pair {
             wait_for("n1 and n2 up", LIMIT, || sees_up(n, &["n1", "n2"])).await;
         }
         wait_for("n1 and n2 linked", LIMIT, || {
-            n1.is_linked("n2") && n2.is_linked("n1")
+            n1.membership().is_linked("n2") && n2.membership().is_linked("n1")
         })
         .await;
-        let rx = n1.open_channel(CH, 1 << 20).expect("channel");
+        let rx = n1.channels().open(CH, 1 << 20).expect("channel");
         let mut pair = Pair { n1, n2, rx, seq: 0 };
         pair.still_serving().await;
         pair
@@ -67,7 +67,8 @@ impl Pair {
         self.seq += 1;
         let payload = Bytes::from(format!("from n2 #{}", self.seq));
         self.n2
-            .send_data("n1", CH, payload.clone())
+            .channels()
+            .send("n1", CH, payload.clone())
             .await
             .expect("n2 queues a message for n1");
         let got = tokio::time::timeout(LIMIT, self.rx.recv())
@@ -250,17 +251,17 @@ async fn wrong_secret_is_refused_on_tcp_and_udp() {
         handshake_failures(&n1, "auth_failed")
     })
     .await;
-    assert!(!n1.is_linked("intruder"));
+    assert!(!n1.membership().is_linked("intruder"));
 
     // For a while (bounded), n3 never becomes a member of n1 or n2 and is
     // never linked; the datagrams keep being refused.
     let until = tokio::time::Instant::now() + Duration::from_secs(3);
     while tokio::time::Instant::now() < until {
         for n in [&p.n1, &p.n2] {
-            assert!(n.member("n3").is_none(), "n3 joined {}", n.id());
-            assert!(!n.is_linked("n3"));
+            assert!(n.membership().member("n3").is_none(), "n3 joined {}", n.id());
+            assert!(!n.membership().is_linked("n3"));
         }
-        assert_eq!(n3.members().len(), 1, "n3 learnt nobody");
+        assert_eq!(n3.membership().members().len(), 1, "n3 learnt nobody");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(datagrams_rejected(&n1, "unauthentic") > udp_before);
@@ -288,7 +289,7 @@ async fn wrong_cluster_name_is_refused() {
         handshake_failures(&p.n1, "cluster_mismatch")
     })
     .await;
-    assert!(!p.n1.is_linked("stranger"));
+    assert!(!p.n1.membership().is_linked("stranger"));
     p.still_serving().await;
     p.shutdown().await;
 }
@@ -367,12 +368,15 @@ async fn oversized_after_auth(max_frame: Option<usize>) {
     .await;
     let n1 = p.n1.clone();
     let max = n1.config().link.max_frame;
-    let big = n1.open_channel(CH + 1, max + 4096).expect("channel");
-    let mut events = n1.link_events();
+    let big = n1.channels().open(CH + 1, max + 4096).expect("channel");
+    let mut events = n1.membership().link_events();
     let (mut s, _, result) = raw_handshake(n1.addr(), "test", "fake", common::SECRET).await;
     let info = result.expect("the right secret establishes a link");
     assert_eq!(info.node.name, "n1");
-    wait_for("n1 has a link to fake", LIMIT, || n1.is_linked("fake")).await;
+    wait_for("n1 has a link to fake", LIMIT, || {
+        n1.membership().is_linked("fake")
+    })
+    .await;
 
     // The largest frame allowed passes.
     let mut frame = BytesMut::new();
@@ -396,11 +400,14 @@ async fn oversized_after_auth(max_frame: Option<usize>) {
         link_errors(&n1, "oversized")
     })
     .await;
-    wait_for("fake's link is down", LIMIT, || !n1.is_linked("fake")).await;
+    wait_for("fake's link is down", LIMIT, || {
+        !n1.membership().is_linked("fake")
+    })
+    .await;
     let mut saw_up = false;
     let mut saw_down = false;
     wait_for("link events for fake", LIMIT, || {
-        while let Ok(e) = events.try_recv() {
+        while let Some(Some(Ok(e))) = futures::FutureExt::now_or_never(events.next()) {
             match e {
                 LinkEvent::Up(id) if id.name == "fake" => saw_up = true,
                 LinkEvent::Down(id) if id.name == "fake" => saw_down = true,
@@ -410,7 +417,7 @@ async fn oversized_after_auth(max_frame: Option<usize>) {
         saw_up && saw_down
     })
     .await;
-    assert!(n1.is_linked("n2"));
+    assert!(n1.membership().is_linked("n2"));
     p.still_serving().await;
     p.shutdown().await;
 }
@@ -453,7 +460,10 @@ async fn truncated_frame_is_counted_and_not_delivered() {
     let n1 = p.n1.clone();
     let (mut s, _, result) = raw_handshake(n1.addr(), "test", "fake", common::SECRET).await;
     result.expect("the right secret establishes a link");
-    wait_for("n1 has a link to fake", LIMIT, || n1.is_linked("fake")).await;
+    wait_for("n1 has a link to fake", LIMIT, || {
+        n1.membership().is_linked("fake")
+    })
+    .await;
     let before = link_errors(&n1, "truncated");
 
     // Half of a data frame for the channel n1 listens on, then close.
@@ -470,7 +480,10 @@ async fn truncated_frame_is_counted_and_not_delivered() {
         link_errors(&n1, "truncated")
     })
     .await;
-    wait_for("fake's link is down", LIMIT, || !n1.is_linked("fake")).await;
+    wait_for("fake's link is down", LIMIT, || {
+        !n1.membership().is_linked("fake")
+    })
+    .await;
     // Nothing of the half frame was delivered: n2's next message is the
     // next delivery on the channel.
     let mut pending = Vec::new();

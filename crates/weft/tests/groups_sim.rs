@@ -44,7 +44,7 @@ fn members(group: &'static str, count: usize, join_on_runs: &'static [u64]) -> S
             let mut boxes = Vec::new();
             if join_on_runs.contains(&run) {
                 for _ in 0..count {
-                    let m = node.spawn_mailbox();
+                    let m = node.mailboxes().spawn();
                     node.groups().join(group, m.pid()).expect("join");
                     boxes.push(m);
                 }
@@ -220,7 +220,7 @@ fn crash_purges_members_and_survivors_still_deliver() {
             })
         });
         run_until(&mut s, seed, "restarted n3 linked", LIMIT, || {
-            nodes.get("n1").is_some_and(|n| n.is_linked("n3"))
+            nodes.get("n1").is_some_and(|n| n.membership().is_linked("n3"))
         });
         run_for(&mut s, seed, Duration::from_secs(5));
         for o in ["n1", "n2", "n3"] {
@@ -271,7 +271,7 @@ fn partition_heal_converges_to_the_union_of_live_entries() {
         let keep: Rc<Mutex<Vec<weft::Mailbox>>> = Rc::new(Mutex::new(Vec::new()));
         let n1_member = n1.groups().local_members(group)[0].clone();
         n1.groups().leave(group, &n1_member).expect("leave");
-        let extra = n3.spawn_mailbox();
+        let extra = n3.mailboxes().spawn();
         n3.groups().join(group, extra.pid()).expect("join");
         keep.lock().expect("lock").push(extra);
         run_for(&mut s, seed, Duration::from_secs(2));

@@ -31,7 +31,7 @@ impl Drop for Stop {
 }
 
 fn interest_of(n: &Node, peer: &str) -> usize {
-    n.remote_interest().get(peer).copied().unwrap_or(0)
+    n.pubsub().remote_interest().get(peer).copied().unwrap_or(0)
 }
 
 fn publishes_to(n: &Node, peer: &str) -> u64 {
@@ -46,9 +46,10 @@ async fn subscribe_ready_then_publish_elsewhere_never_misses() {
     let mut misses = Vec::new();
     for i in 0..1000 {
         let subject = format!("bar.{i}");
-        let sub = b.subscribe(&subject).expect("subscribe");
+        let sub = b.pubsub().subscribe(&subject).expect("subscribe");
         sub.ready().await.expect("ready");
-        a.publish(&subject, vec![], Bytes::from(format!("m{i}")))
+        a.pubsub()
+            .publish(&subject, Bytes::from(format!("m{i}")))
             .await
             .expect("publish");
         match tokio::time::timeout(ARRIVAL, sub.next()).await {
@@ -77,13 +78,18 @@ async fn direct_and_queue_subscriptions_are_ready_too() {
             SinkResult::Delivered
         };
         let sub = b
+            .pubsub()
             .subscribe_direct(&subject, None, std::sync::Arc::new(sink))
             .expect("subscribe");
         sub.ready().await.expect("ready");
         // The queue group member count changes through the registry too.
-        let q = c.queue_subscribe(&subject, "q").expect("queue subscribe");
+        let q = c
+            .pubsub()
+            .queue_subscribe(&subject, "q")
+            .expect("queue subscribe");
         q.ready().await.expect("queue ready");
-        a.publish(&subject, vec![], Bytes::from_static(b"x"))
+        a.pubsub()
+            .publish(&subject, Bytes::from_static(b"x"))
             .await
             .expect("publish");
         let got = tokio::time::timeout(ARRIVAL, rx.recv()).await;
@@ -103,7 +109,7 @@ async fn unsubscribe_barrier_stops_forwarding_at_once() {
     let base_c = interest_of(c, "n2");
     for i in 0..200 {
         let subject = format!("gone.{i}");
-        let sub = b.subscribe(&subject).expect("subscribe");
+        let sub = b.pubsub().subscribe(&subject).expect("subscribe");
         sub.ready().await.expect("ready");
         assert_eq!(interest_of(a, "n2"), base_a + 1, "iteration {i}");
         assert_eq!(interest_of(c, "n2"), base_c + 1, "iteration {i}");
@@ -120,17 +126,19 @@ async fn unsubscribe_barrier_stops_forwarding_at_once() {
             "iteration {i}: c still has interest"
         );
         let (sent_a, sent_c) = (publishes_to(a, "n2"), publishes_to(c, "n2"));
-        a.publish(&subject, vec![], Bytes::from_static(b"late"))
+        a.pubsub()
+            .publish(&subject, Bytes::from_static(b"late"))
             .await
             .expect("publish");
-        c.publish(&subject, vec![], Bytes::from_static(b"late"))
+        c.pubsub()
+            .publish(&subject, Bytes::from_static(b"late"))
             .await
             .expect("publish");
         assert_eq!(publishes_to(a, "n2"), sent_a, "iteration {i}: a forwarded");
         assert_eq!(publishes_to(c, "n2"), sent_c, "iteration {i}: c forwarded");
     }
     // A barrier over every change so far is already satisfied.
-    b.interest_barrier().wait().await.expect("node barrier");
+    b.pubsub().interest_barrier().wait().await.expect("node barrier");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,17 +149,21 @@ async fn a_node_that_is_down_does_not_block_ready() {
     // c crashes: it is still up in membership until failure detection
     // declares it down, and the barrier stops waiting for it then.
     c.abort();
-    let sub = b.subscribe("after.crash").expect("subscribe");
+    let sub = b.pubsub().subscribe("after.crash").expect("subscribe");
     sub.ready_within(LIMIT)
         .await
         .expect("ready once n3 is declared down");
-    assert_eq!(b.member("n3").map(|m| m.state), Some(MemberState::Down));
-    a.publish("after.crash", vec![], Bytes::from_static(b"x"))
+    assert_eq!(
+        b.membership().member("n3").map(|m| m.state),
+        Some(MemberState::Down)
+    );
+    a.pubsub()
+        .publish("after.crash", Bytes::from_static(b"x"))
         .await
         .expect("publish");
     let got = tokio::time::timeout(ARRIVAL, sub.next()).await;
     assert!(matches!(got, Ok(Some(_))), "message after ready");
     // Already down: the next subscription is ready without waiting for it.
-    let again = b.subscribe("after.down").expect("subscribe");
+    let again = b.pubsub().subscribe("after.down").expect("subscribe");
     again.ready().await.expect("ready without the down node");
 }

@@ -42,9 +42,11 @@ fn a_slow_node_makes_ready_time_out_with_its_name() {
         add_node(&mut s, &nodes, "n3", &["n1"], seed, tune);
         run_until(&mut s, seed, "all linked", LIMIT, || {
             ["n1", "n2", "n3"].iter().all(|a| {
-                nodes
-                    .get(a)
-                    .is_some_and(|n| ["n1", "n2", "n3"].iter().all(|b| a == b || n.is_linked(b)))
+                nodes.get(a).is_some_and(|n| {
+                    ["n1", "n2", "n3"]
+                        .iter()
+                        .all(|b| a == b || n.membership().is_linked(b))
+                })
             })
         });
         s.hold("n1", "n3");
@@ -53,7 +55,7 @@ fn a_slow_node_makes_ready_time_out_with_its_name() {
         let n1 = nodes.get("n1").expect("n1");
         let (sub2, first2) = (sub.clone(), first.clone());
         s.client("subscriber", async move {
-            let subscription = n1.subscribe("slow.>").expect("subscribe");
+            let subscription = n1.pubsub().subscribe("slow.>").expect("subscribe");
             let r = subscription.ready().await;
             *first2.lock().expect("lock") = Some(r);
             *sub2.lock().expect("lock") = Some(subscription);
@@ -73,12 +75,12 @@ fn a_slow_node_makes_ready_time_out_with_its_name() {
         );
         let n1 = nodes.get("n1").expect("n1");
         assert_ne!(
-            n1.member("n3").map(|m| m.state),
+            n1.membership().member("n3").map(|m| m.state),
             Some(MemberState::Down),
             "seed {seed}: n3 is up"
         );
         assert!(
-            nodes.get("n2").expect("n2").has_interest("slow.x"),
+            nodes.get("n2").expect("n2").pubsub().has_interest("slow.x"),
             "seed {seed}: n2 confirmed, so it has the interest"
         );
         s.release("n1", "n3");
@@ -97,7 +99,7 @@ fn a_slow_node_makes_ready_time_out_with_its_name() {
         });
         assert_eq!(second.lock().expect("lock").take(), Some(Ok(())), "seed {seed}");
         assert!(
-            nodes.get("n3").expect("n3").has_interest("slow.x"),
+            nodes.get("n3").expect("n3").pubsub().has_interest("slow.x"),
             "seed {seed}: n3 has the interest once it confirmed"
         );
     }

@@ -20,11 +20,15 @@ async fn three_nodes_form_a_cluster_and_exchange_data() {
     for n in [&n1, &n2, &n3] {
         wait_for("all up", LIMIT, || sees_up(n, &["n1", "n2", "n3"])).await;
     }
-    wait_for("links", LIMIT, || n2.is_linked("n3") && n3.is_linked("n2")).await;
+    wait_for("links", LIMIT, || {
+        n2.membership().is_linked("n3") && n3.membership().is_linked("n2")
+    })
+    .await;
 
-    let rx = n3.open_channel(7, 1 << 20).expect("channel");
+    let rx = n3.channels().open(7, 1 << 20).expect("channel");
     for i in 0..1000u32 {
-        n2.send_data("n3", 7, Bytes::from(i.to_be_bytes().to_vec()))
+        n2.channels()
+            .send("n3", 7, Bytes::from(i.to_be_bytes().to_vec()))
             .await
             .expect("send");
     }
@@ -35,17 +39,19 @@ async fn three_nodes_form_a_cluster_and_exchange_data() {
     }
     // Exactly one link per pair, whatever the dial race did.
     for n in [&n1, &n2, &n3] {
-        let links = n.links();
+        let links = n.membership().links();
         assert_eq!(links.iter().filter(|l| l.connected).count(), 2, "{:?}", links);
     }
 
     n3.shutdown(Duration::from_secs(1)).await;
     wait_for("n3 down after leave", LIMIT, || {
-        n1.member("n3").is_none_or(|m| m.state == MemberState::Down)
+        n1.membership()
+            .member("n3")
+            .is_none_or(|m| m.state == MemberState::Down)
     })
     .await;
     assert_eq!(
-        n2.try_send_data("n3", 7, Bytes::from_static(b"x")),
+        n2.channels().try_send("n3", 7, Bytes::from_static(b"x")),
         Err(weft::SendError::NodeDown("n3".into()))
     );
     n1.shutdown(Duration::from_secs(1)).await;
@@ -56,21 +62,27 @@ async fn three_nodes_form_a_cluster_and_exchange_data() {
 async fn a_panicking_channel_callback_is_contained() {
     let n1 = Node::start(config("n1", &[])).await.expect("n1");
     let n2 = Node::start(config("n2", &[n1.addr()])).await.expect("n2");
-    wait_for("linked", LIMIT, || n1.is_linked("n2") && n2.is_linked("n1")).await;
+    wait_for("linked", LIMIT, || {
+        n1.membership().is_linked("n2") && n2.membership().is_linked("n1")
+    })
+    .await;
     let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = seen.clone();
-    n1.on_channel(
-        3,
-        std::sync::Arc::new(move |_, payload: Bytes| {
-            assert_ne!(payload.as_ref(), b"boom", "handler bug");
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }),
-    )
-    .expect("channel");
-    n2.send_data("n1", 3, Bytes::from_static(b"boom"))
+    n1.channels()
+        .on(
+            3,
+            std::sync::Arc::new(move |_, payload: Bytes| {
+                assert_ne!(payload.as_ref(), b"boom", "handler bug");
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }),
+        )
+        .expect("channel");
+    n2.channels()
+        .send("n1", 3, Bytes::from_static(b"boom"))
         .await
         .expect("send");
-    n2.send_data("n1", 3, Bytes::from_static(b"fine"))
+    n2.channels()
+        .send("n1", 3, Bytes::from_static(b"fine"))
         .await
         .expect("send");
     wait_for("later message delivered", LIMIT, || {
@@ -78,7 +90,10 @@ async fn a_panicking_channel_callback_is_contained() {
     })
     .await;
     assert_eq!(n1.stats().frames_dropped.get("callback_panic").copied(), Some(1));
-    assert!(n1.is_linked("n2"), "the link survives a handler panic");
+    assert!(
+        n1.membership().is_linked("n2"),
+        "the link survives a handler panic"
+    );
     n1.shutdown(Duration::from_millis(200)).await;
     n2.shutdown(Duration::from_millis(200)).await;
 }

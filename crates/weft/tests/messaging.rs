@@ -21,9 +21,9 @@ async fn remote_tell_is_fifo_over_10000_messages() {
     common::logs();
     let nodes = cluster(2).await;
     let (a, b) = (&nodes[0], &nodes[1]);
-    let inbox = b.spawn_mailbox_with_capacity(64 << 20);
+    let inbox = b.mailboxes().spawn_with_capacity(64 << 20);
     let pid = inbox.pid().clone();
-    let sender = a.spawn_mailbox();
+    let sender = a.mailboxes().spawn();
     let reader = tokio::spawn(async move {
         let mut next = 0u32;
         while next < 10_000 {
@@ -49,9 +49,12 @@ async fn remote_tell_is_fifo_over_10000_messages() {
 async fn names_calls_and_errors_across_nodes() {
     let nodes = cluster(2).await;
     let (a, b) = (&nodes[0], &nodes[1]);
-    let echo = b.spawn_mailbox();
-    b.register("echo", &echo).expect("register");
-    assert!(b.register("echo", &b.spawn_mailbox()).is_err(), "name taken");
+    let echo = b.mailboxes().spawn();
+    b.mailboxes().register("echo", &echo).expect("register");
+    assert!(
+        b.mailboxes().register("echo", &b.mailboxes().spawn()).is_err(),
+        "name taken"
+    );
     let server = tokio::spawn(async move {
         while let Some(env) = echo.recv().await {
             if env.message.manifest == "stop" {
@@ -61,13 +64,18 @@ async fn names_calls_and_errors_across_nodes() {
             echo.reply(&env, reply).await.expect("reply");
         }
     });
-    wait_for("name visible on n1", LIMIT, || !a.whereis("echo").is_empty()).await;
-    let pid = a.whereis("echo")[0].clone();
+    wait_for("name visible on n1", LIMIT, || {
+        !a.mailboxes().whereis("echo").is_empty()
+    })
+    .await;
+    let pid = a.mailboxes().whereis("echo")[0].clone();
     assert_eq!(pid.node, "n2");
 
     // By pid and by name.
     let r = a
-        .call(&pid, Message::new("q", Bytes::from_static(b"hi")), LIMIT)
+        .mailboxes()
+        .call(&pid, Message::new("q", Bytes::from_static(b"hi")))
+        .timeout(LIMIT)
         .await
         .expect("reply");
     assert_eq!(r.payload.as_ref(), b"hi");
@@ -76,7 +84,9 @@ async fn names_calls_and_errors_across_nodes() {
         name: "echo".into(),
     };
     let r = a
-        .call(named, Message::new("q", Bytes::from_static(b"yo")), LIMIT)
+        .mailboxes()
+        .call(named, Message::new("q", Bytes::from_static(b"yo")))
+        .timeout(LIMIT)
         .await
         .expect("reply");
     assert_eq!(r.manifest, "echo.reply");
@@ -86,9 +96,14 @@ async fn names_calls_and_errors_across_nodes() {
         id: 999_999,
         ..pid.clone()
     };
-    let e = a.call(&ghost, Message::new("q", Bytes::new()), LIMIT).await;
+    let e = a
+        .mailboxes()
+        .call(&ghost, Message::new("q", Bytes::new()))
+        .timeout(LIMIT)
+        .await;
     assert_eq!(e, Err(CallError::NoSuchMailbox));
-    a.send(&ghost, Message::new("tell", Bytes::new()))
+    a.mailboxes()
+        .send(&ghost, Message::new("tell", Bytes::new()))
         .await
         .expect("queued");
     wait_for("counted", LIMIT, || {
@@ -106,7 +121,7 @@ async fn names_calls_and_errors_across_nodes() {
         ..pid.clone()
     };
     assert!(matches!(
-        a.send(&stale, Message::new("t", Bytes::new())).await,
+        a.mailboxes().send(&stale, Message::new("t", Bytes::new())).await,
         Err(MessageError::NoSuchMailbox(_))
     ));
     // Unknown node.
@@ -115,21 +130,22 @@ async fn names_calls_and_errors_across_nodes() {
         ..pid.clone()
     };
     assert!(matches!(
-        a.send(&nowhere, Message::new("t", Bytes::new())).await,
+        a.mailboxes()
+            .send(&nowhere, Message::new("t", Bytes::new()))
+            .await,
         Err(MessageError::UnknownNode(_))
     ));
     // Timeout: a mailbox that never answers.
-    let silent = b.spawn_mailbox();
+    let silent = b.mailboxes().spawn();
     let e = a
-        .call(
-            silent.pid(),
-            Message::new("q", Bytes::new()),
-            Duration::from_millis(200),
-        )
+        .mailboxes()
+        .call(silent.pid(), Message::new("q", Bytes::new()))
+        .timeout(Duration::from_millis(200))
         .await;
     assert_eq!(e, Err(CallError::Timeout));
 
-    b.send_named("n2", "echo", Message::new("stop", Bytes::new()))
+    b.mailboxes()
+        .send_named("n2", "echo", Message::new("stop", Bytes::new()))
         .await
         .expect("stop");
     server.await.expect("server");
@@ -139,12 +155,14 @@ async fn names_calls_and_errors_across_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_to_a_crashed_node_fails_with_node_down() {
     let nodes = cluster(3).await;
-    let target = nodes[2].spawn_mailbox();
+    let target = nodes[2].mailboxes().spawn();
     let pid = target.pid().clone();
     // n3 crashes without a word; the call waits for failure detection.
     nodes[2].abort();
     let e = nodes[0]
-        .call(&pid, Message::new("q", Bytes::new()), Duration::from_secs(60))
+        .mailboxes()
+        .call(&pid, Message::new("q", Bytes::new()))
+        .timeout(Duration::from_secs(60))
         .await;
     assert_eq!(e, Err(CallError::NodeDown("n3".into())));
     drop(target);
@@ -156,7 +174,7 @@ async fn call_to_a_crashed_node_fails_with_node_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_publish_monitor_and_drop() {
     let nodes = cluster(3).await;
-    let members: Vec<_> = nodes.iter().map(|n| n.spawn_mailbox()).collect();
+    let members: Vec<_> = nodes.iter().map(|n| n.mailboxes().spawn()).collect();
     let mut monitor = nodes[0].groups().monitor("chat");
     assert!(monitor.initial_members().is_empty());
     for (n, m) in nodes.iter().zip(&members) {
@@ -234,14 +252,16 @@ async fn groups_publish_monitor_and_drop() {
 async fn a_flooded_mailbox_does_not_affect_others() {
     let nodes = cluster(2).await;
     let (a, b) = (&nodes[0], &nodes[1]);
-    let slow = b.spawn_mailbox_with_capacity(16 * 1024);
-    let fast = b.spawn_mailbox();
+    let slow = b.mailboxes().spawn_with_capacity(16 * 1024);
+    let fast = b.mailboxes().spawn();
     for i in 0..5_000u32 {
-        a.send(slow.pid(), Message::typed("flood", &i).expect("enc"))
+        a.mailboxes()
+            .send(slow.pid(), Message::typed("flood", &i).expect("enc"))
             .await
             .expect("queued on link");
         if i % 50 == 0 {
-            a.send(fast.pid(), Message::typed("ok", &i).expect("enc"))
+            a.mailboxes()
+                .send(fast.pid(), Message::typed("ok", &i).expect("enc"))
                 .await
                 .expect("queued");
         }
@@ -284,17 +304,19 @@ async fn next_letter(rx: &mut DeadLetterReceiver) -> DeadLetter {
 async fn tell_to_a_missing_name_fails_at_once_locally_and_remotely() {
     let nodes = cluster(2).await;
     let (a, b) = (&nodes[0], &nodes[1]);
-    let mut letters = a.dead_letters();
+    let mut letters = a.mailboxes().dead_letters();
     // Local: the node's own name table.
     assert!(matches!(
-        a.send_named("n1", "nobody", Message::new("t", Bytes::new()))
+        a.mailboxes()
+            .send_named("n1", "nobody", Message::new("t", Bytes::new()))
             .await,
         Err(MessageError::NoSuchMailbox(_))
     ));
     // Remote: the replicated directory, no round trip (nothing is sent).
     let tells_before = a.stats().tells_sent;
     assert!(matches!(
-        a.send_named("n2", "nobody", Message::new("t", Bytes::new()))
+        a.mailboxes()
+            .send_named("n2", "nobody", Message::new("t", Bytes::new()))
             .await,
         Err(MessageError::NoSuchMailbox(_))
     ));
@@ -302,7 +324,7 @@ async fn tell_to_a_missing_name_fails_at_once_locally_and_remotely() {
         node: "n2".into(),
         name: "nobody".into(),
     };
-    let sender = a.spawn_mailbox();
+    let sender = a.mailboxes().spawn();
     assert!(matches!(
         sender.send(named, Message::new("t", Bytes::new())).await,
         Err(MessageError::NoSuchMailbox(_))
@@ -311,10 +333,14 @@ async fn tell_to_a_missing_name_fails_at_once_locally_and_remotely() {
 
     // A name the directory holds is sent; once it is gone there too, the
     // tell is refused again.
-    let echo = b.spawn_mailbox();
-    b.register("echo", &echo).expect("register");
-    wait_for("name visible on n1", LIMIT, || !a.whereis("echo").is_empty()).await;
-    a.send_named("n2", "echo", Message::new("t", Bytes::from_static(b"x")))
+    let echo = b.mailboxes().spawn();
+    b.mailboxes().register("echo", &echo).expect("register");
+    wait_for("name visible on n1", LIMIT, || {
+        !a.mailboxes().whereis("echo").is_empty()
+    })
+    .await;
+    a.mailboxes()
+        .send_named("n2", "echo", Message::new("t", Bytes::from_static(b"x")))
         .await
         .expect("known name");
     let env = tokio::time::timeout(LIMIT, echo.recv())
@@ -323,9 +349,14 @@ async fn tell_to_a_missing_name_fails_at_once_locally_and_remotely() {
         .expect("open");
     assert_eq!(env.message.payload.as_ref(), b"x");
     drop(echo);
-    wait_for("name gone on n1", LIMIT, || a.whereis("echo").is_empty()).await;
+    wait_for("name gone on n1", LIMIT, || {
+        a.mailboxes().whereis("echo").is_empty()
+    })
+    .await;
     assert!(matches!(
-        a.send_named("n2", "echo", Message::new("t", Bytes::new())).await,
+        a.mailboxes()
+            .send_named("n2", "echo", Message::new("t", Bytes::new()))
+            .await,
         Err(MessageError::NoSuchMailbox(_))
     ));
     // Errors, not dead letters: nothing came back.
@@ -338,18 +369,18 @@ async fn tell_to_a_missing_name_fails_at_once_locally_and_remotely() {
 async fn tell_to_a_dropped_mailbox_is_an_error_locally_and_a_dead_letter_remotely() {
     let nodes = cluster(2).await;
     let (a, b) = (&nodes[0], &nodes[1]);
-    let mut letters = a.dead_letters();
-    let sender = a.spawn_mailbox();
+    let mut letters = a.mailboxes().dead_letters();
+    let sender = a.mailboxes().spawn();
 
     // Local: an error at once.
-    let local_gone = a.spawn_mailbox().pid().clone();
+    let local_gone = a.mailboxes().spawn().pid().clone();
     assert!(matches!(
         sender.send(&local_gone, Message::new("t", Bytes::new())).await,
         Err(MessageError::NoSuchMailbox(_))
     ));
 
     // Remote: queued, dropped by n2, reported back to n1.
-    let remote_gone = b.spawn_mailbox().pid().clone();
+    let remote_gone = b.mailboxes().spawn().pid().clone();
     sender
         .send(
             &remote_gone,
@@ -375,7 +406,11 @@ async fn tell_to_a_dropped_mailbox_is_an_error_locally_and_a_dead_letter_remotel
     assert_eq!(reported(a, "no_such_mailbox"), 0);
 
     // A call to the same pid keeps its typed error, and no dead letter.
-    let e = a.call(&remote_gone, Message::new("q", Bytes::new()), LIMIT).await;
+    let e = a
+        .mailboxes()
+        .call(&remote_gone, Message::new("q", Bytes::new()))
+        .timeout(LIMIT)
+        .await;
     assert_eq!(e, Err(CallError::NoSuchMailbox));
     assert_eq!(received(a, "no_such_mailbox"), 1);
     stop(nodes).await;
@@ -385,12 +420,13 @@ async fn tell_to_a_dropped_mailbox_is_an_error_locally_and_a_dead_letter_remotel
 async fn tells_to_a_full_remote_mailbox_come_back_as_dead_letters() {
     let nodes = cluster(2).await;
     let (a, b) = (&nodes[0], &nodes[1]);
-    let mut letters = a.dead_letters();
+    let mut letters = a.mailboxes().dead_letters();
     // Room for about two 100-byte messages.
-    let slow = b.spawn_mailbox_with_capacity(400);
+    let slow = b.mailboxes().spawn_with_capacity(400);
     const SENT: u64 = 20;
     for i in 0..SENT {
-        a.send(slow.pid(), Message::new("bulk", vec![i as u8; 100]))
+        a.mailboxes()
+            .send(slow.pid(), Message::new("bulk", vec![i as u8; 100]))
             .await
             .expect("queued on the link");
     }
@@ -424,11 +460,12 @@ async fn tells_to_a_full_remote_mailbox_come_back_as_dead_letters() {
 async fn dead_letter_receiver_overflow_is_counted() {
     let nodes = cluster(2).await;
     let (a, b) = (&nodes[0], &nodes[1]);
-    let mut small = a.dead_letters_with_capacity(2);
-    let mut big = a.dead_letters();
-    let gone = b.spawn_mailbox().pid().clone();
+    let mut small = a.mailboxes().dead_letters_with_capacity(2);
+    let mut big = a.mailboxes().dead_letters();
+    let gone = b.mailboxes().spawn().pid().clone();
     for i in 0..10u32 {
-        a.send(&gone, Message::typed("n", &i).expect("encode"))
+        a.mailboxes()
+            .send(&gone, Message::typed("n", &i).expect("encode"))
             .await
             .expect("queued");
     }
@@ -445,7 +482,8 @@ async fn dead_letter_receiver_overflow_is_counted() {
     assert_eq!(count(&a.stats().dead_letters_lost, "stream_full"), 8);
     // A dropped receiver no longer counts.
     drop(small);
-    a.send(&gone, Message::new("t", Bytes::new()))
+    a.mailboxes()
+        .send(&gone, Message::new("t", Bytes::new()))
         .await
         .expect("queued");
     next_letter(&mut big).await;
@@ -456,19 +494,26 @@ async fn dead_letter_receiver_overflow_is_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tells_to_a_crashed_node_are_errors_or_dead_letters() {
     let nodes = cluster(3).await;
-    let mut letters = nodes[0].dead_letters();
-    let target = nodes[2].spawn_mailbox();
+    let mut letters = nodes[0].mailboxes().dead_letters();
+    let target = nodes[2].mailboxes().spawn();
     let pid = target.pid().clone();
     nodes[2].abort();
     // Once the connection is gone, tells queue for n3 until membership
     // declares it down: then the queued ones come back as `node_down`
     // letters and later ones fail with `NodeDown`.
-    wait_for("link to n3 closed", LIMIT, || !nodes[0].is_linked("n3")).await;
+    wait_for("link to n3 closed", LIMIT, || {
+        !nodes[0].membership().is_linked("n3")
+    })
+    .await;
     let mut queued = 0u64;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         assert!(tokio::time::Instant::now() < deadline, "n3 never declared down");
-        match nodes[0].try_send(&pid, Message::new("t", Bytes::new())).await {
+        match nodes[0]
+            .mailboxes()
+            .try_send(&pid, Message::new("t", Bytes::new()))
+            .await
+        {
             Ok(()) => queued += 1,
             Err(MessageError::NodeDown(n)) => {
                 assert_eq!(n, "n3");
@@ -502,7 +547,7 @@ async fn group_and_pubsub_drops_are_counted_on_the_sender() {
     let nodes = cluster(2).await;
     let (a, b) = (&nodes[0], &nodes[1]);
     // A group member on n2 with room for about one message.
-    let member = b.spawn_mailbox_with_capacity(200);
+    let member = b.mailboxes().spawn_with_capacity(200);
     b.groups().join("g", member.pid()).expect("join");
     wait_for("member visible on n1", LIMIT, || {
         a.groups().members("g").len() == 1
@@ -526,10 +571,14 @@ async fn group_and_pubsub_drops_are_counted_on_the_sender() {
     assert_eq!(count(&b.stats().frames_dropped, "mailbox_full"), full);
 
     // A slow subscriber on n2: its drops are counted on n1 too.
-    let sub = b.subscribe_with_capacity("dl.>", None, 300).expect("subscribe");
-    wait_for("interest on n1", LIMIT, || a.has_interest("dl.x")).await;
+    let sub = b
+        .pubsub()
+        .subscribe_with_capacity("dl.>", None, 300)
+        .expect("subscribe");
+    wait_for("interest on n1", LIMIT, || a.pubsub().has_interest("dl.x")).await;
     for _ in 0..20 {
-        a.publish("dl.x", Vec::new(), Bytes::from(vec![0u8; 100]))
+        a.pubsub()
+            .publish("dl.x", Bytes::from(vec![0u8; 100]))
             .await
             .expect("publish");
     }
@@ -544,7 +593,7 @@ async fn group_and_pubsub_drops_are_counted_on_the_sender() {
     );
     assert_eq!(sub.dropped(), received(a, "slow_consumer"));
     // Counts, not letters: the dead-letter stream carries tells only.
-    let mut letters = a.dead_letters();
+    let mut letters = a.mailboxes().dead_letters();
     assert!(letters.try_recv().is_none());
     stop(nodes).await;
 }

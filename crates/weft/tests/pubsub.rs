@@ -40,7 +40,7 @@ async fn take(sub: &Subscription, n: usize) -> Vec<PubMsg> {
 /// Patterns `n` knows of `peer` (every node also advertises its request
 /// inbox, one pattern).
 fn interest_of(n: &Node, peer: &str) -> usize {
-    n.remote_interest().get(peer).copied().unwrap_or(0)
+    n.pubsub().remote_interest().get(peer).copied().unwrap_or(0)
 }
 
 fn publishes_to(n: &Node, peer: &str) -> u64 {
@@ -51,18 +51,20 @@ fn publishes_to(n: &Node, peer: &str) -> u64 {
 async fn wildcards_locally_and_across_nodes() {
     let nodes = cluster(2).await;
     let (a, b) = (&nodes[0], &nodes[1]);
-    let star_a = a.subscribe("foo.*").expect("sub");
-    let gt_a = a.subscribe("foo.>").expect("sub");
-    let star_b = b.subscribe("foo.*").expect("sub");
-    let gt_b = b.subscribe("foo.>").expect("sub");
+    let star_a = a.pubsub().subscribe("foo.*").expect("sub");
+    let gt_a = a.pubsub().subscribe("foo.>").expect("sub");
+    let star_b = b.pubsub().subscribe("foo.*").expect("sub");
+    let gt_b = b.pubsub().subscribe("foo.>").expect("sub");
     wait_for("interest on a", LIMIT, || interest_of(a, "n2") == 3).await;
     for s in ["foo.a", "foo.a.b", "foo"] {
-        a.publish(s, vec![], Bytes::from(s.to_string()))
+        a.pubsub()
+            .publish(s, Bytes::from(s.to_string()))
             .await
             .expect("publish");
     }
     // A marker on a subject everyone matches closes each stream.
-    a.publish("foo.end", vec![], Bytes::from_static(b"end"))
+    a.pubsub()
+        .publish("foo.end", Bytes::from_static(b"end"))
         .await
         .expect("publish");
     for (sub, want) in [
@@ -75,14 +77,20 @@ async fn wildcards_locally_and_across_nodes() {
         assert_eq!(got, want, "pattern {}", sub.pattern());
     }
     // Invalid subjects and patterns are refused with a clear error.
-    assert!(matches!(a.subscribe("foo..bar"), Err(PubSubError::Subject(_))));
-    assert!(matches!(a.subscribe("foo.>.bar"), Err(PubSubError::Subject(_))));
     assert!(matches!(
-        a.publish("foo.*", vec![], Bytes::new()).await,
+        a.pubsub().subscribe("foo..bar"),
         Err(PubSubError::Subject(_))
     ));
     assert!(matches!(
-        a.publish("a b", vec![], Bytes::new()).await,
+        a.pubsub().subscribe("foo.>.bar"),
+        Err(PubSubError::Subject(_))
+    ));
+    assert!(matches!(
+        a.pubsub().publish("foo.*", Bytes::new()).await,
+        Err(PubSubError::Subject(_))
+    ));
+    assert!(matches!(
+        a.pubsub().publish("a b", Bytes::new()).await,
         Err(PubSubError::Subject(_))
     ));
     drop((star_a, gt_a, star_b, gt_b));
@@ -94,16 +102,17 @@ async fn queue_group_on_three_nodes_delivers_each_message_once() {
     let nodes = cluster(3).await;
     let workers: Vec<Subscription> = nodes
         .iter()
-        .flat_map(|n| (0..2).map(move |_| n.queue_subscribe("jobs.*", "workers").expect("qsub")))
+        .flat_map(|n| (0..2).map(move |_| n.pubsub().queue_subscribe("jobs.*", "workers").expect("qsub")))
         .collect();
-    let plain = nodes[1].subscribe("jobs.>").expect("sub");
+    let plain = nodes[1].pubsub().subscribe("jobs.>").expect("sub");
     wait_for("queue interest known", LIMIT, || {
         interest_of(&nodes[0], "n2") == 3 && interest_of(&nodes[0], "n3") == 2
     })
     .await;
     for i in 0..300u32 {
         nodes[0]
-            .publish("jobs.x", vec![], Bytes::from(i.to_string()))
+            .pubsub()
+            .publish("jobs.x", Bytes::from(i.to_string()))
             .await
             .expect("publish");
     }
@@ -142,7 +151,8 @@ async fn spread_of_3000(nodes: &[Node]) -> [usize; 3] {
     let members: Vec<Subscription> = nodes
         .iter()
         .map(|n| {
-            n.subscribe_with_capacity("spread.job", Some("q"), 16 * 1024 * 1024)
+            n.pubsub()
+                .subscribe_with_capacity("spread.job", Some("q"), 16 * 1024 * 1024)
                 .expect("qsub")
         })
         .collect();
@@ -152,7 +162,8 @@ async fn spread_of_3000(nodes: &[Node]) -> [usize; 3] {
     .await;
     for i in 0..3000u32 {
         nodes[0]
-            .publish("spread.job", vec![], Bytes::from(i.to_string()))
+            .pubsub()
+            .publish("spread.job", Bytes::from(i.to_string()))
             .await
             .expect("publish");
     }
@@ -222,11 +233,11 @@ async fn queue_groups_spread_over_remote_nodes_by_member_count() {
     let nodes = cluster(3).await;
     // No local member on n1: the group is served by n2 (1 member) and n3
     // (3 members), in proportion.
-    let w2 = nodes[1].queue_subscribe("work", "q").expect("qsub");
+    let w2 = nodes[1].pubsub().queue_subscribe("work", "q").expect("qsub");
     let w3: Vec<Subscription> = (0..3)
-        .map(|_| nodes[2].queue_subscribe("work", "q").expect("qsub"))
+        .map(|_| nodes[2].pubsub().queue_subscribe("work", "q").expect("qsub"))
         .collect();
-    wait_for("counts known", LIMIT, || nodes[0].has_interest("work")).await;
+    wait_for("counts known", LIMIT, || nodes[0].pubsub().has_interest("work")).await;
     wait_for("n2 and n3 interest", LIMIT, || {
         interest_of(&nodes[0], "n2") == 2 && interest_of(&nodes[0], "n3") == 2
     })
@@ -235,7 +246,8 @@ async fn queue_groups_spread_over_remote_nodes_by_member_count() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     for i in 0..400u32 {
         nodes[0]
-            .publish("work", vec![], Bytes::from(i.to_string()))
+            .pubsub()
+            .publish("work", Bytes::from(i.to_string()))
             .await
             .expect("publish");
     }
@@ -259,19 +271,25 @@ async fn queue_groups_spread_over_remote_nodes_by_member_count() {
 async fn interest_propagation_unsubscribe_late_subscriber_and_no_stray_frames() {
     let nodes = cluster(3).await;
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
-    let sub_b = b.subscribe("news.>").expect("sub");
-    wait_for("a knows b's interest", LIMIT, || a.has_interest("news.x")).await;
+    let sub_b = b.pubsub().subscribe("news.>").expect("sub");
+    wait_for("a knows b's interest", LIMIT, || {
+        a.pubsub().has_interest("news.x")
+    })
+    .await;
     let before_c = publishes_to(a, "n3");
-    a.publish("news.x", vec![], Bytes::from_static(b"1"))
+    a.pubsub()
+        .publish("news.x", Bytes::from_static(b"1"))
         .await
         .expect("publish");
     assert_eq!(text(&take(&sub_b, 1).await[0]), "1");
     // A subject nobody on n3 wants never crosses to n3.
     for i in 0..50 {
-        a.publish("news.x", vec![], Bytes::from(format!("x{i}")))
+        a.pubsub()
+            .publish("news.x", Bytes::from(format!("x{i}")))
             .await
             .expect("publish");
-        a.publish("other.y", vec![], Bytes::from_static(b"nobody"))
+        a.pubsub()
+            .publish("other.y", Bytes::from_static(b"nobody"))
             .await
             .expect("publish");
     }
@@ -284,9 +302,10 @@ async fn interest_propagation_unsubscribe_late_subscriber_and_no_stray_frames() 
     assert_eq!(publishes_to(a, "n2"), 51, "exactly one frame per message to n2");
 
     // A late subscriber on n3 gets later messages.
-    let sub_c = c.subscribe("news.*").expect("sub");
+    let sub_c = c.pubsub().subscribe("news.*").expect("sub");
     wait_for("a knows c's interest", LIMIT, || interest_of(a, "n3") == 2).await;
-    a.publish("news.late", vec![], Bytes::from_static(b"late"))
+    a.pubsub()
+        .publish("news.late", Bytes::from_static(b"late"))
         .await
         .expect("publish");
     assert_eq!(text(&take(&sub_c, 1).await[0]), "late");
@@ -295,7 +314,8 @@ async fn interest_propagation_unsubscribe_late_subscriber_and_no_stray_frames() 
     drop(sub_b);
     wait_for("b's interest withdrawn", LIMIT, || interest_of(a, "n2") == 1).await;
     let sent_b = publishes_to(a, "n2");
-    a.publish("news.after", vec![], Bytes::from_static(b"after"))
+    a.pubsub()
+        .publish("news.after", Bytes::from_static(b"after"))
         .await
         .expect("publish");
     assert_eq!(text(&take(&sub_c, 1).await[0]), "after");
@@ -306,10 +326,11 @@ async fn interest_propagation_unsubscribe_late_subscriber_and_no_stray_frames() 
     );
     // Interest is announced on edges only: two plain subscriptions of one
     // pattern are one registry entry.
-    let x1 = c.subscribe("edge.x").expect("sub");
-    let x2 = c.subscribe("edge.x").expect("sub");
+    let x1 = c.pubsub().subscribe("edge.x").expect("sub");
+    let x2 = c.pubsub().subscribe("edge.x").expect("sub");
     assert_eq!(
-        c.local_interest()
+        c.pubsub()
+            .local_interest()
             .iter()
             .find(|(p, _, _)| p == "edge.x")
             .map(|(_, _, n)| *n),
@@ -324,20 +345,28 @@ async fn request_reply_and_no_responders() {
     let nodes = cluster(2).await;
     let (a, b) = (nodes[0].clone(), nodes[1].clone());
     assert!(matches!(
-        a.request("svc.echo", Bytes::from_static(b"x"), LIMIT).await,
+        a.pubsub()
+            .request("svc.echo", Bytes::from_static(b"x"))
+            .timeout(LIMIT)
+            .await,
         Err(PubSubError::NoResponders(_))
     ));
-    let service = b.subscribe("svc.echo").expect("sub");
+    let service = b.pubsub().subscribe("svc.echo").expect("sub");
     let responder = tokio::spawn(async move {
         while let Some(m) = service.next().await {
             let Some(reply) = m.reply.clone() else { continue };
-            b.publish(&reply, vec![], m.payload.clone()).await.expect("reply");
+            b.pubsub()
+                .publish(&reply, m.payload.clone())
+                .await
+                .expect("reply");
         }
     });
-    wait_for("interest", LIMIT, || a.has_interest("svc.echo")).await;
+    wait_for("interest", LIMIT, || a.pubsub().has_interest("svc.echo")).await;
     for i in 0..20 {
         let r = a
-            .request("svc.echo", Bytes::from(format!("ping{i}")), LIMIT)
+            .pubsub()
+            .request("svc.echo", Bytes::from(format!("ping{i}")))
+            .timeout(LIMIT)
             .await
             .expect("reply");
         assert_eq!(text(&r), format!("ping{i}"));
@@ -350,11 +379,15 @@ async fn request_reply_and_no_responders() {
 async fn a_slow_subscriber_drops_and_counts_without_stalling_others() {
     let nodes = cluster(2).await;
     let (a, b) = (&nodes[0], &nodes[1]);
-    let slow = b.subscribe_with_capacity("flood", None, 4096).expect("sub");
-    let fast = b.subscribe("flood").expect("sub");
-    wait_for("interest", LIMIT, || a.has_interest("flood")).await;
+    let slow = b
+        .pubsub()
+        .subscribe_with_capacity("flood", None, 4096)
+        .expect("sub");
+    let fast = b.pubsub().subscribe("flood").expect("sub");
+    wait_for("interest", LIMIT, || a.pubsub().has_interest("flood")).await;
     for i in 0..2000u32 {
-        a.publish("flood", vec![], Bytes::from(i.to_string()))
+        a.pubsub()
+            .publish("flood", Bytes::from(i.to_string()))
             .await
             .expect("publish");
     }
@@ -394,6 +427,7 @@ async fn direct_subscriptions_call_their_sink_in_order_and_count_full_as_dropped
     let got: Arc<Mutex<Vec<String>>> = Arc::default();
     let seen = got.clone();
     let direct = b
+        .pubsub()
         .subscribe_direct(
             "direct.*",
             None,
@@ -410,10 +444,11 @@ async fn direct_subscriptions_call_their_sink_in_order_and_count_full_as_dropped
     assert_eq!(direct.pattern(), "direct.*");
     assert_eq!(direct.queue_group(), None);
     // A queued subscription on the same subject still gets everything.
-    let queued = b.subscribe("direct.x").expect("sub");
-    wait_for("interest", LIMIT, || a.has_interest("direct.x")).await;
+    let queued = b.pubsub().subscribe("direct.x").expect("sub");
+    wait_for("interest", LIMIT, || a.pubsub().has_interest("direct.x")).await;
     for i in 0..1500u32 {
-        a.publish("direct.x", vec![], Bytes::from(i.to_string()))
+        a.pubsub()
+            .publish("direct.x", Bytes::from(i.to_string()))
             .await
             .expect("publish");
     }
@@ -434,13 +469,15 @@ async fn direct_subscriptions_call_their_sink_in_order_and_count_full_as_dropped
     );
     // Local publishes reach the sink too; after unsubscribe nothing does.
     got.lock().unwrap().clear();
-    b.publish("direct.local", vec![], Bytes::from_static(b"here"))
+    b.pubsub()
+        .publish("direct.local", Bytes::from_static(b"here"))
         .await
         .expect("publish");
     assert_eq!(*got.lock().unwrap(), vec!["direct.local here".to_string()]);
     direct.unsubscribe();
-    wait_for("interest gone", LIMIT, || !a.has_interest("direct.y")).await;
-    b.publish("direct.y", vec![], Bytes::from_static(b"late"))
+    wait_for("interest gone", LIMIT, || !a.pubsub().has_interest("direct.y")).await;
+    b.pubsub()
+        .publish("direct.y", Bytes::from_static(b"late"))
         .await
         .expect("publish");
     assert_eq!(got.lock().unwrap().len(), 1);
@@ -498,7 +535,7 @@ async fn hostile_interest_and_subjects_from_the_wire_are_refused() {
             >= 1
     })
     .await;
-    assert!(!a.has_interest("steal.it"));
+    assert!(!a.pubsub().has_interest("steal.it"));
     stop(nodes).await;
 }
 
@@ -509,16 +546,18 @@ async fn a_hundred_thousand_subscriptions_on_one_node() {
     let mut subs = Vec::with_capacity(100_000);
     for i in 0..100_000u32 {
         subs.push(
-            b.subscribe_with_capacity(&format!("many.{}.{i}", i % 100), None, 1024)
+            b.pubsub()
+                .subscribe_with_capacity(&format!("many.{}.{i}", i % 100), None, 1024)
                 .expect("sub"),
         );
     }
-    assert_eq!(b.local_interest().len(), 100_000);
+    assert_eq!(b.pubsub().local_interest().len(), 100_000);
     wait_for("all interest propagated", Duration::from_secs(120), || {
         interest_of(a, "n2") == 100_001
     })
     .await;
-    a.publish("many.42.77742", vec![], Bytes::from_static(b"hit"))
+    a.pubsub()
+        .publish("many.42.77742", Bytes::from_static(b"hit"))
         .await
         .expect("publish");
     assert_eq!(text(&take(&subs[77_742], 1).await[0]), "hit");
@@ -529,10 +568,10 @@ async fn a_hundred_thousand_subscriptions_on_one_node() {
 async fn publish_batch_keeps_order_routes_like_publish_and_reports_refusals() {
     let nodes = cluster(3).await;
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
-    let local = a.subscribe("batch.*").expect("sub");
-    let on_b = b.subscribe("batch.>").expect("sub");
-    let group_b = b.queue_subscribe("batch.q", "workers").expect("sub");
-    let group_c = c.queue_subscribe("batch.q", "workers").expect("sub");
+    let local = a.pubsub().subscribe("batch.*").expect("sub");
+    let on_b = b.pubsub().subscribe("batch.>").expect("sub");
+    let group_b = b.pubsub().queue_subscribe("batch.q", "workers").expect("sub");
+    let group_c = c.pubsub().queue_subscribe("batch.q", "workers").expect("sub");
     wait_for("interest on a", LIMIT, || {
         interest_of(a, "n2") == 3 && interest_of(a, "n3") == 2
     })
@@ -548,7 +587,7 @@ async fn publish_batch_keeps_order_routes_like_publish_and_reports_refusals() {
     batch.insert(7, msg("bad subject", "space".into()));
     batch.extend((0..100).map(|i| msg("batch.q", format!("q{i}"))));
     let sent_before = publishes_to(a, "n2");
-    let refused = a.publish_batch(batch).await;
+    let refused = a.pubsub().publish_batch(batch).await;
     assert_eq!(refused.len(), 2, "{refused:?}");
     assert_eq!(refused[0].0, 3);
     assert_eq!(refused[1].0, 7);

@@ -27,7 +27,7 @@ fn subscriber() -> Setup {
     Rc::new(|node: Node, run: u64| {
         Box::pin(async move {
             let pattern = if run == 1 { "old.>" } else { "new.>" };
-            let sub = node.subscribe(pattern).expect("subscribe");
+            let sub = node.pubsub().subscribe(pattern).expect("subscribe");
             node.stopped().await;
             drop(sub);
         })
@@ -49,21 +49,21 @@ fn crash_purges_interest_and_restart_brings_only_fresh_interest() {
         run_until(&mut s, seed, "n3's interest known", LIMIT, || {
             ["n1", "n2"]
                 .iter()
-                .all(|n| nodes.get(n).is_some_and(|n| n.has_interest("old.x")))
+                .all(|n| nodes.get(n).is_some_and(|n| n.pubsub().has_interest("old.x")))
         });
         s.crash("n3");
         run_until(&mut s, seed, "interest purged", LIMIT, || {
             ["n1", "n2"].iter().all(|n| {
-                nodes
-                    .get(n)
-                    .is_some_and(|n| !n.has_interest("old.x") && !n.remote_interest().contains_key("n3"))
+                nodes.get(n).is_some_and(|n| {
+                    !n.pubsub().has_interest("old.x") && !n.pubsub().remote_interest().contains_key("n3")
+                })
             })
         });
         assert_eq!(state(&nodes, "n1", "n3"), Some(MemberState::Down), "seed {seed}");
         // Publishing to the departed interest sends nothing anywhere.
         let n1 = nodes.get("n1").expect("n1");
         s.client("publisher", async move {
-            n1.publish("old.x", vec![], Bytes::from_static(b"gone")).await?;
+            n1.pubsub().publish("old.x", Bytes::from_static(b"gone")).await?;
             Ok(())
         });
         run_for(&mut s, seed, Duration::from_millis(500));
@@ -81,14 +81,14 @@ fn crash_purges_interest_and_restart_brings_only_fresh_interest() {
         run_until(&mut s, seed, "restarted n3 and fresh interest", LIMIT, || {
             ["n1", "n2"].iter().all(|n| {
                 incarnation(&nodes, n, "n3") == Some(2)
-                    && nodes.get(n).is_some_and(|n| n.has_interest("new.x"))
+                    && nodes.get(n).is_some_and(|n| n.pubsub().has_interest("new.x"))
             })
         });
         run_for(&mut s, seed, Duration::from_secs(3));
         for n in ["n1", "n2"] {
             let node = nodes.get(n).expect("running");
             assert!(
-                !node.has_interest("old.x"),
+                !node.pubsub().has_interest("old.x"),
                 "seed {seed}: {n} resurrected old interest"
             );
         }

@@ -22,7 +22,10 @@ async fn pair() -> (Node, Node) {
     for n in [&n1, &n2] {
         wait_for("up", LIMIT, || sees_up(n, &["n1", "n2"])).await;
     }
-    wait_for("linked", LIMIT, || n1.is_linked("n2") && n2.is_linked("n1")).await;
+    wait_for("linked", LIMIT, || {
+        n1.membership().is_linked("n2") && n2.membership().is_linked("n1")
+    })
+    .await;
     (n1, n2)
 }
 
@@ -33,7 +36,7 @@ fn rejected(n: &Node, label: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_cannot_assert_entries_of_another_node() {
     let (n1, n2) = pair().await;
-    let member = n2.spawn_mailbox();
+    let member = n2.mailboxes().spawn();
     n2.groups().join("g", member.pid()).expect("join");
     wait_for("n1 sees n2's member", LIMIT, || {
         n1.groups().members("g").len() == 1
@@ -117,7 +120,7 @@ async fn a_peer_cannot_assert_entries_of_another_node() {
     .await;
 
     // The node still serves its real peer.
-    let m2 = n1.spawn_mailbox();
+    let m2 = n1.mailboxes().spawn();
     n1.groups().join("g", m2.pid()).expect("join");
     wait_for("n2 sees both", LIMIT, || n2.groups().members("g").len() == 2).await;
     n1.shutdown(Duration::from_millis(200)).await;
@@ -127,7 +130,7 @@ async fn a_peer_cannot_assert_entries_of_another_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_incarnation_cannot_reconnect_or_resurrect_entries() {
     let (n1, n2) = pair().await;
-    let member = n2.spawn_mailbox();
+    let member = n2.mailboxes().spawn();
     n2.groups().join("g", member.pid()).expect("join");
     wait_for("n1 sees n2's member", LIMIT, || {
         n1.groups().members("g").len() == 1
@@ -147,7 +150,7 @@ async fn a_stale_incarnation_cannot_reconnect_or_resurrect_entries() {
     })
     .await;
     assert_eq!(n1.groups().members("g"), vec![member.pid().clone()]);
-    assert!(n1.is_linked("n2"), "the live run keeps its link");
+    assert!(n1.membership().is_linked("n2"), "the live run keeps its link");
     n1.shutdown(Duration::from_millis(200)).await;
     n2.shutdown(Duration::from_millis(200)).await;
 }

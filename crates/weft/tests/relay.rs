@@ -55,11 +55,12 @@ async fn edge_mirrors_origin_with_replay_then_live_and_one_upstream() {
     let nodes = cluster(3).await;
     let (origin, edge) = (&nodes[0], &nodes[1]);
     assert!(matches!(
-        edge.subscribe_stream("live/none").await,
+        edge.streams().subscribe("live/none").await,
         Err(StreamError::NotFound(_))
     ));
     let publisher = origin
-        .publish_stream("live/cam1", StreamPolicy::default())
+        .streams()
+        .publish("live/cam1", StreamPolicy::default())
         .expect("publish");
     publisher
         .send(StreamFrame {
@@ -74,12 +75,12 @@ async fn edge_mirrors_origin_with_replay_then_live_and_one_upstream() {
         publisher.send(frame(seq, 10)).expect("send");
     }
     wait_for("edge locates the origin", LIMIT, || {
-        edge.locate_stream("live/cam1").is_some()
+        edge.streams().locate("live/cam1").is_some()
     })
     .await;
-    assert_eq!(edge.locate_stream("live/cam1").as_deref(), Some("n1"));
+    assert_eq!(edge.streams().locate("live/cam1").as_deref(), Some("n1"));
     assert_eq!(
-        origin.locate_stream("live/cam1"),
+        origin.streams().locate("live/cam1"),
         None,
         "locate never returns the local node"
     );
@@ -88,7 +89,7 @@ async fn edge_mirrors_origin_with_replay_then_live_and_one_upstream() {
     // then live frames.
     let mut subs: Vec<StreamSubscription> = Vec::new();
     for _ in 0..50 {
-        subs.push(edge.subscribe_stream("live/cam1").await.expect("subscribe"));
+        subs.push(edge.streams().subscribe("live/cam1").await.expect("subscribe"));
     }
     for s in &subs {
         let cfg = next_frame(s).await;
@@ -113,7 +114,7 @@ async fn edge_mirrors_origin_with_replay_then_live_and_one_upstream() {
     assert_eq!(sent_to(origin, "n2"), 1 + 6 + 35);
     assert_eq!(edge.stats().stream_pulls, 1);
     assert_eq!(sent_to(origin, "n3"), 0, "no viewer on n3, nothing sent there");
-    let info = edge.streams();
+    let info = edge.streams().list();
     assert_eq!(info[0].role, "edge");
     assert_eq!(info[0].subscribers, 50);
 
@@ -121,7 +122,7 @@ async fn edge_mirrors_origin_with_replay_then_live_and_one_upstream() {
     drop(subs);
     wait_for("edge stops pulling", LIMIT, || edge.stats().stream_teardowns == 1).await;
     wait_for("origin forgets the edge", LIMIT, || {
-        origin.streams()[0].edges.is_empty()
+        origin.streams().list()[0].edges.is_empty()
     })
     .await;
     let before = sent_to(origin, "n2");
@@ -131,7 +132,10 @@ async fn edge_mirrors_origin_with_replay_then_live_and_one_upstream() {
 
     // Withdraw clears the entry everywhere.
     drop(publisher);
-    wait_for("withdrawn", LIMIT, || edge.locate_stream("live/cam1").is_none()).await;
+    wait_for("withdrawn", LIMIT, || {
+        edge.streams().locate("live/cam1").is_none()
+    })
+    .await;
     stop(nodes).await;
 }
 
@@ -154,15 +158,19 @@ async fn gapless_attach_over_10000_frames() {
         wait_for("up", LIMIT, || sees_up(n, &["n1", "n2"])).await;
     }
     wait_for("linked", LIMIT, || {
-        nodes[0].is_linked("n2") && nodes[1].is_linked("n1")
+        nodes[0].membership().is_linked("n2") && nodes[1].membership().is_linked("n1")
     })
     .await;
     let (origin, edge) = (nodes[0].clone(), nodes[1].clone());
     let publisher = origin
-        .publish_stream("live/gapless", StreamPolicy::default())
+        .streams()
+        .publish("live/gapless", StreamPolicy::default())
         .expect("publish");
     publisher.send(frame(0, 50)).expect("send");
-    wait_for("located", LIMIT, || edge.locate_stream("live/gapless").is_some()).await;
+    wait_for("located", LIMIT, || {
+        edge.streams().locate("live/gapless").is_some()
+    })
+    .await;
     let feeder = tokio::spawn(async move {
         for seq in 1..10_000u64 {
             publisher.send(frame(seq, 50)).expect("send");
@@ -176,7 +184,7 @@ async fn gapless_attach_over_10000_frames() {
     let mut subs = Vec::new();
     for i in 0..6 {
         let node = if i % 2 == 0 { &origin } else { &edge };
-        subs.push(node.subscribe_stream("live/gapless").await.expect("subscribe"));
+        subs.push(node.streams().subscribe("live/gapless").await.expect("subscribe"));
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
     let publisher = feeder.await.expect("feeder");
@@ -201,7 +209,8 @@ async fn failover_to_a_standby_origin_then_origin_lost() {
     let nodes = cluster(3).await;
     let (primary, standby, edge) = (nodes[0].clone(), nodes[1].clone(), nodes[2].clone());
     let p1 = primary
-        .publish_stream(
+        .streams()
+        .publish(
             "live/ha",
             StreamPolicy {
                 priority: 200,
@@ -210,7 +219,8 @@ async fn failover_to_a_standby_origin_then_origin_lost() {
         )
         .expect("primary");
     let p2 = standby
-        .publish_stream(
+        .streams()
+        .publish(
             "live/ha",
             StreamPolicy {
                 priority: 100,
@@ -219,11 +229,14 @@ async fn failover_to_a_standby_origin_then_origin_lost() {
         )
         .expect("standby");
     wait_for("both recorded", LIMIT, || {
-        edge.streams().first().is_some_and(|s| s.origins.len() == 2)
+        edge.streams()
+            .list()
+            .first()
+            .is_some_and(|s| s.origins.len() == 2)
     })
     .await;
     assert_eq!(
-        edge.locate_stream("live/ha").as_deref(),
+        edge.streams().locate("live/ha").as_deref(),
         Some("n1"),
         "highest priority wins"
     );
@@ -231,7 +244,7 @@ async fn failover_to_a_standby_origin_then_origin_lost() {
         p1.send(frame(seq, 5)).expect("send");
         p2.send(frame(1000 + seq, 5)).expect("send");
     }
-    let sub = edge.subscribe_stream("live/ha").await.expect("subscribe");
+    let sub = edge.streams().subscribe("live/ha").await.expect("subscribe");
     assert_eq!(next_frame(&sub).await.seq, 0);
 
     // The primary crashes: the edge re-pulls from the standby and the
@@ -278,11 +291,12 @@ async fn crashed_origin_ends_viewers_with_origin_lost() {
     let nodes = cluster(2).await;
     let (origin, edge) = (nodes[0].clone(), nodes[1].clone());
     let p = origin
-        .publish_stream("live/solo", StreamPolicy::default())
+        .streams()
+        .publish("live/solo", StreamPolicy::default())
         .expect("publish");
     p.send(frame(0, 5)).expect("send");
-    wait_for("located", LIMIT, || edge.locate_stream("live/solo").is_some()).await;
-    let sub = edge.subscribe_stream("live/solo").await.expect("subscribe");
+    wait_for("located", LIMIT, || edge.streams().locate("live/solo").is_some()).await;
+    let sub = edge.streams().subscribe("live/solo").await.expect("subscribe");
     assert_eq!(next_frame(&sub).await.seq, 0);
     origin.abort();
     let end = loop {
@@ -293,12 +307,13 @@ async fn crashed_origin_ends_viewers_with_origin_lost() {
     };
     assert_eq!(end, StreamClosed::OriginLost);
     wait_for("entry purged", LIMIT, || {
-        edge.locate_stream("live/solo").is_none()
+        edge.streams().locate("live/solo").is_none()
     })
     .await;
     // Waiting for a stream that never comes times out with NotFound.
     let e = edge
-        .subscribe_stream_wait("live/solo", Duration::from_millis(200))
+        .streams()
+        .subscribe_wait("live/solo", Duration::from_millis(200))
         .await;
     assert!(
         matches!(e, Err(StreamError::NotFound(_))),
@@ -313,10 +328,11 @@ async fn crashed_origin_ends_viewers_with_origin_lost() {
 async fn subscribe_wait_sees_a_later_origin() {
     let nodes = cluster(2).await;
     let (origin, edge) = (nodes[0].clone(), nodes[1].clone());
-    let waiter = tokio::spawn(async move { edge.subscribe_stream_wait("live/later", LIMIT).await });
+    let waiter = tokio::spawn(async move { edge.streams().subscribe_wait("live/later", LIMIT).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let p = origin
-        .publish_stream("live/later", StreamPolicy::default())
+        .streams()
+        .publish("live/later", StreamPolicy::default())
         .expect("publish");
     p.send(frame(0, 5)).expect("send");
     let sub = waiter.await.expect("join").expect("found");
@@ -332,10 +348,11 @@ async fn a_slow_viewer_skips_to_the_next_keyframe_others_unaffected() {
     c.relay.subscriber_frames = 16;
     let node = Node::start(c).await.expect("n1");
     let p = node
-        .publish_stream("live/lag", StreamPolicy::default())
+        .streams()
+        .publish("live/lag", StreamPolicy::default())
         .expect("publish");
-    let slow = node.subscribe_stream("live/lag").await.expect("slow");
-    let fast = node.subscribe_stream("live/lag").await.expect("fast");
+    let slow = node.streams().subscribe("live/lag").await.expect("slow");
+    let fast = node.streams().subscribe("live/lag").await.expect("fast");
     let mut fast_seen = Vec::new();
     for seq in 0..200u64 {
         p.send(frame(seq, 20)).expect("send");
@@ -441,10 +458,11 @@ async fn frames_published_right_after_an_edge_subscribe_returns_all_arrive() {
     for round in 0..10 {
         let key = format!("live/attach{round}");
         let publisher = origin
-            .publish_stream(&key, StreamPolicy::default())
+            .streams()
+            .publish(&key, StreamPolicy::default())
             .expect("publish");
-        wait_for("located", LIMIT, || edge.locate_stream(&key).is_some()).await;
-        let viewer = edge.subscribe_stream(&key).await.expect("subscribe");
+        wait_for("located", LIMIT, || edge.streams().locate(&key).is_some()).await;
+        let viewer = edge.streams().subscribe(&key).await.expect("subscribe");
         for seq in 1..=7u64 {
             publisher
                 .send(frame(seq, 4).with_keyframe(seq == 1 || seq == 5))
@@ -463,7 +481,7 @@ async fn frames_published_right_after_an_edge_subscribe_returns_all_arrive() {
         assert_eq!(got, (1..=7).collect::<Vec<_>>(), "round {round}");
         // A late viewer on the edge, already pulling: returns at once,
         // starts at keyframe 5, then every later frame.
-        let late = edge.subscribe_stream(&key).await.expect("late");
+        let late = edge.streams().subscribe(&key).await.expect("late");
         for seq in 8..=12u64 {
             publisher.send(frame(seq, 1000)).expect("send");
         }
@@ -513,7 +531,8 @@ async fn viewers_subscribing_at_random_points_see_every_later_frame_or_an_event(
     let origin = nodes[0].clone();
     let key = "live/random";
     let publisher = origin
-        .publish_stream(
+        .streams()
+        .publish(
             key,
             StreamPolicy {
                 gop_max_frames: rng.random_range(4..64),
@@ -522,7 +541,7 @@ async fn viewers_subscribing_at_random_points_see_every_later_frame_or_an_event(
         )
         .expect("publish");
     for n in &nodes[1..] {
-        wait_for("located", LIMIT, || n.locate_stream(key).is_some()).await;
+        wait_for("located", LIMIT, || n.streams().locate(key).is_some()).await;
     }
     const FRAMES: u64 = 3_000;
     let published = Arc::new(AtomicU64::new(0));
@@ -551,7 +570,7 @@ async fn viewers_subscribing_at_random_points_see_every_later_frame_or_an_event(
         tokio::spawn(async move {
             let mut rounds = 0;
             while rounds < 200 && published.load(Ordering::SeqCst) + 50 < FRAMES {
-                let sub = edge.subscribe_stream(key).await.expect("subscribe");
+                let sub = edge.streams().subscribe(key).await.expect("subscribe");
                 let at = published.load(Ordering::SeqCst);
                 let name = format!("churn viewer {rounds} on n3 (seed {seed})");
                 check_contiguous(&name, &sub, at, (at + 20).min(FRAMES)).await;
@@ -566,7 +585,7 @@ async fn viewers_subscribing_at_random_points_see_every_later_frame_or_an_event(
     let mut viewers: Vec<(String, StreamSubscription, u64)> = Vec::new();
     for i in 0..24 {
         let node = &nodes[rng.random_range(0..2)];
-        let sub = node.subscribe_stream(key).await.expect("subscribe");
+        let sub = node.streams().subscribe(key).await.expect("subscribe");
         let at = published.load(Ordering::SeqCst);
         let name = format!("viewer {i} on {} (seed {seed})", node.id().name);
         if rng.random_bool(0.3) {

@@ -41,7 +41,8 @@ fn origin(key: &'static str, priority: u32, base: u64) -> Setup {
     Rc::new(move |node: Node, _| {
         Box::pin(async move {
             let p = node
-                .publish_stream(
+                .streams()
+                .publish(
                     key,
                     StreamPolicy {
                         priority,
@@ -75,13 +76,15 @@ fn viewer(test: &'static str, key: &'static str, origins: usize) -> Setup {
         Box::pin(async move {
             while !node
                 .streams()
+                .list()
                 .iter()
                 .any(|s| s.key == key && s.origins.len() >= origins)
             {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let sub = node
-                .subscribe_stream_wait(key, Duration::from_secs(30))
+                .streams()
+                .subscribe_wait(key, Duration::from_secs(30))
                 .await
                 .expect("stream appears");
             loop {

@@ -56,7 +56,7 @@ fn persisting_consumer(
     seen: Arc<Mutex<Vec<Seen>>>,
     concurrent: bool,
 ) -> JoinHandle<()> {
-    let mut inbox = node.shard_inbox();
+    let mut inbox = node.shards().inbox();
     let name = node.id().name.clone();
     tokio::spawn(async move {
         while let Some(d) = inbox.next().await {
@@ -106,11 +106,11 @@ async fn trio(tweak: impl Fn(&mut NodeConfig)) -> Vec<Node> {
 async fn balanced(nodes: &[Node]) -> ShardMap {
     let n = nodes.len();
     wait_for("one balanced map everywhere", LIMIT, || {
-        let m = nodes[0].shard_map();
-        m.counts().len() == n && nodes.iter().all(|x| x.shard_map() == m)
+        let m = nodes[0].shards().map();
+        m.counts().len() == n && nodes.iter().all(|x| x.shards().map() == m)
     })
     .await;
-    nodes[0].shard_map()
+    nodes[0].shards().map()
 }
 
 /// A key of `shard` under `map`.
@@ -155,6 +155,7 @@ async fn acknowledged_means_persisted_and_events_stay_bracketed() {
         let from = &nodes[(k % 3) as usize];
         let event = Bytes::from(format!("ev-{k}"));
         let ack = from
+            .shards()
             .route(format!("user-{k}").as_bytes(), event.clone())
             .await
             .expect("acknowledged");
@@ -173,11 +174,11 @@ async fn acknowledged_means_persisted_and_events_stay_bracketed() {
     let many: Vec<(Bytes, Bytes)> = (0..50u32)
         .map(|k| (Bytes::from(format!("user-{k}")), Bytes::from(format!("many-{k}"))))
         .collect();
-    let results = nodes[1].route_many(many.clone()).await;
+    let results = nodes[1].shards().route_many(many.clone()).await;
     assert_eq!(results.len(), many.len());
     for ((key, ev), r) in many.iter().zip(&results) {
         let ack = r.as_ref().expect("acknowledged");
-        assert_eq!(ack.shard, nodes[1].shard_map().owner_of_key(key).0);
+        assert_eq!(ack.shard, nodes[1].shards().map().owner_of_key(key).0);
         assert!(
             store
                 .lock()
@@ -197,6 +198,7 @@ async fn acknowledged_means_persisted_and_events_stay_bracketed() {
     balanced(&all).await;
     for k in 0..60u32 {
         all[(k % 4) as usize]
+            .shards()
             .route(format!("user-{k}").as_bytes(), Bytes::from(format!("after-{k}")))
             .await
             .expect("acknowledged after the rebalance");
@@ -222,7 +224,7 @@ async fn a_full_inbox_fails_try_route_and_holds_route_until_the_consumer_drains(
         nodes
             .iter()
             .map(|n| {
-                let mut inbox = n.shard_inbox();
+                let mut inbox = n.shards().inbox();
                 let (tx, name) = (tx.clone(), n.id().name.clone());
                 tokio::spawn(async move {
                     while let Some(d) = inbox.next().await {
@@ -243,7 +245,7 @@ async fn a_full_inbox_fails_try_route_and_holds_route_until_the_consumer_drains(
         .iter()
         .map(|e| (key.clone(), Bytes::from_static(e.as_bytes())))
         .collect();
-    let many = tokio::spawn(async move { sender_a.route_many(burst).await });
+    let many = tokio::spawn(async move { sender_a.shards().route_many(burst).await });
     // The consumer holds two unacknowledged events: the inbox is full.
     let mut held = Vec::new();
     for _ in 0..2 {
@@ -257,7 +259,7 @@ async fn a_full_inbox_fails_try_route_and_holds_route_until_the_consumer_drains(
     assert_eq!(&held[0].event()[..], b"a1");
     assert_eq!(&held[1].event()[..], b"a2");
     let b = others[1];
-    let full = tokio::time::timeout(LIMIT, b.try_route(&key, Bytes::from_static(b"b-try")))
+    let full = tokio::time::timeout(LIMIT, b.shards().try_route(&key, Bytes::from_static(b"b-try")))
         .await
         .expect("try_route returns at once");
     assert!(
@@ -267,7 +269,7 @@ async fn a_full_inbox_fails_try_route_and_holds_route_until_the_consumer_drains(
     // `route` waits for room instead.
     let b2 = b.clone();
     let key2 = key.clone();
-    let waiting = tokio::spawn(async move { b2.route(&key2, Bytes::from_static(b"b-wait")).await });
+    let waiting = tokio::spawn(async move { b2.shards().route(&key2, Bytes::from_static(b"b-wait")).await });
     assert!(!waiting.is_finished() && !many.is_finished());
     // Drain: ack everything as it comes until both senders are done.
     let mut order = Vec::new();
@@ -326,7 +328,7 @@ async fn a_dropped_ack_fails_the_route_with_not_processed() {
         nodes
             .iter()
             .map(|n| {
-                let mut inbox = n.shard_inbox();
+                let mut inbox = n.shards().inbox();
                 tokio::spawn(async move {
                     while let Some(d) = inbox.next().await {
                         if let ShardDelivery::Event(e) = d {
@@ -346,12 +348,13 @@ async fn a_dropped_ack_fails_the_route_with_not_processed() {
     let key = key_of(&map, 3);
     let owner = map.owner(3).expect("owned").to_string();
     for from in &nodes {
-        let r = from.route(&key, Bytes::from_static(b"drop")).await;
+        let r = from.shards().route(&key, Bytes::from_static(b"drop")).await;
         assert!(
             matches!(&r, Err(RouteError::NotProcessed { node, shard: 3, .. }) if *node == owner),
             "{r:?}"
         );
-        from.route(&key, Bytes::from_static(b"keep"))
+        from.shards()
+            .route(&key, Bytes::from_static(b"keep"))
             .await
             .expect("acknowledged");
     }
@@ -382,7 +385,7 @@ async fn per_key_order_holds_for_concurrent_senders_and_across_an_owner_stop() {
             .collect(),
     );
     let map = balanced(&nodes).await;
-    let leader = nodes[0].shard_leader().expect("a leader");
+    let leader = nodes[0].shards().leader().expect("a leader");
     let victim = nodes
         .iter()
         .position(|n| n.id().name != leader)
@@ -422,7 +425,7 @@ async fn per_key_order_holds_for_concurrent_senders_and_across_an_owner_stop() {
                     let ev = Bytes::from(format!("s{j}.{lane}|{}|{seq:08}", String::from_utf8_lossy(&k)));
                     let s = s.clone();
                     inflight.push_back(async move {
-                        let r = s.route(&k, ev.clone()).await;
+                        let r = s.shards().route(&k, ev.clone()).await;
                         (ev, r)
                     });
                     if inflight.len() >= 24
@@ -446,7 +449,7 @@ async fn per_key_order_holds_for_concurrent_senders_and_across_an_owner_stop() {
     let gone = nodes[victim].id().name.clone();
     wait_for("the victim's shards moved", LIMIT, || {
         survivors.iter().all(|n| {
-            let m = n.shard_map();
+            let m = n.shards().map();
             m.epoch > map.epoch && !m.counts().contains_key(&gone)
         })
     })
@@ -520,7 +523,7 @@ async fn a_cancelled_route_leaves_its_shard_routable_in_order() {
         nodes
             .iter()
             .map(|n| {
-                let mut inbox = n.shard_inbox();
+                let mut inbox = n.shards().inbox();
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     while let Some(d) = inbox.next().await {
@@ -543,7 +546,7 @@ async fn a_cancelled_route_leaves_its_shard_routable_in_order() {
     // The caller gives up while the owner's consumer holds the event: the
     // caller was driving the shard's lane itself.
     let (s1, k1) = (sender.clone(), key.clone());
-    let c1 = tokio::spawn(async move { s1.route(&k1, Bytes::from_static(b"c1")).await });
+    let c1 = tokio::spawn(async move { s1.shards().route(&k1, Bytes::from_static(b"c1")).await });
     let first = tokio::time::timeout(LIMIT, rx.recv())
         .await
         .expect("delivered")
@@ -557,7 +560,7 @@ async fn a_cancelled_route_leaves_its_shard_routable_in_order() {
     // The next event of the shard is still delivered, after c1.
     let s2 = sender.clone();
     let k2 = key.clone();
-    let c2 = tokio::spawn(async move { s2.route(&k2, Bytes::from_static(b"c2")).await });
+    let c2 = tokio::spawn(async move { s2.shards().route(&k2, Bytes::from_static(b"c2")).await });
     first.ack();
     let mut seen = vec![Bytes::from_static(b"c1")];
     while !seen.iter().any(|e| &e[..] == b"c2") {

@@ -44,7 +44,7 @@ async fn start(name: &str, seeds: &[std::net::SocketAddr], shards: u32) -> (Node
     tune(&mut c, shards);
     let node = Node::start(c).await.expect("start");
     let rec = Arc::new(Recorder::default());
-    node.set_shard_handler(rec.clone());
+    node.shards().set_handler(rec.clone());
     (node, rec)
 }
 
@@ -74,21 +74,27 @@ async fn three_nodes_nine_shards_then_a_fourth_joins_with_minimal_moves() {
         wait_for("up", LIMIT, || sees_up(n, &["n1", "n2", "n3"])).await;
     }
     wait_for("3/3/3 committed everywhere", LIMIT, || {
-        nodes.iter().all(|n| counts(&n.shard_map()) == vec![3, 3, 3])
+        nodes.iter().all(|n| counts(&n.shards().map()) == vec![3, 3, 3])
     })
     .await;
-    let before = n1.shard_map();
+    let before = n1.shards().map();
     assert!(before.epoch >= 1);
     // Every node maps every key to the same owner at the same epoch.
     wait_for("same epoch everywhere", LIMIT, || {
-        nodes.iter().all(|n| n.shard_map() == before)
+        nodes.iter().all(|n| n.shards().map() == before)
     })
     .await;
     for k in 0..200u32 {
         let key = format!("key-{k}");
         let owners: Vec<_> = nodes
             .iter()
-            .map(|n| n.shard_map().owner_of_key(key.as_bytes()).1.map(str::to_string))
+            .map(|n| {
+                n.shards()
+                    .map()
+                    .owner_of_key(key.as_bytes())
+                    .1
+                    .map(str::to_string)
+            })
             .collect();
         assert!(owners.windows(2).all(|w| w[0] == w[1]), "{key}: {owners:?}");
     }
@@ -96,6 +102,7 @@ async fn three_nodes_nine_shards_then_a_fourth_joins_with_minimal_moves() {
     for k in 0..60u32 {
         let from = nodes[(k % 3) as usize];
         let ack = from
+            .shards()
             .route(format!("user-{k}").as_bytes(), Bytes::from(k.to_string()))
             .await
             .expect("acknowledged");
@@ -117,10 +124,10 @@ async fn three_nodes_nine_shards_then_a_fourth_joins_with_minimal_moves() {
     // A fourth node joins: exactly ⌊9/4⌋ = 2 shards move, all to it.
     let (n4, _r4) = start("n4", &seed, 9).await;
     wait_for("n4 gets its share", LIMIT, || {
-        n1.shard_map().counts().get("n4").copied() == Some(2)
+        n1.shards().map().counts().get("n4").copied() == Some(2)
     })
     .await;
-    let after = n1.shard_map();
+    let after = n1.shards().map();
     let moved = before.moves_to(&after);
     assert_eq!(moved.len(), 2, "minimal moves: {before:?} -> {after:?}");
     assert!(moved.iter().all(|s| after.owner(*s) == Some("n4")));
@@ -139,7 +146,7 @@ async fn trio(shards: u32) -> (Vec<Node>, Vec<Arc<Recorder>>) {
         wait_for("up", LIMIT, || sees_up(n, &["n1", "n2", "n3"])).await;
     }
     wait_for("balanced map", LIMIT, || {
-        nodes.iter().all(|n| n.shard_map().counts().len() == 3)
+        nodes.iter().all(|n| n.shards().map().counts().len() == 3)
     })
     .await;
     (nodes, vec![r1, r2, r3])
@@ -148,29 +155,29 @@ async fn trio(shards: u32) -> (Vec<Node>, Vec<Arc<Recorder>>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_crash_elects_a_new_leader_and_rebalances_commit() {
     let (nodes, _recs) = trio(12).await;
-    wait_for("a leader", LIMIT, || nodes[0].shard_leader().is_some()).await;
-    let leader = nodes[0].shard_leader().expect("leader");
+    wait_for("a leader", LIMIT, || nodes[0].shards().leader().is_some()).await;
+    let leader = nodes[0].shards().leader().expect("leader");
     let idx = nodes
         .iter()
         .position(|n| n.id().name == leader)
         .expect("leader is a node");
-    let before = nodes[(idx + 1) % 3].shard_map();
+    let before = nodes[(idx + 1) % 3].shards().map();
     nodes[idx].abort();
     let survivors = all_but(&nodes, idx);
     wait_for("new leader", LIMIT, || {
-        survivors[0].shard_leader().is_some_and(|l| l != leader)
+        survivors[0].shards().leader().is_some_and(|l| l != leader)
     })
     .await;
     wait_for("rebalanced without the old leader", LIMIT, || {
         survivors.iter().all(|n| {
-            let m = n.shard_map();
+            let m = n.shards().map();
             m.epoch > before.epoch
                 && !m.counts().contains_key(&leader)
                 && m.counts().values().all(|c| *c == 6)
         })
     })
     .await;
-    let after = survivors[0].shard_map();
+    let after = survivors[0].shards().map();
     for s in before.moves_to(&after) {
         assert_eq!(
             before.owner(s),
@@ -196,6 +203,7 @@ async fn no_acknowledged_event_is_lost_when_a_node_crashes_mid_run() {
         let key = format!("k{}", i % 500);
         let from = &senders[(i % 2) as usize];
         let ack = from
+            .shards()
             .route(key.as_bytes(), Bytes::from(i.to_be_bytes().to_vec()))
             .await
             .unwrap_or_else(|e| panic!("event {i} not acknowledged: {e}"));
@@ -254,16 +262,19 @@ async fn a_restarted_voter_recovers_its_log_from_disk_and_bad_dirs_are_refused()
     c.shards.voters = 1;
     c.data_dir = Some(dir.clone());
     let node = Node::start(c.clone()).await.expect("start");
-    wait_for("committed", LIMIT, || node.shard_map().epoch >= 1).await;
-    let committed = node.shard_map();
+    wait_for("committed", LIMIT, || node.shards().map().epoch >= 1).await;
+    let committed = node.shards().map();
     node.shutdown(Duration::from_millis(100)).await;
     drop(node);
     // Same data dir: the map comes back from the log before any new write.
     let mut c2 = c.clone();
     c2.shards.bootstrap_delay = Duration::from_secs(3600);
     let again = Node::start(c2).await.expect("restart");
-    wait_for("recovered", LIMIT, || again.shard_map().epoch >= committed.epoch).await;
-    assert_eq!(again.shard_map().owners, committed.owners);
+    wait_for("recovered", LIMIT, || {
+        again.shards().map().epoch >= committed.epoch
+    })
+    .await;
+    assert_eq!(again.shards().map().owners, committed.owners);
     again.shutdown(Duration::from_millis(100)).await;
     drop(again);
 
@@ -288,14 +299,14 @@ async fn a_follower_rebalance_is_forwarded_to_the_leader() {
         tune(&mut c, 9);
         c.shards.auto_rebalance = false;
         let n = Node::start(c).await.expect("start");
-        n.set_shard_handler(Arc::new(Recorder::default()));
+        n.shards().set_handler(Arc::new(Recorder::default()));
         nodes.push(n);
         if i == 2 {
             for n in &nodes {
                 wait_for("3 up", LIMIT, || sees_up(n, &["n1", "n2", "n3"])).await;
             }
             wait_for("first map", LIMIT, || {
-                nodes.iter().all(|n| n.shard_map().counts().len() == 3)
+                nodes.iter().all(|n| n.shards().map().counts().len() == 3)
             })
             .await;
         }
@@ -303,17 +314,22 @@ async fn a_follower_rebalance_is_forwarded_to_the_leader() {
     for n in &nodes {
         wait_for("4 up", LIMIT, || sees_up(n, &["n1", "n2", "n3", "n4"])).await;
     }
-    let before = nodes[0].shard_map();
+    let before = nodes[0].shards().map();
     assert!(!before.counts().contains_key("n4"), "no automatic rebalance");
-    wait_for("a leader", LIMIT, || nodes[0].shard_leader().is_some()).await;
-    let leader = nodes[0].shard_leader().expect("leader");
+    wait_for("a leader", LIMIT, || nodes[0].shards().leader().is_some()).await;
+    let leader = nodes[0].shards().leader().expect("leader");
     let follower = nodes.iter().find(|n| n.id().name != leader).expect("follower");
-    assert!(follower.rebalance_shards().await, "forwarded proposal committed");
+    assert!(
+        follower.shards().rebalance().await,
+        "forwarded proposal committed"
+    );
     wait_for("everyone sees it", LIMIT, || {
-        nodes.iter().all(|n| n.shard_map().counts().get("n4") == Some(&2))
+        nodes
+            .iter()
+            .all(|n| n.shards().map().counts().get("n4") == Some(&2))
     })
     .await;
-    assert_eq!(before.moves_to(&nodes[0].shard_map()).len(), 2);
+    assert_eq!(before.moves_to(&nodes[0].shards().map()).len(), 2);
     for n in nodes {
         n.shutdown(Duration::from_millis(200)).await;
     }
@@ -343,16 +359,20 @@ async fn four_with_fast_replacement() -> (Vec<Node>, [&'static str; 4]) {
 async fn a_voter_down_too_long_is_replaced_by_a_learner() {
     let (nodes, all) = four_with_fast_replacement().await;
     wait_for("2/2/2/2 everywhere", LIMIT, || {
-        nodes.iter().all(|n| counts(&n.shard_map()) == vec![2, 2, 2, 2])
+        nodes
+            .iter()
+            .all(|n| counts(&n.shards().map()) == vec![2, 2, 2, 2])
     })
     .await;
     wait_for("voters n1..n3", LIMIT, || {
-        nodes.iter().all(|n| n.shard_voters() == vec!["n1", "n2", "n3"])
+        nodes
+            .iter()
+            .all(|n| n.shards().voters() == vec!["n1", "n2", "n3"])
     })
     .await;
     // Crash a voter that is not the leader, so the group keeps its leader
     // and the replacement is the voter-upkeep path alone.
-    let leader = nodes[0].shard_leader().expect("leader");
+    let leader = nodes[0].shards().leader().expect("leader");
     let victim = ["n1", "n2", "n3"]
         .into_iter()
         .find(|v| *v != leader)
@@ -367,12 +387,12 @@ async fn a_voter_down_too_long_is_replaced_by_a_learner() {
         .collect();
     expected.sort();
     wait_for("n4 replaced the dead voter", LIMIT, || {
-        survivors.iter().all(|n| n.shard_voters() == expected)
+        survivors.iter().all(|n| n.shards().voters() == expected)
     })
     .await;
     wait_for("rebalanced without the dead voter", LIMIT, || {
         survivors.iter().all(|n| {
-            let m = n.shard_map();
+            let m = n.shards().map();
             !m.counts().contains_key(victim) && m.counts().len() == 3
         })
     })
@@ -391,7 +411,7 @@ async fn a_dead_learner_leaves_the_raft_group() {
     wait_for("n4 is a learner everywhere", LIMIT, || {
         nodes
             .iter()
-            .all(|n| n.shard_voters() == vec!["n1", "n2", "n3"] && n.shard_learners() == vec!["n4"])
+            .all(|n| n.shards().voters() == vec!["n1", "n2", "n3"] && n.shards().learners() == vec!["n4"])
     })
     .await;
     nodes[3].abort();
@@ -399,7 +419,7 @@ async fn a_dead_learner_leaves_the_raft_group() {
     wait_for("the dead learner left the group", LIMIT, || {
         survivors
             .iter()
-            .all(|n| n.shard_learners().is_empty() && n.shard_voters() == vec!["n1", "n2", "n3"])
+            .all(|n| n.shards().learners().is_empty() && n.shards().voters() == vec!["n1", "n2", "n3"])
     })
     .await;
     for n in survivors {
@@ -421,18 +441,18 @@ async fn trio_with(
         tune(&mut c, shards);
         tweak(&mut c);
         let node = Node::start(c).await.expect("start");
-        node.set_shard_handler(handler());
+        node.shards().set_handler(handler());
         nodes.push(node);
     }
     for n in &nodes {
         wait_for("up", LIMIT, || sees_up(n, &["n1", "n2", "n3"])).await;
     }
     wait_for("one balanced map everywhere", LIMIT, || {
-        let m = nodes[0].shard_map();
-        m.counts().len() == 3 && nodes.iter().all(|n| n.shard_map() == m)
+        let m = nodes[0].shards().map();
+        m.counts().len() == 3 && nodes.iter().all(|n| n.shards().map() == m)
     })
     .await;
-    let map = nodes[0].shard_map();
+    let map = nodes[0].shards().map();
     (nodes, map)
 }
 
@@ -456,11 +476,11 @@ async fn route_without_a_committed_map_fails_fast_with_unassigned() {
     let node = Node::start(c).await.expect("start");
     let result = tokio::time::timeout(
         Duration::from_secs(60),
-        node.route(b"user-1", Bytes::from_static(b"x")),
+        node.shards().route(b"user-1", Bytes::from_static(b"x")),
     )
     .await
     .expect("route returned (first_map_wait, not route_timeout)");
-    assert_eq!(node.shard_map().epoch, 0);
+    assert_eq!(node.shards().map().epoch, 0);
     assert_eq!(
         result,
         Err(weft::RouteError::Unassigned {
@@ -490,6 +510,7 @@ async fn route_ack_names_the_accepting_owner_at_the_committed_epoch() {
         let from = &nodes[(k % 3) as usize];
         let key = format!("user-{k}");
         let ack = from
+            .shards()
             .route(key.as_bytes(), Bytes::from(k.to_string()))
             .await
             .expect("acknowledged");
@@ -544,7 +565,7 @@ async fn a_panicking_handler_fails_the_route_at_once_with_handler_failed() {
     for from in &nodes {
         let result = tokio::time::timeout(
             Duration::from_secs(60),
-            from.route(key.as_bytes(), Bytes::from_static(b"boom")),
+            from.shards().route(key.as_bytes(), Bytes::from_static(b"boom")),
         )
         .await
         .expect("route returned (not retried until route_timeout)");
@@ -561,6 +582,7 @@ async fn a_panicking_handler_fails_the_route_at_once_with_handler_failed() {
     }
     // The owner keeps serving the shard.
     let ack = nodes[1]
+        .shards()
         .route(key.as_bytes(), Bytes::from_static(b"fine"))
         .await
         .expect("acknowledged after a handler failure");
@@ -590,7 +612,7 @@ async fn routes_to_a_down_owner_time_out_naming_it_unreachable() {
     wait_for("n1 sees n3 down", LIMIT, || !sees_up(&nodes[0], &["n3"])).await;
     let result = tokio::time::timeout(
         Duration::from_secs(60),
-        nodes[0].route(key.as_bytes(), Bytes::from_static(b"x")),
+        nodes[0].shards().route(key.as_bytes(), Bytes::from_static(b"x")),
     )
     .await
     .expect("route returned");
@@ -604,7 +626,7 @@ async fn routes_to_a_down_owner_time_out_naming_it_unreachable() {
         }
         other => panic!("expected a timeout naming n3 unreachable, got {other:?}"),
     }
-    assert_eq!(nodes[0].shard_map().epoch, map.epoch, "no rebalance happened");
+    assert_eq!(nodes[0].shards().map().epoch, map.epoch, "no rebalance happened");
     for n in &nodes[..2] {
         n.shutdown(Duration::from_millis(200)).await;
     }
@@ -621,13 +643,13 @@ async fn an_owner_without_a_handler_times_out_naming_the_shard_not_acquired() {
         c.shards.route_timeout = Duration::from_secs(1);
         let node = Node::start(c).await.expect("start");
         if name != "n3" {
-            node.set_shard_handler(Arc::new(Recorder::default()));
+            node.shards().set_handler(Arc::new(Recorder::default()));
         }
         nodes.push(node);
     }
     wait_for("one map giving n3 shards, seen everywhere", LIMIT, || {
-        let m = nodes[0].shard_map();
-        m.counts().len() == 3 && nodes.iter().all(|n| n.shard_map() == m)
+        let m = nodes[0].shards().map();
+        m.counts().len() == 3 && nodes.iter().all(|n| n.shards().map() == m)
     })
     .await;
     // Holding a lease, n3 is refused for want of a handler, not fenced.
@@ -641,12 +663,16 @@ async fn an_owner_without_a_handler_times_out_naming_the_shard_not_acquired() {
             > 0
     })
     .await;
-    let map = nodes[0].shard_map();
+    let map = nodes[0].shards().map();
     let shard = (0..6)
         .find(|s| map.owner(*s) == Some("n3"))
         .expect("n3 owns a shard");
     let key = key_of(&map, shard);
-    match nodes[0].route(key.as_bytes(), Bytes::from_static(b"x")).await {
+    match nodes[0]
+        .shards()
+        .route(key.as_bytes(), Bytes::from_static(b"x"))
+        .await
+    {
         Err(weft::RouteError::Timeout {
             last: weft::RouteFailure::NotAcquired { node, shard: s },
             ..

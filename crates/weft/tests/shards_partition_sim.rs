@@ -192,10 +192,10 @@ fn sending(name: &'static str, book: &Arc<Book>, stop: &Arc<AtomicBool>) -> Setu
     Rc::new(move |node: Node, run| {
         // A new run holds nothing until its handler hears otherwise.
         book.open.lock().expect("lock").retain(|(n, _), _| *n != name);
-        node.set_shard_handler(Arc::new(Recorder {
+        node.shards().set_handler(Arc::new(Recorder {
             name,
             run,
-            map: node.watch_shard_map(),
+            map: node.shards().watch_map(),
             book: book.clone(),
         }));
         let stop = stop.clone();
@@ -209,7 +209,7 @@ fn sending(name: &'static str, book: &Arc<Book>, stop: &Arc<AtomicBool>) -> Setu
                     // Bounded: the simulation ends long before this.
                     while !stop.load(Ordering::Relaxed) && i < 100_000 {
                         let payload = bytes::Bytes::from(format!("{name}-{shard}-{i}"));
-                        let _ = node.route(key.as_bytes(), payload).await;
+                        let _ = node.shards().route(key.as_bytes(), payload).await;
                         tokio::time::sleep(SEND_PAUSE).await;
                         i += 1;
                     }
@@ -234,7 +234,7 @@ impl Maps {
             if running[i]
                 && let Some(node) = nodes.get(n)
             {
-                let m = node.shard_map();
+                let m = node.shards().map();
                 if m.epoch > 0 {
                     self.0.entry(m.epoch).or_insert(m.owners);
                 }
@@ -301,7 +301,7 @@ fn run_seed(seed: u64) -> Found {
     run_until(&mut s, seed, "a balanced map everywhere", LIMIT, || {
         NAMES.iter().all(|n| {
             nodes.get(n).is_some_and(|x| {
-                x.shard_map().counts().values().copied().collect::<Vec<_>>() == vec![4, 4, 4]
+                x.shards().map().counts().values().copied().collect::<Vec<_>>() == vec![4, 4, 4]
             })
         })
     });
@@ -330,7 +330,7 @@ fn run_seed(seed: u64) -> Found {
         schedule.push(format!("cut {victim} at {:?} for {cut_for:?}", s.elapsed()));
         cut(&s, victim, true);
         run_sampling(&mut s, seed, cut_for, &nodes, &running, &mut maps);
-        let victim_epoch = nodes.get(victim).map_or(0, |n| n.shard_map().epoch);
+        let victim_epoch = nodes.get(victim).map_or(0, |n| n.shards().map().epoch);
         cut(&s, victim, false);
         heals.push(Heal {
             at: s.elapsed(),

@@ -34,7 +34,7 @@ fn idle() -> Setup {
 }
 
 fn map_of(nodes: &Nodes, n: &str) -> Option<weft::ShardMap> {
-    nodes.get(n).map(|n| n.shard_map())
+    nodes.get(n).map(|n| n.shards().map())
 }
 
 /// n1..n3 with `tune`, no handler, n2 and n3 joining through n1.
@@ -89,7 +89,7 @@ fn a_minority_cannot_commit_and_heals_to_one_map() {
         let outcome = std::rc::Rc::new(std::cell::Cell::new(None));
         let seen = outcome.clone();
         s.client("n3-proposer", async move {
-            seen.set(Some(n3.rebalance_shards().await));
+            seen.set(Some(n3.shards().rebalance().await));
             Ok(())
         });
         run_until(&mut s, seed, "minority proposal answered", LIMIT, || {
@@ -138,14 +138,17 @@ fn sink(asks: Asks) -> Setup {
     Rc::new(move |node: Node, _| {
         let asks = asks.clone();
         Box::pin(async move {
-            node.set_shard_handler(std::sync::Arc::new(Sink));
+            node.shards().set_handler(std::sync::Arc::new(Sink));
             // Bounded by the simulation's duration.
             let work = async {
                 loop {
                     let next = asks.borrow_mut().pop();
                     match next {
                         Some((key, out)) => {
-                            let r = node.route(key.as_bytes(), bytes::Bytes::from_static(b"x")).await;
+                            let r = node
+                                .shards()
+                                .route(key.as_bytes(), bytes::Bytes::from_static(b"x"))
+                                .await;
                             *out.borrow_mut() = Some(r);
                         }
                         None => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -254,7 +257,7 @@ fn a_node_back_from_a_partition_does_not_depose_the_leader() {
         run_until(&mut s, seed, "one map and one leader everywhere", LIMIT, || {
             let leaders: Vec<_> = ["n1", "n2", "n3"]
                 .iter()
-                .map(|n| nodes.get(n).and_then(|n| n.shard_leader()))
+                .map(|n| nodes.get(n).and_then(|n| n.shards().leader()))
                 .collect();
             leaders[0].is_some()
                 && leaders.windows(2).all(|w| w[0] == w[1])
@@ -262,7 +265,7 @@ fn a_node_back_from_a_partition_does_not_depose_the_leader() {
         });
         // Let the group settle (voter set, first rebalances).
         run_for(&mut s, seed, Duration::from_secs(3));
-        let leader = nodes.get("n1").and_then(|n| n.shard_leader()).expect("leader");
+        let leader = nodes.get("n1").and_then(|n| n.shards().leader()).expect("leader");
         let follower = ["n1", "n2", "n3"]
             .into_iter()
             .find(|n| *n != leader)
@@ -274,7 +277,7 @@ fn a_node_back_from_a_partition_does_not_depose_the_leader() {
         let leads = |nodes: &Nodes| {
             nodes
                 .get(&leader)
-                .and_then(|n| n.shard_leader())
+                .and_then(|n| n.shards().leader())
                 .is_some_and(|l| l == leader)
         };
         for o in &others {
@@ -302,7 +305,7 @@ fn a_node_back_from_a_partition_does_not_depose_the_leader() {
         }
         let back = nodes
             .get(follower)
-            .and_then(|n| n.shard_leader())
+            .and_then(|n| n.shards().leader())
             .expect("the follower knows a leader");
         assert_eq!(
             back, leader,
@@ -354,7 +357,7 @@ fn a_partition_before_bootstrap_starts_no_second_group() {
             let map = map_of(&nodes, n).expect("node");
             assert_eq!(map.epoch, 0, "seed {seed}: {n} committed a map while split");
             assert!(
-                nodes.get(n).expect("node").shard_voters().is_empty(),
+                nodes.get(n).expect("node").shards().voters().is_empty(),
                 "seed {seed}: {n} bootstrapped a group while split"
             );
         }
@@ -374,7 +377,7 @@ fn a_partition_before_bootstrap_starts_no_second_group() {
                     .is_some_and(|m| m.counts().values().copied().collect::<Vec<_>>() == vec![3, 3, 3, 3])
             })
         });
-        let voters = nodes.get("n0").expect("n0").shard_voters();
+        let voters = nodes.get("n0").expect("n0").shards().voters();
         assert_eq!(
             voters,
             vec!["n1", "n2", "n3"],
@@ -460,7 +463,7 @@ fn recording(name: &'static str, book: &std::sync::Arc<Book>) -> Setup {
             .lock()
             .expect("lock")
             .insert(name.to_string(), Default::default());
-        node.set_shard_handler(std::sync::Arc::new(Recorder {
+        node.shards().set_handler(std::sync::Arc::new(Recorder {
             name,
             run,
             book: book.clone(),

@@ -60,7 +60,7 @@ fn three_nodes_discover_each_other_from_one_seed() {
         eprintln!("seed {seed}: all up after {took:?}");
         // n2 and n3 never had each other's address: they learned it.
         run_until(&mut s, seed, "n2-n3 link", LIMIT, || {
-            nodes.get("n2").is_some_and(|n| n.is_linked("n3"))
+            nodes.get("n2").is_some_and(|n| n.membership().is_linked("n3"))
         });
         // Stable: nobody is suspected or dropped in a quiet cluster.
         run_for(&mut s, seed, Duration::from_secs(10));
@@ -70,7 +70,7 @@ fn three_nodes_discover_each_other_from_one_seed() {
         );
         for n in NAMES {
             let node = nodes.get(n).expect("running");
-            let connected = node.links().iter().filter(|l| l.connected).count();
+            let connected = node.membership().links().iter().filter(|l| l.connected).count();
             assert_eq!(
                 connected, 2,
                 "seed {seed}: {n} should hold exactly one link per peer"
@@ -114,7 +114,10 @@ fn partition_marks_down_within_detection_time_and_heals() {
         run_until(&mut s, seed, "links back after heal", LIMIT, || {
             NAMES.iter().all(|o| {
                 let node = nodes.get(o).expect("running");
-                NAMES.iter().filter(|n| *n != o).all(|n| node.is_linked(n))
+                NAMES
+                    .iter()
+                    .filter(|n| *n != o)
+                    .all(|n| node.membership().is_linked(n))
             })
         });
         // Healing keeps incarnations: a partitioned node is the same run.
@@ -137,7 +140,7 @@ fn crash_and_restart_is_a_new_incarnation_with_no_old_state() {
         for o in ["n1", "n2"] {
             let node = nodes.get(o).expect("running");
             assert!(
-                !node.is_linked("n3"),
+                !node.membership().is_linked("n3"),
                 "seed {seed}: {o} still linked to a crashed node"
             );
         }
@@ -154,14 +157,24 @@ fn crash_and_restart_is_a_new_incarnation_with_no_old_state() {
         run_until(&mut s, seed, "links to the new run", LIMIT, || {
             ["n1", "n2"]
                 .iter()
-                .all(|o| nodes.get(o).is_some_and(|n| n.is_linked("n3")))
+                .all(|o| nodes.get(o).is_some_and(|n| n.membership().is_linked("n3")))
         });
         // No trace of the old run: every link and member entry names run 2.
         for o in ["n1", "n2"] {
             let node = nodes.get(o).expect("running");
-            let link = node.links().into_iter().find(|l| l.peer == "n3").expect("link");
+            let link = node
+                .membership()
+                .links()
+                .into_iter()
+                .find(|l| l.peer == "n3")
+                .expect("link");
             assert_eq!(link.incarnation, Some(2), "seed {seed}: {o}");
-            let count = node.members().iter().filter(|m| m.name == "n3").count();
+            let count = node
+                .membership()
+                .members()
+                .iter()
+                .filter(|m| m.name == "n3")
+                .count();
             assert_eq!(count, 1, "seed {seed}: {o} lists n3 once");
         }
     }
@@ -180,14 +193,24 @@ fn simultaneous_dials_leave_exactly_one_agreed_connection() {
         add_node(&mut s, &nodes, "a", &["b"], seed, defaults);
         add_node(&mut s, &nodes, "b", &["a"], seed, defaults);
         run_until(&mut s, seed, "a-b linked both ways", LIMIT, || {
-            nodes.get("a").is_some_and(|n| n.is_linked("b"))
-                && nodes.get("b").is_some_and(|n| n.is_linked("a"))
+            nodes.get("a").is_some_and(|n| n.membership().is_linked("b"))
+                && nodes.get("b").is_some_and(|n| n.membership().is_linked("a"))
         });
         run_for(&mut s, seed, Duration::from_secs(3));
         let a = nodes.get("a").expect("a");
         let b = nodes.get("b").expect("b");
-        let la = a.links().into_iter().find(|l| l.peer == "b").expect("a's link");
-        let lb = b.links().into_iter().find(|l| l.peer == "a").expect("b's link");
+        let la = a
+            .membership()
+            .links()
+            .into_iter()
+            .find(|l| l.peer == "b")
+            .expect("a's link");
+        let lb = b
+            .membership()
+            .links()
+            .into_iter()
+            .find(|l| l.peer == "a")
+            .expect("b's link");
         assert!(la.connected && lb.connected, "seed {seed}");
         assert_ne!(
             la.dialed_by_us, lb.dialed_by_us,
@@ -199,8 +222,9 @@ fn simultaneous_dials_leave_exactly_one_agreed_connection() {
             assert_eq!(st.links_up - st.links_down, 1, "seed {seed}: one live link");
         }
         // Data flows on the surviving connection, both ways.
-        let rx = b.open_channel(1, 1 << 16).expect("channel");
-        a.try_send_data("b", 1, bytes::Bytes::from_static(b"ping"))
+        let rx = b.channels().open(1, 1 << 16).expect("channel");
+        a.channels()
+            .try_send("b", 1, bytes::Bytes::from_static(b"ping"))
             .expect("queued");
         run_until(&mut s, seed, "delivery", LIMIT, || {
             let mut got = Vec::new();

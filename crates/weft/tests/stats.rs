@@ -19,7 +19,10 @@ async fn messaging_pubsub_membership_and_link_counters() {
     for n in [&a, &b] {
         wait_for("both up", LIMIT, || sees_up(n, &["a", "b"])).await;
     }
-    wait_for("linked", LIMIT, || a.is_linked("b") && b.is_linked("a")).await;
+    wait_for("linked", LIMIT, || {
+        a.membership().is_linked("b") && b.membership().is_linked("a")
+    })
+    .await;
 
     let s = a.stats();
     assert!(s.membership_events.get("up").copied().unwrap_or(0) >= 1, "{s:?}");
@@ -28,18 +31,27 @@ async fn messaging_pubsub_membership_and_link_counters() {
     assert_eq!(to_b.reconnects(), to_b.connections - 1);
 
     // Messaging: a tell, a call, a group publish, each counted once.
-    let inbox = b.spawn_mailbox();
-    b.register("inbox", &inbox).expect("register");
+    let inbox = b.mailboxes().spawn();
+    b.mailboxes().register("inbox", &inbox).expect("register");
     b.groups().join("g", inbox.pid()).expect("join");
     wait_for("name and group known on a", LIMIT, || {
-        !a.whereis("inbox").is_empty() && a.groups().members("g").len() == 1
+        !a.mailboxes().whereis("inbox").is_empty() && a.groups().members("g").len() == 1
     })
     .await;
     assert!(b.registry_local_entries() >= 2, "a name and a group member");
     let pid = inbox.pid().clone();
-    a.send(&pid, Message::new("tell", "x")).await.expect("tell");
+    a.mailboxes()
+        .send(&pid, Message::new("tell", "x"))
+        .await
+        .expect("tell");
     let caller = a.clone();
-    let call = tokio::spawn(async move { caller.call(&pid, Message::new("get", ""), LIMIT).await });
+    let call = tokio::spawn(async move {
+        caller
+            .mailboxes()
+            .call(&pid, Message::new("get", ""))
+            .timeout(LIMIT)
+            .await
+    });
     a.groups()
         .publish("g", Message::new("all", "y"))
         .await
@@ -59,9 +71,13 @@ async fn messaging_pubsub_membership_and_link_counters() {
     assert_eq!(b.stats().messages_delivered, 3);
 
     // Pub/sub: one publish, two local deliveries on b.
-    let subs = [b.subscribe("t.*").expect("sub"), b.subscribe("t.>").expect("sub")];
-    wait_for("interest on a", LIMIT, || a.has_interest("t.x")).await;
-    a.publish("t.x", vec![], Bytes::from_static(b"m"))
+    let subs = [
+        b.pubsub().subscribe("t.*").expect("sub"),
+        b.pubsub().subscribe("t.>").expect("sub"),
+    ];
+    wait_for("interest on a", LIMIT, || a.pubsub().has_interest("t.x")).await;
+    a.pubsub()
+        .publish("t.x", Bytes::from_static(b"m"))
         .await
         .expect("publish");
     for sub in &subs {

@@ -113,7 +113,8 @@ fn tls_failures(n: &Node) -> u64 {
 /// arrive in order.
 async fn exchange(from: &Node, to: &str, rx: &weft::ChannelReceiver, tag: &str, count: u32) {
     for i in 0..count {
-        from.send_data(to, CH, Bytes::from(format!("{tag} {i}")))
+        from.channels()
+            .send(to, CH, Bytes::from(format!("{tag} {i}")))
             .await
             .expect("queue");
     }
@@ -144,11 +145,11 @@ async fn mutual_tls_links_same_ca_and_refuses_another() {
         wait_for("n1 and n2 up", LIMIT, || sees_up(n, &["n1", "n2"])).await;
     }
     wait_for("n1 and n2 linked over TLS", LIMIT, || {
-        n1.is_linked("n2") && n2.is_linked("n1")
+        n1.membership().is_linked("n2") && n2.membership().is_linked("n1")
     })
     .await;
-    let rx1 = n1.open_channel(CH, 1 << 20).expect("channel on n1");
-    let rx2 = n2.open_channel(CH, 1 << 20).expect("channel on n2");
+    let rx1 = n1.channels().open(CH, 1 << 20).expect("channel on n1");
+    let rx2 = n2.channels().open(CH, 1 << 20).expect("channel on n2");
     exchange(&n2, "n1", &rx1, "to n1", 100).await;
     exchange(&n1, "n2", &rx2, "to n2", 100).await;
 
@@ -162,11 +163,11 @@ async fn mutual_tls_links_same_ca_and_refuses_another() {
     let until = tokio::time::Instant::now() + Duration::from_secs(3);
     while tokio::time::Instant::now() < until {
         for (n, peer) in [(&n1, "n3"), (&n2, "n3"), (&n3, "n1"), (&n3, "n2")] {
-            assert!(!n.is_linked(peer), "{} linked to {peer}", n.id());
+            assert!(!n.membership().is_linked(peer), "{} linked to {peer}", n.id());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(n1.is_linked("n2") && n2.is_linked("n1"));
+    assert!(n1.membership().is_linked("n2") && n2.membership().is_linked("n1"));
     exchange(&n2, "n1", &rx1, "again to n1", 100).await;
     exchange(&n1, "n2", &rx2, "again to n2", 100).await;
 

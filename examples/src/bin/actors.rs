@@ -45,13 +45,19 @@ async fn run() -> anyhow::Result<()> {
     let (n1, n2, n3) = (&nodes[0], &nodes[1], &nodes[2]);
 
     // The counter lives on n2 under a name: callers need not know its pid.
-    let mailbox = n2.spawn_mailbox();
-    n2.register("counter", &mailbox)?;
+    let mailbox = n2.mailboxes().spawn();
+    n2.mailboxes().register("counter", &mailbox)?;
     println!("n2 runs actor {} registered as \"counter\"", mailbox.pid());
     let actor = tokio::spawn(counter(mailbox));
     // Names are replicated to every node asynchronously.
-    wait_until("n1 resolves the name", || !n1.whereis("counter").is_empty()).await?;
-    println!("n1 whereis(\"counter\") = {:?}", n1.whereis("counter"));
+    wait_until("n1 resolves the name", || {
+        !n1.mailboxes().whereis("counter").is_empty()
+    })
+    .await?;
+    println!(
+        "n1 whereis(\"counter\") = {:?}",
+        n1.mailboxes().whereis("counter")
+    );
 
     // Tells are fire-and-forget; a call after them sees their effect
     // (FIFO per sender->receiver).
@@ -60,11 +66,15 @@ async fn run() -> anyhow::Result<()> {
         name: "counter".into(),
     };
     for n in [5u64, 10, 27] {
-        n1.send(counter_on_n2.clone(), Message::typed("add", &n)?).await?;
+        n1.mailboxes()
+            .send(counter_on_n2.clone(), Message::typed("add", &n)?)
+            .await?;
         println!("n1 tells counter add {n}");
     }
     let reply = n1
-        .call(counter_on_n2, Message::new("get", ""), Duration::from_secs(5))
+        .mailboxes()
+        .call(counter_on_n2, Message::new("get", ""))
+        .timeout(Duration::from_secs(5))
         .await?;
     let total: u64 = reply.decode()?;
     println!("n1 calls counter get -> {total}");
@@ -72,11 +82,13 @@ async fn run() -> anyhow::Result<()> {
 
     // A mailbox that no longer exists: the target node answers, and the
     // caller gets a typed error at once instead of a timeout.
-    let short_lived = n3.spawn_mailbox();
+    let short_lived = n3.mailboxes().spawn();
     let gone = short_lived.pid().clone();
     drop(short_lived);
     match n1
-        .call(&gone, Message::new("get", ""), Duration::from_secs(5))
+        .mailboxes()
+        .call(&gone, Message::new("get", ""))
+        .timeout(Duration::from_secs(5))
         .await
     {
         Err(CallError::NoSuchMailbox) => println!("n1 calls dropped mailbox {gone} -> NoSuchMailbox"),
@@ -84,8 +96,8 @@ async fn run() -> anyhow::Result<()> {
     }
     // A tell to it returns once queued on the link; n3 drops it and
     // reports it back, so n1 sees a dead letter instead of nothing.
-    let mut dead_letters = n1.dead_letters();
-    n1.send(&gone, Message::new("add", "")).await?;
+    let mut dead_letters = n1.mailboxes().dead_letters();
+    n1.mailboxes().send(&gone, Message::new("add", "")).await?;
     let letter = tokio::time::timeout(Duration::from_secs(5), dead_letters.recv()).await;
     match letter {
         Ok(Some(l)) if l.reason == DeadReason::NoSuchMailbox => {
@@ -100,13 +112,15 @@ async fn run() -> anyhow::Result<()> {
     // A node that crashes: the call fails with NodeDown as soon as
     // membership declares n3 down (about 1-2 s with default settings),
     // not after the call's own timeout.
-    let doomed = n3.spawn_mailbox();
+    let doomed = n3.mailboxes().spawn();
     let pid = doomed.pid().clone();
     n3.abort();
     println!("n3 crashes (abort, no goodbye)");
     let started = Instant::now();
     match n1
-        .call(&pid, Message::new("get", ""), Duration::from_secs(30))
+        .mailboxes()
+        .call(&pid, Message::new("get", ""))
+        .timeout(Duration::from_secs(30))
         .await
     {
         Err(CallError::NodeDown(node)) => {

@@ -28,12 +28,13 @@ async fn main() -> anyhow::Result<()> {
 /// on that node (at most once, like NATS core).
 fn interest_known(publisher: &Node, subscriber: &Node) -> bool {
     let known = publisher
+        .pubsub()
         .remote_interest()
         .get(&subscriber.id().name)
         .copied()
         .unwrap_or(0);
     // +1: every node also advertises the inbox its requests' replies use.
-    known > subscriber.local_interest().len()
+    known > subscriber.pubsub().local_interest().len()
 }
 
 /// Takes what arrived on `sub` so far.
@@ -50,13 +51,13 @@ async fn run() -> anyhow::Result<()> {
 
     // n1 wants new orders only (`*` matches exactly one token); n2 wants
     // everything under `orders` (`>` matches one or more tokens).
-    let new_orders = n1.subscribe("orders.*")?;
-    let all_orders = n2.subscribe("orders.>")?;
+    let new_orders = n1.pubsub().subscribe("orders.*")?;
+    let all_orders = n2.pubsub().subscribe("orders.>")?;
     // Billing runs one worker on n1 and one on n2: a queue group, so each
     // order is billed once, not once per worker.
     let billing = [
-        n1.queue_subscribe("orders.>", "billing")?,
-        n2.queue_subscribe("orders.>", "billing")?,
+        n1.pubsub().queue_subscribe("orders.>", "billing")?,
+        n2.pubsub().queue_subscribe("orders.>", "billing")?,
     ];
     wait_until("n3 knows the interest of n1 and n2", || {
         interest_known(n3, n1) && interest_known(n3, n2)
@@ -72,12 +73,14 @@ async fn run() -> anyhow::Result<()> {
         "orders.us.paid",
     ];
     for (i, subject) in subjects.iter().enumerate() {
-        n3.publish(subject, vec![], Bytes::from(format!("order-{i}")))
+        n3.pubsub()
+            .publish(subject, Bytes::from(format!("order-{i}")))
             .await?;
         println!("n3 publishes {subject} order-{i}");
     }
     // A plain `shipping` subject nobody subscribed to: no node gets it.
-    n3.publish("shipping.new", vec![], Bytes::from_static(b"parcel"))
+    n3.pubsub()
+        .publish("shipping.new", Bytes::from_static(b"parcel"))
         .await?;
 
     let total = subjects.len();

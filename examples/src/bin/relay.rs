@@ -67,7 +67,7 @@ async fn run() -> anyhow::Result<()> {
     .await?;
     let (origin, edge) = (&nodes[0], &nodes[1]);
 
-    let publisher = origin.publish_stream("live/cam1", StreamPolicy::default())?;
+    let publisher = origin.streams().publish("live/cam1", StreamPolicy::default())?;
     // Codec headers: every viewer needs them before any frame.
     publisher.send(StreamFrame {
         seq: 0,
@@ -80,14 +80,14 @@ async fn run() -> anyhow::Result<()> {
     println!("n1 publishes live/cam1: config frame, frames 1..=12 (keyframe every {GOP})");
 
     wait_until("n2 locates the origin", || {
-        edge.locate_stream("live/cam1").is_some()
+        edge.streams().locate("live/cam1").is_some()
     })
     .await?;
-    println!("n2 locates live/cam1 at {:?}", edge.locate_stream("live/cam1"));
+    println!("n2 locates live/cam1 at {:?}", edge.streams().locate("live/cam1"));
 
     // The first viewer makes n2 pull the stream from n1: it gets the
     // config frame, then the GOP since keyframe 10, then live frames.
-    let first = edge.subscribe_stream("live/cam1").await?;
+    let first = edge.streams().subscribe("live/cam1").await?;
     let start = play(&first, 4).await?;
     println!("viewer A on n2 starts with {:?}", seqs(&start));
     ensure!(
@@ -100,7 +100,7 @@ async fn run() -> anyhow::Result<()> {
     println!("viewer A plays live {:?}", seqs(&live));
 
     // A late viewer: same edge, no new pull; it starts at keyframe 20.
-    let late = edge.subscribe_stream("live/cam1").await?;
+    let late = edge.streams().subscribe("live/cam1").await?;
     let late_start = play(&late, 7).await?;
     println!("late viewer B on n2 starts with {:?}", seqs(&late_start));
     ensure!(

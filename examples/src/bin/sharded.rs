@@ -66,7 +66,7 @@ async fn run() -> anyhow::Result<()> {
                 node: n.id().name.clone(),
                 per_shard: Mutex::new(BTreeMap::new()),
             });
-            n.set_shard_handler(p.clone());
+            n.shards().set_handler(p.clone());
             p
         })
         .collect();
@@ -75,12 +75,12 @@ async fn run() -> anyhow::Result<()> {
     // `Unassigned` (after `first_map_wait`).
     wait_until("a committed map with every node owning shards", || {
         nodes.iter().all(|n| {
-            let map = n.shard_map();
+            let map = n.shards().map();
             map.epoch >= 1 && map.counts().len() == names.len()
         })
     })
     .await?;
-    let map = nodes[0].shard_map();
+    let map = nodes[0].shards().map();
     let owners: Vec<&str> = map.owners.iter().map(|o| o.as_deref().unwrap_or("-")).collect();
     println!(
         "committed map, epoch {}: shards per node {:?}",
@@ -95,6 +95,7 @@ async fn run() -> anyhow::Result<()> {
         let key = format!("user-{}", i % 20);
         let sender = &nodes[(i % 3) as usize];
         let ack = sender
+            .shards()
             .route(key.as_bytes(), Bytes::from(format!("click {i}")))
             .await?;
         if i < 4 {

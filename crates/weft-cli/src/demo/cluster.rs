@@ -123,13 +123,14 @@ impl Cluster {
         say(format_args!("started {} in this process", addrs.join(", ")));
         for node in &cluster.nodes {
             let counter = Arc::new(ShardCounter::default());
-            node.set_shard_handler(counter.clone());
+            node.shards().set_handler(counter.clone());
             cluster.counters.push(counter);
-            let mailbox = node.spawn_mailbox();
+            let mailbox = node.mailboxes().spawn();
             node.groups()
                 .join(GROUP, mailbox.pid())
                 .context("joining the demo process group")?;
             let subscription = node
+                .pubsub()
                 .subscribe(&format!("demo.node.{}", node.id().name))
                 .context("subscribing")?;
             cluster._presence.push(Presence {
@@ -142,7 +143,11 @@ impl Cluster {
             nodes.iter().all(|n| {
                 NAMES.iter().all(|peer| {
                     *peer == n.id().name
-                        || (n.member(peer).is_some_and(|m| m.state == MemberState::Up) && n.is_linked(peer))
+                        || (n
+                            .membership()
+                            .member(peer)
+                            .is_some_and(|m| m.state == MemberState::Up)
+                            && n.membership().is_linked(peer))
                 })
             })
         })
@@ -157,9 +162,9 @@ impl Cluster {
             || {
                 nodes.iter().all(|n| {
                     n.groups().members(GROUP).len() == NAMES.len()
-                        && NAMES
-                            .iter()
-                            .all(|peer| *peer == n.id().name || n.remote_interest().contains_key(*peer))
+                        && NAMES.iter().all(|peer| {
+                            *peer == n.id().name || n.pubsub().remote_interest().contains_key(*peer)
+                        })
                 })
             },
         )
@@ -167,16 +172,16 @@ impl Cluster {
         let committed = wait::until("the first shard map to commit on every node", FORM_LIMIT, || {
             nodes
                 .iter()
-                .all(|n| n.shard_map().epoch >= 1 && n.shard_map().counts().len() == NAMES.len())
+                .all(|n| n.shards().map().epoch >= 1 && n.shards().map().counts().len() == NAMES.len())
         })
         .await?;
-        let map = nodes[0].shard_map();
+        let map = nodes[0].shards().map();
         say(format_args!(
             "shard map: epoch {}, {} shards over {} nodes, committed through Raft (leader {}) ({})",
             map.epoch,
             map.shard_count(),
             map.counts().len(),
-            nodes[0].shard_leader().unwrap_or_else(|| "?".into()),
+            nodes[0].shards().leader().unwrap_or_else(|| "?".into()),
             secs(meshed + committed)
         ));
         Ok(cluster)

@@ -27,9 +27,10 @@ fn victim_entries(node: &Node) -> (usize, usize, usize) {
         .iter()
         .filter(|p| p.node == VICTIM)
         .count();
-    let patterns = node.remote_interest().get(VICTIM).copied().unwrap_or(0);
+    let patterns = node.pubsub().remote_interest().get(VICTIM).copied().unwrap_or(0);
     let origins = node
         .streams()
+        .list()
         .iter()
         .filter(|s| s.key == KEY)
         .map(|s| s.origins.iter().filter(|o| *o == VICTIM).count())
@@ -40,10 +41,10 @@ fn victim_entries(node: &Node) -> (usize, usize, usize) {
 /// Runs the step; `live` is what step 3 left running.
 pub async fn run(cluster: &mut Cluster, live: &Live, events: u64) -> anyhow::Result<()> {
     let survivors = ["n2", "n3"];
-    let before = cluster.node("n2")?.shard_map();
+    let before = cluster.node("n2")?.shards().map();
     let owned = before.counts().get(VICTIM).copied().unwrap_or(0);
     let held = victim_entries(cluster.node("n2")?);
-    let leader = if cluster.node("n2")?.shard_leader().as_deref() == Some(VICTIM) {
+    let leader = if cluster.node("n2")?.shards().leader().as_deref() == Some(VICTIM) {
         ", led the shard map's Raft group"
     } else {
         ""
@@ -67,7 +68,12 @@ pub async fn run(cluster: &mut Cluster, live: &Live, events: u64) -> anyhow::Res
         let nodes = [cluster.node(survivors[0])?, cluster.node(survivors[1])?];
         wait::until(&format!("n2 and n3 to declare {VICTIM} down"), LIMIT, || {
             for (at, node) in down_at.iter_mut().zip(nodes) {
-                if at.is_none() && node.member(VICTIM).is_some_and(|m| m.state == MemberState::Down) {
+                if at.is_none()
+                    && node
+                        .membership()
+                        .member(VICTIM)
+                        .is_some_and(|m| m.state == MemberState::Down)
+                {
                     *at = Some(killed_at.elapsed());
                 }
             }
@@ -147,13 +153,13 @@ pub async fn run(cluster: &mut Cluster, live: &Live, events: u64) -> anyhow::Res
     // Shard rebalance.
     wait::until("a map without n1 committed on n2 and n3", LIMIT, || {
         [n2, n3].iter().all(|n| {
-            let m = n.shard_map();
+            let m = n.shards().map();
             m.epoch > before.epoch && !m.counts().contains_key(VICTIM) && m.owners.iter().all(Option::is_some)
         })
     })
     .await
     .context("shard rebalance")?;
-    let after = n2.shard_map();
+    let after = n2.shards().map();
     let moved = before.moves_to(&after);
     say(format_args!(
         "shard rebalance ({} after the crash): epoch {} → {}, owners {}, {} shards moved (only n1's), \
@@ -163,7 +169,7 @@ pub async fn run(cluster: &mut Cluster, live: &Live, events: u64) -> anyhow::Res
         after.epoch,
         owners(&after),
         moved.len(),
-        n2.shard_leader().unwrap_or_else(|| "?".into())
+        n2.shards().leader().unwrap_or_else(|| "?".into())
     ));
     if moved.iter().any(|s| before.owner(*s) != Some(VICTIM)) || moved.len() != owned {
         bail!("shard rebalance: moved {moved:?}, expected exactly n1's {owned} shards");

@@ -45,10 +45,11 @@ pub async fn run(cluster: &Cluster, count: u64) -> anyhow::Result<()> {
         thousands(count)
     ));
     let sub = n2
+        .pubsub()
         .subscribe_with_capacity("demo.events.>", None, QUEUE_BYTES)
         .context("subscribing on n2")?;
     let propagated = wait::until("n1 to learn n2's interest", Duration::from_secs(10), || {
-        n1.has_interest("demo.events.0")
+        n1.pubsub().has_interest("demo.events.0")
     })
     .await?;
     say(format_args!("n1 learnt n2's interest in {}", secs(propagated)));
@@ -75,7 +76,8 @@ pub async fn run(cluster: &Cluster, count: u64) -> anyhow::Result<()> {
     let publisher = async {
         let started = Instant::now();
         for seq in 0..count {
-            n1.publish(&format!("demo.events.{}", seq % 8), Vec::new(), payload(seq))
+            n1.pubsub()
+                .publish(&format!("demo.events.{}", seq % 8), payload(seq))
                 .await
                 .with_context(|| format!("publishing message {seq}"))?;
         }
@@ -115,7 +117,7 @@ pub async fn run(cluster: &Cluster, count: u64) -> anyhow::Result<()> {
     }
     drop(sub);
     let forgotten = wait::until("n1 to forget n2's interest", Duration::from_secs(10), || {
-        !n1.has_interest("demo.events.0")
+        !n1.pubsub().has_interest("demo.events.0")
     })
     .await?;
     say(format_args!(

@@ -33,15 +33,17 @@ pub async fn run(cluster: &Cluster, count: u64) -> anyhow::Result<()> {
         "n2 and n3 each put one member in queue group `workers` on `demo.jobs`; n1 publishes {}.",
         thousands(count)
     ));
-    let before = n1.remote_interest();
+    let before = n1.pubsub().remote_interest();
     let w2 = n2
+        .pubsub()
         .queue_subscribe("demo.jobs", "workers")
         .context("queue member on n2")?;
     let w3 = n3
+        .pubsub()
         .queue_subscribe("demo.jobs", "workers")
         .context("queue member on n3")?;
     wait::until("n1 to learn both queue members", Duration::from_secs(10), || {
-        let now = n1.remote_interest();
+        let now = n1.pubsub().remote_interest();
         ["n2", "n3"]
             .iter()
             .all(|n| now.get(*n).copied().unwrap_or(0) > before.get(*n).copied().unwrap_or(0))
@@ -49,7 +51,8 @@ pub async fn run(cluster: &Cluster, count: u64) -> anyhow::Result<()> {
     .await?;
     let started = Instant::now();
     for seq in 0..count {
-        n1.publish("demo.jobs", Vec::new(), payload(seq))
+        n1.pubsub()
+            .publish("demo.jobs", payload(seq))
             .await
             .with_context(|| format!("publishing job {seq}"))?;
     }

@@ -48,7 +48,8 @@ pub async fn route_all(
             let node = from[(i % from.len() as u64) as usize];
             async move {
                 let key = format!("user-{}", i % KEYS);
-                node.route(key.as_bytes(), Bytes::from(i.to_be_bytes().to_vec()))
+                node.shards()
+                    .route(key.as_bytes(), Bytes::from(i.to_be_bytes().to_vec()))
                     .await
                     .with_context(|| format!("event {i} (key {key}) from {}", node.id().name))
             }
@@ -134,13 +135,13 @@ pub fn handled(cluster: &Cluster) -> anyhow::Result<BTreeMap<String, u64>> {
 /// Runs the step with `count` events.
 pub async fn run(cluster: &Cluster, count: u64) -> anyhow::Result<()> {
     let n1 = cluster.node("n1")?;
-    let map = n1.shard_map();
+    let map = n1.shards().map();
     for n in cluster.live() {
-        if n.shard_map() != map {
+        if n.shards().map() != map {
             bail!(
                 "{} has epoch {}, n1 has {}",
                 n.id().name,
-                n.shard_map().epoch,
+                n.shards().map().epoch,
                 map.epoch
             );
         }
@@ -150,7 +151,7 @@ pub async fn run(cluster: &Cluster, count: u64) -> anyhow::Result<()> {
         map.epoch,
         map.shard_count(),
         owners(&map),
-        n1.shard_leader().unwrap_or_else(|| "?".into())
+        n1.shards().leader().unwrap_or_else(|| "?".into())
     ));
     say(format_args!(
         "routing {} events with {KEYS} keys from n1, n2 and n3 in turn ({CONCURRENCY} in flight)",

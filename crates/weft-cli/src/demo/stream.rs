@@ -42,7 +42,8 @@ impl Feeder {
     /// from `base`.
     pub fn start(node: &Node, priority: u32, base: u64) -> anyhow::Result<Feeder> {
         let publisher = node
-            .publish_stream(
+            .streams()
+            .publish(
                 KEY,
                 StreamPolicy {
                     priority,
@@ -258,13 +259,16 @@ pub async fn run(cluster: &Cluster) -> anyhow::Result<Live> {
     let standby = Feeder::start(n2, 100, STANDBY_BASE)?;
     let limit = Duration::from_secs(10);
     wait::until("n3 to learn both origins", limit, || {
-        n3.streams().iter().any(|s| s.key == KEY && s.origins.len() == 2)
+        n3.streams()
+            .list()
+            .iter()
+            .any(|s| s.key == KEY && s.origins.len() == 2)
     })
     .await?;
-    if n3.locate_stream(KEY).as_deref() != Some("n1") {
+    if n3.streams().locate(KEY).as_deref() != Some("n1") {
         bail!(
             "n3 would pull {KEY} from {:?}, not from n1",
-            n3.locate_stream(KEY)
+            n3.streams().locate(KEY)
         );
     }
     // Join late: after more than one GOP, so the viewer must start at the
@@ -274,7 +278,7 @@ pub async fn run(cluster: &Cluster) -> anyhow::Result<Live> {
     })
     .await?;
     let joined_at = primary.last_seq();
-    let sub = n3.subscribe_stream(KEY).await.context("subscribing on n3")?;
+    let sub = n3.streams().subscribe(KEY).await.context("subscribing on n3")?;
     let viewer = Viewer::start(sub, "n1", joined_at);
     say(format_args!(
         "a viewer joins late on n3 (n1 is at frame {joined_at}); n3 becomes an edge and pulls from n1 once"

@@ -183,7 +183,7 @@ impl Client {
     }
 
     /// Handles every complete operation in `buf`. The `PUB`s and `HPUB`s
-    /// among them are published together ([`weft::Node::publish_batch`]:
+    /// among them are published together ([`weft::PubSub::publish_batch`]:
     /// one lock of the subscription tables and one link queue push per
     /// node for all of them); any other operation first publishes those
     /// before it, so the client's order is kept. A client in `verbose` or
@@ -254,7 +254,7 @@ impl Client {
         if batch.is_empty() {
             return;
         }
-        let refused = self.ctx.node.publish_batch(batch.drain(..)).await;
+        let refused = self.ctx.pubsub.publish_batch(batch.drain(..)).await;
         for (_, e) in refused {
             self.publish_failed(&e);
         }
@@ -422,7 +422,7 @@ impl Client {
             && self.opts.no_responders
             && self.opts.headers
             && weft::weft_proto::subject::validate_subject(subject_str).is_ok()
-            && !self.ctx.node.has_interest(subject_str)
+            && !self.ctx.pubsub.has_interest(subject_str)
         {
             if let Some(state) = self.subs.first_matching(r) {
                 subs::deliver_no_responders(r.as_bytes(), &state, &self.out, &self.ctx.stats);
@@ -441,7 +441,7 @@ impl Client {
         let Some(msg) = self.prepare_publish(subject, reply, hdr, payload) else {
             return;
         };
-        if let Err(e) = self.ctx.node.publish_msg(msg).await {
+        if let Err(e) = self.ctx.pubsub.publish_msg(msg).await {
             self.publish_failed(&e);
         }
     }
@@ -475,7 +475,7 @@ impl Client {
             subs: Arc::downgrade(&self.subs),
         });
         let sub = match (pattern, queue) {
-            (Some(p), Ok(q)) => self.ctx.node.subscribe_direct(p, q, sink).ok(),
+            (Some(p), Ok(q)) => self.ctx.pubsub.subscribe_direct(p, q, sink).ok(),
             _ => None,
         };
         let Some(sub) = sub else {

@@ -2,7 +2,7 @@
 //! order, with a `PONG` held behind an interest barrier.
 //!
 //! A `PING` that follows `SUB`/`UNSUB` is answered once every live node has
-//! applied those interest changes ([`weft::Node::interest_barrier`]), so
+//! applied those interest changes ([`weft::PubSub::interest_barrier`]), so
 //! `sub; flush(); publish elsewhere` never misses. The reader does not
 //! wait: it queues the `PONG` and goes on reading; a small task waits for
 //! the barrier (bounded by `interest_barrier_timeout`: on timeout the
@@ -115,7 +115,7 @@ impl Replies {
         if !std::mem::take(&mut self.dirty) {
             return self.send(encode::PONG);
         }
-        let barrier = node.interest_barrier().with_timeout(timeout);
+        let barrier = node.pubsub().interest_barrier().with_timeout(timeout);
         let id = {
             let mut q = locked(&self.queue);
             let id = q.next_id;

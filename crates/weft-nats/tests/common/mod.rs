@@ -80,7 +80,7 @@ impl Cluster {
                 names
                     .iter()
                     .filter(|b| **b != a.id().name)
-                    .all(|b| a.is_linked(b))
+                    .all(|b| a.membership().is_linked(b))
             })
         })
         .await;
@@ -106,7 +106,7 @@ impl Cluster {
     /// Waits until every node knows some interest in `subject`.
     pub async fn interest_everywhere(&self, subject: &str) {
         wait_for(&format!("interest in {subject} everywhere"), || {
-            self.nodes.iter().all(|n| n.has_interest(subject))
+            self.nodes.iter().all(|n| n.pubsub().has_interest(subject))
         })
         .await;
     }
@@ -115,7 +115,7 @@ impl Cluster {
     /// node (every node has one of its own: its request inbox).
     pub async fn knows_patterns(&self, i: usize, want: &[(&str, usize)]) {
         wait_for("remote interest known", || {
-            let known = self.nodes[i].remote_interest();
+            let known = self.nodes[i].pubsub().remote_interest();
             want.iter().all(|(n, c)| known.get(*n).is_some_and(|k| k >= c))
         })
         .await;

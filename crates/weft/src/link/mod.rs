@@ -5,6 +5,6 @@ pub(crate) mod conn;
 pub(crate) mod manager;
 pub(crate) mod tls;
 
-pub use conn::{CloseReason, FrameHandler};
+pub use conn::FrameHandler;
 pub use manager::{LinkEvent, LinkInfo, Links};
 pub use tls::TlsContext;

@@ -142,7 +142,7 @@ pub struct DeadLetter {
 }
 
 /// The dead letters of this node's tells, as reported by the nodes that
-/// dropped them (see [`crate::Node::dead_letters`]).
+/// dropped them (see [`crate::Mailboxes::dead_letters`]).
 ///
 /// The queue is bounded: when it is full, a new letter is dropped and
 /// counted here ([`Self::dropped`]) and in the node's
@@ -168,6 +168,19 @@ impl DeadLetterReceiver {
     /// Letters lost because this receiver's queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The same letters as [`DeadLetterReceiver::recv`]; ends once the node
+/// is gone.
+impl futures::Stream for DeadLetterReceiver {
+    type Item = DeadLetter;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<DeadLetter>> {
+        self.rx.poll_recv(cx)
     }
 }
 

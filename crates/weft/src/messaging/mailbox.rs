@@ -1,21 +1,30 @@
 //! The public mailbox handle and the group monitor.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use futures::stream::{BoxStream, Stream, StreamExt};
 
 use tokio::sync::broadcast;
 use weft_proto::Pid;
 
 use super::message::{CallError, Envelope, Message, MessageError, Target};
 use super::{Messaging, Slot};
+use crate::api::poll::PendingNext;
 use crate::directory::GroupEvent;
 
 /// A local mailbox with a cluster-wide [`Pid`] and a bounded receive queue
 /// (bytes). Dropping it removes it: it leaves every group, loses its
 /// names, and later messages to its pid fail with "no such mailbox".
+///
+/// Also a `Stream` of [`Envelope`]s (ending once the node shut down), the
+/// same messages [`Mailbox::recv`] returns; use one or the other.
 pub struct Mailbox {
     pub(crate) slot: Arc<Slot>,
     pub(crate) messaging: Arc<Messaging>,
+    pub(crate) next: PendingNext<Option<Envelope>>,
 }
 
 impl Mailbox {
@@ -73,6 +82,20 @@ impl Mailbox {
     }
 }
 
+impl Stream for Mailbox {
+    type Item = Envelope;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Envelope>> {
+        let this = self.get_mut();
+        let slot = this.slot.clone();
+        this.next.poll(
+            cx,
+            || this.slot.queue.try_pop().map(Some),
+            || async move { slot.queue.pop().await },
+        )
+    }
+}
+
 impl Drop for Mailbox {
     fn drop(&mut self) {
         self.messaging.remove(&self.slot);
@@ -98,10 +121,13 @@ pub enum MonitorError {
 }
 
 /// Join/leave events of one group, after the members it started with.
+///
+/// Also a `Stream` of `Result<GroupEvent, MonitorError>`: an
+/// `Err(MonitorError::Lagged)` after falling behind, and the end of the
+/// stream (instead of `MonitorError::Closed`) once the node shut down.
 pub struct GroupMonitor {
-    pub(crate) group: String,
-    pub(crate) initial: Vec<Pid>,
-    pub(crate) rx: broadcast::Receiver<GroupEvent>,
+    initial: Vec<Pid>,
+    events: BoxStream<'static, Result<GroupEvent, MonitorError>>,
 }
 
 impl GroupMonitor {
@@ -112,13 +138,36 @@ impl GroupMonitor {
 
     /// The next join or leave of this group.
     pub async fn next(&mut self) -> Result<GroupEvent, MonitorError> {
-        loop {
-            match self.rx.recv().await {
-                Ok(ev) if ev.group() == self.group => return Ok(ev),
-                Ok(_) => continue,
-                Err(broadcast::error::RecvError::Lagged(n)) => return Err(MonitorError::Lagged(n)),
-                Err(broadcast::error::RecvError::Closed) => return Err(MonitorError::Closed),
+        self.events.next().await.unwrap_or(Err(MonitorError::Closed))
+    }
+
+    pub(crate) fn new(group: String, initial: Vec<Pid>, rx: broadcast::Receiver<GroupEvent>) -> Self {
+        let events = futures::stream::unfold(rx, move |mut rx| {
+            let group = group.clone();
+            async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(ev) if ev.group() == group => return Some((Ok(ev), rx)),
+                        Ok(_) => continue,
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            return Some((Err(MonitorError::Lagged(n)), rx));
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
             }
+        });
+        Self {
+            initial,
+            events: events.boxed(),
         }
+    }
+}
+
+impl Stream for GroupMonitor {
+    type Item = Result<GroupEvent, MonitorError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.events.poll_next_unpin(cx)
     }
 }

@@ -36,7 +36,7 @@ pub enum BarrierError {
 /// made before the barrier was taken. Cheap; holds no lock.
 ///
 /// Obtained from [`crate::Subscription::unsubscribe`] (the removal),
-/// [`crate::Node::interest_barrier`] (every change so far), or implicitly
+/// [`crate::PubSub::interest_barrier`] (every change so far), or implicitly
 /// through [`crate::Subscription::ready`].
 pub struct InterestBarrier {
     pub(crate) registry: Arc<RegistryService>,

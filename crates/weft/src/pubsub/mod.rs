@@ -147,6 +147,7 @@ impl PubSub {
             queue_group: queue.map(str::to_string),
             sink,
             pubsub: self.clone(),
+            next: Default::default(),
         })
     }
 

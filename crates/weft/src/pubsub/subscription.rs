@@ -136,6 +136,10 @@ impl Sink {
 /// dropped *for this subscription only*, counted in [`Self::dropped`] and
 /// in the node's `frames_dropped{reason="slow_consumer"}`; publishers and
 /// other subscribers never wait for it.
+///
+/// Also a `Stream` of [`PubMsg`]s (ending after unsubscribe or node
+/// shutdown), the same messages [`Subscription::next`] returns; use one or
+/// the other.
 pub struct Subscription {
     pub(crate) id: u64,
     /// The registry version that carries this subscription's interest.
@@ -144,6 +148,29 @@ pub struct Subscription {
     pub(crate) queue_group: Option<String>,
     pub(crate) sink: Arc<Sink>,
     pub(crate) pubsub: Arc<PubSub>,
+    pub(crate) next: crate::api::poll::PendingNext<Option<PubMsg>>,
+}
+
+impl futures::Stream for Subscription {
+    type Item = PubMsg;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<PubMsg>> {
+        let this = self.get_mut();
+        let sink = this.sink.clone();
+        let ready_now = || match this.sink.queue() {
+            Some(q) => q.try_pop().map(Some),
+            None => Some(None),
+        };
+        this.next.poll(cx, ready_now, || async move {
+            match sink.queue() {
+                Some(q) => q.pop().await,
+                None => None,
+            }
+        })
+    }
 }
 
 impl Subscription {

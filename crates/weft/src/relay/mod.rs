@@ -532,6 +532,8 @@ impl Relay {
             id,
             queue,
             relay: me,
+            next: Default::default(),
+            ended: false,
         };
         Ok((sub, hub))
     }

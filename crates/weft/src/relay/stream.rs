@@ -1,11 +1,16 @@
 //! Public types of the stream relay: publisher, subscription, events.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::task::{Context, Poll};
+
+use futures::Stream;
 
 use weft_proto::relay::{KeyError, StreamFrame};
 
 use super::Relay;
+use crate::api::poll::PendingNext;
 use crate::queue::{ByteQueue, ByteSized};
 
 /// How an origin publishes a stream.
@@ -155,11 +160,51 @@ impl Drop for StreamPublisher {
 /// Receives one stream: the replay buffer first, then live frames, with no
 /// gap and no duplicate. Dropping it unsubscribes (an edge stops pulling
 /// after the configured linger once its last subscriber left).
+///
+/// Also a `Stream` of `Result<StreamEvent, StreamClosed>`: the events
+/// [`StreamSubscription::next`] returns, then one `Err` saying why the
+/// stream ended, then the end of the `Stream`.
 pub struct StreamSubscription {
     pub(crate) key: String,
     pub(crate) id: u64,
     pub(crate) queue: Arc<SubQueue>,
     pub(crate) relay: Arc<Relay>,
+    pub(crate) next: PendingNext<Result<StreamEvent, StreamClosed>>,
+    pub(crate) ended: bool,
+}
+
+/// Turns what a subscriber's queue gave into the subscription's answer.
+fn event_of(queue: &SubQueue, item: Option<Item>) -> Result<StreamEvent, StreamClosed> {
+    match item {
+        Some(Item::Event(e)) => Ok(e),
+        Some(Item::End(reason)) => Err(reason),
+        None => Err(queue
+            .closed
+            .lock()
+            .map(|c| c.unwrap_or(StreamClosed::Stopped))
+            .unwrap_or(StreamClosed::Stopped)),
+    }
+}
+
+impl Stream for StreamSubscription {
+    type Item = Result<StreamEvent, StreamClosed>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let queue = this.queue.clone();
+        let ready_now = || this.queue.queue.try_pop().map(|i| event_of(&this.queue, Some(i)));
+        let polled = this.next.poll(cx, ready_now, || async move {
+            let item = queue.queue.pop().await;
+            event_of(&queue, item)
+        });
+        if let Poll::Ready(Err(_)) = &polled {
+            this.ended = true;
+        }
+        polled.map(Some)
+    }
 }
 
 impl StreamSubscription {
@@ -170,16 +215,8 @@ impl StreamSubscription {
 
     /// The next event, or why the stream ended.
     pub async fn next(&self) -> Result<StreamEvent, StreamClosed> {
-        match self.queue.queue.pop().await {
-            Some(Item::Event(e)) => Ok(e),
-            Some(Item::End(reason)) => Err(reason),
-            None => Err(self
-                .queue
-                .closed
-                .lock()
-                .map(|c| c.unwrap_or(StreamClosed::Stopped))
-                .unwrap_or(StreamClosed::Stopped)),
-        }
+        let item = self.queue.queue.pop().await;
+        event_of(&self.queue, item)
     }
 }
 

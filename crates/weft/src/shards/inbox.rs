@@ -413,7 +413,7 @@ impl Drop for ShardEvent {
 }
 
 /// The events of this node's shards, as a `Stream` of [`ShardDelivery`]
-/// (from [`crate::Node::shard_inbox`]). Ends once the node's shard
+/// (from [`crate::Shards::inbox`]). Ends once the node's shard
 /// service is gone (the node stopped and its last handle was dropped).
 /// Dropping it refuses the queued events (their senders retry) and leaves
 /// this node's shards without a consumer (refused as not ready) until a

@@ -231,9 +231,10 @@ impl Shards {
         events: impl Iterator<Item = (Bytes, Bytes)>,
         no_wait: bool,
         inline: bool,
+        timeout: Duration,
     ) -> (Vec<oneshot::Receiver<Answer>>, Option<u32>) {
         let mut driven_here = None;
-        let deadline = Instant::now() + self.config.route_timeout;
+        let deadline = Instant::now() + timeout;
         let mut out = lock(&self.pipeline.out);
         let mut rxs = Vec::with_capacity(events.size_hint().0);
         for (key, event) in events {
@@ -262,20 +263,18 @@ impl Shards {
         (rxs, driven_here)
     }
 
-    /// Routes one event (see `Node::route`); `no_wait`: `try_route`.
+    /// Routes one event (see `Shards::route`), retrying for up to
+    /// `timeout`; `no_wait`: `try_route`.
     pub(crate) async fn route_one(
         self: &Arc<Self>,
-        key: &[u8],
+        key: Bytes,
         event: Bytes,
         no_wait: bool,
+        timeout: Duration,
     ) -> Result<RouteAck, RouteError> {
         let count = self.shard_count().await?;
-        let (mut rxs, driven_here) = self.submit(
-            count,
-            std::iter::once((Bytes::copy_from_slice(key), event)),
-            no_wait,
-            true,
-        );
+        let (mut rxs, driven_here) =
+            self.submit(count, std::iter::once((key, event)), no_wait, true, timeout);
         let Some(rx) = rxs.pop() else {
             return Err(RouteError::Stopped);
         };
@@ -295,13 +294,14 @@ impl Shards {
     pub(crate) async fn route_many(
         self: &Arc<Self>,
         events: Vec<(Bytes, Bytes)>,
+        timeout: Duration,
     ) -> Vec<Result<RouteAck, RouteError>> {
         let n = events.len();
         let count = match self.shard_count().await {
             Ok(c) => c,
             Err(e) => return vec![Err(e); n],
         };
-        let (rxs, _) = self.submit(count, events.into_iter(), false, false);
+        let (rxs, _) = self.submit(count, events.into_iter(), false, false, timeout);
         let mut out = Vec::with_capacity(n);
         for rx in rxs {
             out.push(rx.await.unwrap_or(Err(RouteError::Stopped)));

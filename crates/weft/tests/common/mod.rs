@@ -32,7 +32,7 @@ pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> boo
 
 /// Whether `node` sees every name in `names` as up.
 pub fn sees_up(node: &Node, names: &[&str]) -> bool {
-    let members = node.members();
+    let members = node.membership().members();
     names.iter().all(|n| {
         members
             .iter()
@@ -73,7 +73,7 @@ pub async fn linked_cluster(n: usize, tune: impl Fn(&mut NodeConfig)) -> Vec<Nod
         wait_for("all up", LIMIT, || sees_up(node, &names)).await;
         for b in &names {
             if *b != node.id().name {
-                wait_for("linked", LIMIT, || node.is_linked(b)).await;
+                wait_for("linked", LIMIT, || node.membership().is_linked(b)).await;
             }
         }
     }

@@ -124,12 +124,16 @@ pub fn run_for(sim: &mut turmoil::Sim<'_>, seed: u64, d: Duration) {
 /// The state `observer` reports for `name` (`None` if unknown or not
 /// running).
 pub fn state(nodes: &Nodes, observer: &str, name: &str) -> Option<weft::MemberState> {
-    nodes.get(observer)?.member(name).map(|m| m.state)
+    nodes.get(observer)?.membership().member(name).map(|m| m.state)
 }
 
 /// The incarnation `observer` knows for `name`.
 pub fn incarnation(nodes: &Nodes, observer: &str, name: &str) -> Option<u64> {
-    nodes.get(observer)?.member(name).map(|m| m.incarnation)
+    nodes
+        .get(observer)?
+        .membership()
+        .member(name)
+        .map(|m| m.incarnation)
 }
 
 /// What a host does with its node after starting it (runs until the host
