@@ -183,7 +183,7 @@ enum Step {
 
 /// One side of a link handshake.
 ///
-/// Contract: call [`take_transmit`](Self::take_transmit) after every call
+/// Contract: call [`poll_transmit`](Self::poll_transmit) after every call
 /// and write what it returns, in order; feed every received byte to
 /// [`handle_input`](Self::handle_input); call
 /// [`handle_timeout`](Self::handle_timeout) at [`deadline`](Self::deadline).

@@ -319,7 +319,7 @@ impl Registry {
     /// `peer` is live (its link is up and membership reports it up): it
     /// gets our snapshot and is asked for its own. A view of an older
     /// incarnation of the same name is purged first.
-    pub fn peer_up(&mut self, peer: &NodeId) {
+    pub fn handle_peer_up(&mut self, peer: &NodeId) {
         self.flush();
         if self
             .live
@@ -350,7 +350,7 @@ impl Registry {
 
     /// The link to `peer` went down: stop sending to it, keep its entries
     /// (membership decides whether it is gone).
-    pub fn link_down(&mut self, peer: &NodeId) {
+    pub fn handle_link_down(&mut self, peer: &NodeId) {
         if self.live.get(&peer.name) == Some(&peer.incarnation) {
             self.live.remove(&peer.name);
         }
@@ -358,7 +358,7 @@ impl Registry {
     }
 
     /// Membership declared `peer` down: purge every entry it owns.
-    pub fn peer_down(&mut self, peer: &NodeId) {
+    pub fn handle_peer_down(&mut self, peer: &NodeId) {
         if self.live.get(&peer.name).is_some_and(|i| *i <= peer.incarnation) {
             self.live.remove(&peer.name);
         }
@@ -386,7 +386,7 @@ impl Registry {
     }
 
     /// Anti-entropy tick: sends our digest to every live peer.
-    pub fn tick(&mut self) {
+    pub fn handle_tick(&mut self) {
         self.flush();
         let mut peers: Vec<&String> = self.live.keys().collect();
         peers.sort();
@@ -436,7 +436,7 @@ impl Registry {
     }
 
     /// Handles `msg` from the authenticated peer `sender`.
-    pub fn handle(&mut self, sender: &NodeId, msg: Msg) -> Result<(), Reject> {
+    pub fn handle_msg(&mut self, sender: &NodeId, msg: Msg) -> Result<(), Reject> {
         match msg {
             Msg::SnapshotRequest => {
                 if !self.live.contains_key(&sender.name) {
@@ -717,8 +717,8 @@ mod tests {
             self.up[a][b] = true;
             self.up[b][a] = true;
             let (ia, ib) = (self.regs[a].local.clone(), self.regs[b].local.clone());
-            self.regs[a].peer_up(&ib);
-            self.regs[b].peer_up(&ia);
+            self.regs[a].handle_peer_up(&ib);
+            self.regs[b].handle_peer_up(&ia);
             self.collect(a);
             self.collect(b);
         }
@@ -731,7 +731,7 @@ mod tests {
                 match wire {
                     Wire::Reg(Msg::Delta { .. }) | Wire::Ack(_) if lost => continue,
                     Wire::Reg(msg) => {
-                        if let Err(e) = self.regs[to].handle(&sender, msg) {
+                        if let Err(e) = self.regs[to].handle_msg(&sender, msg) {
                             self.rejects.push(e);
                         }
                     }
@@ -807,7 +807,7 @@ mod tests {
                 _ => None,
             })
             .expect("delta to n0");
-        net.regs[0].handle(&n1, delta).expect("applied");
+        net.regs[0].handle_msg(&n1, delta).expect("applied");
         let outs: Vec<Output> = std::iter::from_fn(|| net.regs[0].poll_output()).collect();
         let put = outs
             .iter()
@@ -824,7 +824,7 @@ mod tests {
         // n2's link drops: what it acknowledged is forgotten until the
         // next link's snapshot is acknowledged.
         let n2 = net.regs[2].local.clone();
-        net.regs[1].link_down(&n2);
+        net.regs[1].handle_link_down(&n2);
         assert_eq!(net.regs[1].unconfirmed(0, &peers), vec!["n2"]);
     }
 
@@ -835,9 +835,9 @@ mod tests {
         let new = NodeId::new("new", 1);
         let unknown = NodeId::new("unknown", 1);
         for p in [&old, &new, &unknown] {
-            r.peer_up(p);
+            r.handle_peer_up(p);
         }
-        r.handle(
+        r.handle_msg(
             &old,
             Msg::Snapshot {
                 origin: old.clone(),
@@ -846,7 +846,7 @@ mod tests {
             },
         )
         .expect("old snapshot");
-        r.handle(
+        r.handle_msg(
             &new,
             Msg::Snapshot {
                 origin: new.clone(),
@@ -876,7 +876,7 @@ mod tests {
         assert_eq!(net.view(0), net.view(1));
         assert_eq!(net.view(1), net.view(2));
         let n2 = net.regs[2].local.clone();
-        net.regs[0].peer_down(&n2);
+        net.regs[0].handle_peer_down(&n2);
         let removed: Vec<_> = std::iter::from_fn(|| net.regs[0].poll_output())
             .filter(|o| matches!(o, Output::Event(Event::Removed { key, .. }) if key.table == table::GROUPS))
             .collect();
@@ -890,20 +890,23 @@ mod tests {
         let b1 = NodeId::new("b", 1);
         let b2 = NodeId::new("b", 2);
         let c = NodeId::new("c", 1);
-        r.peer_up(&b2);
+        r.handle_peer_up(&b2);
         let claim = Msg::Snapshot {
             origin: c.clone(),
             version: 1,
             entries: vec![(key("x"), vec![1])],
         };
-        assert!(matches!(r.handle(&b2, claim), Err(Reject::ForeignOrigin { .. })));
+        assert!(matches!(
+            r.handle_msg(&b2, claim),
+            Err(Reject::ForeignOrigin { .. })
+        ));
         let stale = Msg::Snapshot {
             origin: b1.clone(),
             version: 9,
             entries: vec![(key("old"), vec![1])],
         };
         assert!(matches!(
-            r.handle(&b1, stale),
+            r.handle_msg(&b1, stale),
             Err(Reject::StaleIncarnation { .. })
         ));
         assert_eq!(r.remote_len(), 0);
@@ -913,7 +916,7 @@ mod tests {
             version: 1,
             entries: vec![(key("new"), vec![2])],
         };
-        assert_eq!(r.handle(&b2, fresh), Ok(()));
+        assert_eq!(r.handle_msg(&b2, fresh), Ok(()));
         assert_eq!(r.remote_len(), 1);
         // Once b2 is known, b1's snapshot stays refused even if live flips.
         let again = Msg::Snapshot {
@@ -921,15 +924,15 @@ mod tests {
             version: 10,
             entries: vec![],
         };
-        assert!(r.handle(&b1, again).is_err());
+        assert!(r.handle_msg(&b1, again).is_err());
     }
 
     #[test]
     fn restart_replaces_the_old_incarnation() {
         let mut r = Registry::new(NodeId::new("a", 1));
         let b1 = NodeId::new("b", 1);
-        r.peer_up(&b1);
-        r.handle(
+        r.handle_peer_up(&b1);
+        r.handle_msg(
             &b1,
             Msg::Snapshot {
                 origin: b1.clone(),
@@ -939,9 +942,9 @@ mod tests {
         )
         .expect("ok");
         let b2 = NodeId::new("b", 2);
-        r.peer_up(&b2);
+        r.handle_peer_up(&b2);
         assert_eq!(r.remote_len(), 0, "old incarnation purged on newer link");
-        r.handle(
+        r.handle_msg(
             &b2,
             Msg::Snapshot {
                 origin: b2.clone(),
@@ -951,7 +954,7 @@ mod tests {
         )
         .expect("ok");
         assert!(
-            r.handle(
+            r.handle_msg(
                 &b1,
                 Msg::Digest {
                     origin: b1.clone(),
@@ -974,7 +977,7 @@ mod tests {
         }
         // Drop every 3rd delta.
         net.deliver_all(Some(3));
-        net.regs[0].tick();
+        net.regs[0].handle_tick();
         net.collect(0);
         net.deliver_all(None);
         assert_eq!(net.view(0), net.view(1));
@@ -1000,12 +1003,12 @@ mod tests {
                         net.up[node][other] = false;
                         net.up[other][node] = false;
                         let (i, o) = (net.regs[node].local.clone(), net.regs[other].local.clone());
-                        net.regs[node].link_down(&o);
-                        net.regs[other].link_down(&i);
+                        net.regs[node].handle_link_down(&o);
+                        net.regs[other].handle_link_down(&i);
                         // A closed connection delivers nothing more.
                         net.inflight.retain(|(f, t, _)| !((*f == node && *t == other) || (*f == other && *t == node)));
                     }
-                    _ => net.regs[node].tick(),
+                    _ => net.regs[node].handle_tick(),
                 }
                 net.collect(node);
                 net.record();
@@ -1015,7 +1018,7 @@ mod tests {
             for i in 0..3 { net.regs[i].flush(); net.collect(i); }
             for a in 0..3 { for b in (a + 1)..3 { net.connect(a, b); } }
             net.deliver_all(None);
-            for i in 0..3 { net.regs[i].tick(); net.collect(i); }
+            for i in 0..3 { net.regs[i].handle_tick(); net.collect(i); }
             net.deliver_all(None);
             let expected: BTreeSet<(String, String)> = net
                 .regs

@@ -207,16 +207,16 @@ impl RegistryService {
     }
 
     pub(crate) fn link_up(&self, peer: &NodeId) {
-        self.with(|r| r.peer_up(peer));
+        self.with(|r| r.handle_peer_up(peer));
     }
 
     pub(crate) fn link_down(&self, peer: &NodeId) {
-        self.with(|r| r.link_down(peer));
+        self.with(|r| r.handle_link_down(peer));
         self.wake_barriers();
     }
 
     pub(crate) fn member_down(&self, peer: &NodeId) {
-        self.with(|r| r.peer_down(peer));
+        self.with(|r| r.handle_peer_down(peer));
         // A barrier no longer waits for it.
         self.wake_barriers();
     }
@@ -298,7 +298,7 @@ impl RegistryService {
     }
 
     pub(crate) fn tick(&self) {
-        self.with(|r| r.tick());
+        self.with(|r| r.handle_tick());
     }
 
     pub(crate) fn on_frame(&self, from: &NodeId, payload: &[u8]) {
@@ -310,7 +310,7 @@ impl RegistryService {
                 return;
             }
         };
-        let result = self.with(|r| r.handle(from, msg));
+        let result = self.with(|r| r.handle_msg(from, msg));
         if let Err(e) = result {
             debug!(peer = %from, error = %e, "registry message refused");
             self.stats.registry_rejected.inc(e.label());

@@ -271,11 +271,12 @@ impl Relay {
             );
         }
         drop(hubs);
+        // Two plain fields always encode; never announce an empty value.
         let value = postcard::to_allocvec(&OriginAnnounce {
             priority: policy.priority,
             attach_ack: true,
         })
-        .unwrap_or_default();
+        .expect("an origin announcement encodes");
         self.registry
             .put_many(vec![(EntryKey::new(table::ORIGINS, key), value.into())]);
         info!(key, priority = policy.priority, "publishing stream");
