@@ -87,6 +87,12 @@ async fn messaging_pubsub_membership_and_link_counters() {
             .expect("open");
     }
     assert_eq!(a.stats().pubsub_published, 1);
+    // The counter is bumped right after the hand-over, which a subscriber
+    // may see first: wait (bounded) for it to settle, then check it exactly.
+    wait_for("b counted both deliveries", LIMIT, || {
+        b.stats().pubsub_delivered >= 2
+    })
+    .await;
     assert_eq!(b.stats().pubsub_delivered, 2);
 
     b.shutdown(Duration::from_millis(100)).await;
