@@ -474,6 +474,9 @@ idle_timeout = "7s"
 mailbox_bytes = 4096
 anti_entropy_interval_ms = 2000
 subscription_bytes = 8192
+call_timeout_ms = 2500
+[pubsub]
+request_timeout = "750ms"
 [relay]
 linger = "1m 30s"
 stall_timeout_ms = 4000
@@ -505,6 +508,8 @@ lease_renew = "200ms"
             (m.mailbox_bytes, m.anti_entropy_interval, m.subscription_bytes),
             (4096, ms(2000), 8192)
         );
+        assert_eq!(m.call_timeout, ms(2500));
+        assert_eq!(file.pubsub.request_timeout, ms(750));
         let r = file.relay;
         assert_eq!(r.linger, ms(90_000));
         assert_eq!(

@@ -189,6 +189,10 @@ pub struct MessagingConfig {
     /// Receive queue of a pub/sub subscription, in bytes, unless given at
     /// subscribe time.
     pub subscription_bytes: usize,
+    /// How long a call (`node.mailboxes().call(..)`) waits for its reply
+    /// unless given `.timeout(..)`.
+    #[serde(rename = "call_timeout_ms", alias = "call_timeout", with = "millis")]
+    pub call_timeout: Duration,
 }
 
 impl Default for MessagingConfig {
@@ -197,6 +201,7 @@ impl Default for MessagingConfig {
             mailbox_bytes: 1024 * 1024,
             anti_entropy_interval: Duration::from_secs(1),
             subscription_bytes: 4 * 1024 * 1024,
+            call_timeout: crate::api::DEFAULT_REQUEST_TIMEOUT,
         }
     }
 }
@@ -235,6 +240,10 @@ pub struct PubSubConfig {
         with = "millis"
     )]
     pub interest_barrier_timeout: Duration,
+    /// How long a request (`node.pubsub().request(..)`) waits for its
+    /// first reply unless given `.timeout(..)`.
+    #[serde(rename = "request_timeout_ms", alias = "request_timeout", with = "millis")]
+    pub request_timeout: Duration,
 }
 
 impl Default for PubSubConfig {
@@ -242,6 +251,7 @@ impl Default for PubSubConfig {
         Self {
             queue_locality: QueueLocality::default(),
             interest_barrier_timeout: Duration::from_secs(5),
+            request_timeout: crate::api::DEFAULT_REQUEST_TIMEOUT,
         }
     }
 }

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use weft_proto::Pid;
 
-use crate::api::DEFAULT_REQUEST_TIMEOUT;
 use crate::api::poll::PendingNext;
 use crate::messaging::dead_letter::{DEFAULT_RECEIVER_CAPACITY, DeadLetterReceiver};
 use crate::messaging::mailbox::Mailbox;
@@ -66,7 +65,7 @@ impl Mailboxes {
 
     /// Sends a request and waits for the reply: await the returned
     /// [`Call`] (after `.timeout(..)` to wait other than
-    /// [`crate::DEFAULT_REQUEST_TIMEOUT`]). Fails with
+    /// `messaging.call_timeout`, 5 s by default). Fails with
     /// [`CallError::NodeDown`] as soon as membership declares the target
     /// node down, [`CallError::NoSuchMailbox`] if the target does not
     /// exist, [`CallError::Timeout`] otherwise.
@@ -75,7 +74,7 @@ impl Mailboxes {
             node: self.node.clone(),
             to: to.into(),
             msg,
-            timeout: DEFAULT_REQUEST_TIMEOUT,
+            timeout: self.node.config().messaging.call_timeout,
         }
     }
 

@@ -35,6 +35,7 @@ pub use pubsub::{PubSub, Publish, Request};
 pub use shards::{Route, Shards};
 pub use streams::Streams;
 
-/// How long [`Request`] waits for a reply and [`Call`] for an answer
-/// when no `.timeout(..)` is given.
+/// The default of `pubsub.request_timeout` and `messaging.call_timeout`:
+/// how long [`Request`] waits for a reply and [`Call`] for an answer when
+/// no `.timeout(..)` is given.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);

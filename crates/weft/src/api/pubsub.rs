@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::api::DEFAULT_REQUEST_TIMEOUT;
 use crate::node::Node;
 use crate::pubsub::barrier::InterestBarrier;
 use crate::pubsub::subscription::{DeliverySink, DirectSubscription, PubMsg, PubSubError, Subscription};
@@ -120,7 +119,7 @@ impl PubSub {
 
     /// A request on `subject`: await the returned [`Request`] for the
     /// first reply (after `.timeout(..)` or `.header(..)` if wanted; it
-    /// waits [`crate::DEFAULT_REQUEST_TIMEOUT`] otherwise). Fails at once
+    /// waits `pubsub.request_timeout`, 5 s by default, otherwise). Fails at once
     /// with [`PubSubError::NoResponders`] when no subscription anywhere in
     /// the cluster matches, with [`PubSubError::Timeout`] when no reply
     /// came in time.
@@ -130,7 +129,7 @@ impl PubSub {
             subject: subject.to_string(),
             headers: Vec::new(),
             payload: payload.into(),
-            timeout: DEFAULT_REQUEST_TIMEOUT,
+            timeout: self.node.config().pubsub.request_timeout,
         }
     }
 
