@@ -329,7 +329,7 @@ pub struct ShardConfig {
     pub duty_interval: Duration,
     /// Whether the leader rebalances on membership changes by itself; when
     /// false only the first assignment is automatic and later rebalances
-    /// happen through [`crate::Node::rebalance_shards`].
+    /// happen through [`crate::api::Shards::rebalance`].
     pub auto_rebalance: bool,
     /// Total time a `route` may take, retries included.
     #[serde(rename = "route_timeout_ms", alias = "route_timeout", with = "millis")]
@@ -403,7 +403,7 @@ pub struct ShardConfig {
     /// A node given a shard whose old owner did not confirm the release
     /// waits `lease · (1 + d) / (1 - d)` on its own clock before accepting.
     pub clock_drift_ppm: u32,
-    /// Per shard, how many events an inbox consumer ([`crate::Node::shard_inbox`])
+    /// Per shard, how many events an inbox consumer ([`crate::api::Shards::inbox`])
     /// may have queued or handed out and not acknowledged. When full,
     /// `route` waits for room (within `route_timeout`) and `try_route`
     /// fails with [`crate::RouteError::Full`]. Not used with a

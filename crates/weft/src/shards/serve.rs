@@ -109,14 +109,6 @@ impl RpcHandler for ShardsRpc {
 mod tests {
     use super::*;
 
-    #[test]
-    fn replies_are_json_and_decode_back() {
-        let b = json(&Some(7u64)).expect("encodes");
-        assert_eq!(&b[..], b"7");
-        let back: Option<u64> = serde_json::from_slice(&b).expect("decodes");
-        assert_eq!(back, Some(7));
-    }
-
     #[tokio::test]
     async fn a_request_after_the_service_stopped_fails_cleanly() {
         let rpc = ShardsRpc { shards: Weak::new() };
